@@ -1,0 +1,23 @@
+"""End-of-day liquidation: flatten what the system opened and cancel its open orders."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows._params import Mode, Options, TradeDate
+from openbell.config import RunOptions
+from tasks.intraday import flatten_positions
+from tasks.runs import begin_run, finish_run
+
+
+@flow(name="liquidate-eod", log_prints=True)
+def liquidate_eod(
+    trade_date: TradeDate = None,
+    mode: Mode = "replay",
+    options: Options = None,
+) -> int:
+    """Flatten the system's positions at the liquidation time; returns positions flattened."""
+    run = begin_run("liquidate_eod", trade_date, mode, options or RunOptions())
+    flattened = flatten_positions(run)
+    finish_run(run, f"{flattened} positions flattened")
+    return flattened

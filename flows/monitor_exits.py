@@ -1,0 +1,23 @@
+"""Intraday exit monitor: protective exits for filled entries, watched until liquidation time."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows._params import Mode, Options, TradeDate
+from openbell.config import RunOptions
+from tasks.intraday import watch_positions
+from tasks.runs import begin_run, finish_run
+
+
+@flow(name="monitor-exits", log_prints=True)
+def monitor_exits(
+    trade_date: TradeDate = None,
+    mode: Mode = "replay",
+    options: Options = None,
+) -> int:
+    """Watch the day's positions from the open to the liquidation time; returns exits filled."""
+    run = begin_run("monitor_exits", trade_date, mode, options or RunOptions())
+    exits = watch_positions(run)
+    finish_run(run, f"{exits} exits filled")
+    return exits

@@ -1,0 +1,23 @@
+"""End-of-day report: trades and P&L into DuckDB, and the report printed."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows._params import Mode, Options, TradeDate
+from openbell.config import RunOptions
+from tasks.report import build_report
+from tasks.runs import begin_run, finish_run
+
+
+@flow(name="report-eod", log_prints=True)
+def report_eod(
+    trade_date: TradeDate = None,
+    mode: Mode = "replay",
+    options: Options = None,
+) -> str:
+    """Compute the day's round trips and P&L; returns the report text."""
+    run = begin_run("report_eod", trade_date, mode, options or RunOptions())
+    text = build_report(run)
+    finish_run(run, text.splitlines()[2] if text else "")
+    return text

@@ -1,0 +1,40 @@
+"""A whole trading day: scan, rank, MOO orders, exit monitor, liquidation and report, in order."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from flows._params import Mode, Options, Symbols, TradeDate
+from flows.liquidate_eod import liquidate_eod
+from flows.monitor_exits import monitor_exits
+from flows.place_moo_orders import place_moo_orders
+from flows.premarket_scan import premarket_scan
+from flows.rank_candidates import rank_candidates
+from flows.report_eod import report_eod
+from openbell.config import RunOptions
+from tasks.runs import clear_replayed_day
+
+REPLACE_HELP = "Replay only: first remove this date's earlier replay from the database (never in live mode)."
+
+
+@flow(name="trading-day", log_prints=True)
+def trading_day(
+    trade_date: TradeDate = None,
+    mode: Mode = "replay",
+    symbols: Symbols = None,
+    replace_existing: Annotated[bool, Field(description=REPLACE_HELP)] = True,
+    options: Options = None,
+) -> str:
+    """Run every phase of one trading day; returns the end-of-day report."""
+    options = options or RunOptions()
+    day = clear_replayed_day(trade_date, mode, options, replace_existing)
+    if not symbols:  # fixed symbols replace the scan and the ranking
+        premarket_scan(day, mode, options)
+    rank_candidates(day, mode, symbols, options)
+    place_moo_orders(day, mode, options)
+    monitor_exits(day, mode, options)
+    liquidate_eod(day, mode, options)
+    return report_eod(day, mode, options)

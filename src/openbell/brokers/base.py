@@ -1,0 +1,53 @@
+"""The Broker protocol every adapter implements, so flows never branch on the broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Position, Symbol
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    cash: Decimal
+    equity: Decimal
+    buying_power: Decimal
+    paper: bool
+
+
+class Broker(Protocol):
+    name: str
+
+    def moo_cutoff(self, day: date) -> datetime:
+        """The last moment this broker accepts market-on-open orders for `day`."""
+        ...
+
+    def submit(self, intent: OrderIntent) -> Order:
+        """Send an order. Idempotent: an id the broker already has returns that order, never a second one.
+
+        Raises OrderRejected with the broker's reason when the broker refuses it.
+        """
+        ...
+
+    def cancel(self, client_order_id: ClientOrderId) -> Order:
+        """Cancel a working order; an order already done is returned as it is."""
+        ...
+
+    def order(self, client_order_id: ClientOrderId) -> Order | None: ...
+
+    def open_orders(self) -> list[Order]: ...
+
+    def fills_since(self, since: datetime | None = None) -> list[Fill]:
+        """Fills of the trading day at or after `since` (all of them when None), in time order."""
+        ...
+
+    def positions(self) -> dict[Symbol, Position]: ...
+
+    def account(self) -> Account: ...
+
+    def close(self) -> None:
+        """Release connections and persist state; the broker object is not used afterwards."""
+        ...

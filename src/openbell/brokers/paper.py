@@ -1,0 +1,421 @@
+"""The paper broker: simulated executions on replayed minute bars, with books kept in DuckDB.
+
+Fill model (exact; the replay engine in core.backtest implements the same rules in bulk):
+- A market-on-open order fills at the open of the session's 09:30 bar (the opening auction
+  print) when the clock reaches the open; with no 09:30 bar it expires unfilled.
+- Other orders take part in every bar that starts at or after they were submitted. A bar is
+  simulated once it is complete (the clock is past its minute). Market orders fill at the bar's
+  open. Sell limit (target) and sell stop orders, alone or as a one-cancels-other pair, fill by
+  `core.exits.bar_exits`: gap through at the open, else the stop before the target.
+- At the session's end, market orders still waiting fill at the symbol's last close and day
+  orders expire.
+- Commission per order max($1.00, $0.005 x shares); market fills take the slippage in bps.
+
+State lives in the paper_* tables, so every flow (each its own process when deployed) sees the
+same books, and a crash loses nothing that was reported: re-simulating bars is deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from openbell import calendar
+from openbell.brokers.base import Account
+from openbell.clock import Clock
+from openbell.core.backtest import FillCosts
+from openbell.core.exits import ExitCode, bar_exits
+from openbell.core.prices import price_to_units, to_units, units_to_price, with_slippage
+from openbell.core.types import (
+    ClientOrderId,
+    Fill,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Purpose,
+    Side,
+    Symbol,
+    TimeInForce,
+)
+from openbell.errors import OrderRejected
+from openbell.marketdata.base import MarketData
+from openbell.store import Store
+
+MOO_CUTOFF = time(9, 28)
+_NO_LEVEL = np.int64(2**62)  # a target no bar reaches
+
+
+@dataclass(slots=True)
+class _SymbolBars:
+    minute_start: np.ndarray  # seconds since midnight of each bar's start
+    open: np.ndarray  # int64 units
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+
+class PaperBroker:
+    """A simulated broker for one trading day. Every call first simulates the market up to `clock.now()`."""
+
+    name = "paper"
+
+    def __init__(
+        self,
+        store: Store,
+        market: MarketData,
+        clock: Clock,
+        trade_date: date,
+        costs: FillCosts = FillCosts(),
+        starting_cash: Decimal = Decimal(100_000),
+    ) -> None:
+        self._store = store
+        self._market = market
+        self._clock = clock
+        self._date = trade_date
+        self._costs = costs
+        self._starting_cash = starting_cash
+        self._midnight = datetime.combine(trade_date, time(0), tzinfo=calendar.NEW_YORK)
+        self._open_s = self._seconds(calendar.session_open(trade_date))
+        self._close_s = self._seconds(calendar.session_close(trade_date))
+        self._bars: dict[Symbol, _SymbolBars] = {}
+        self._orders: dict[ClientOrderId, Order] = {}
+        self._fills: list[Fill] = []
+        self._synced_s = -1.0
+        self._load()
+
+    # --- the Broker protocol ---------------------------------------------------------------
+    def moo_cutoff(self, day: date) -> datetime:
+        return datetime.combine(day, MOO_CUTOFF, tzinfo=calendar.NEW_YORK)
+
+    def submit(self, intent: OrderIntent) -> Order:
+        self._sync()
+        existing = self._orders.get(intent.client_order_id)
+        if existing is not None:
+            if existing.intent != intent:
+                raise OrderRejected(intent.client_order_id, "client order id already used for a different order")
+            return existing
+        now = self._clock.now()
+        self._check_acceptable(intent, now)
+        order = Order(
+            intent=intent, status=OrderStatus.NEW, broker_order_id=_broker_id(intent.client_order_id), submitted_at=now
+        )
+        self._orders[intent.client_order_id] = order
+        self._bars_for(intent.symbol)
+        self._save_orders([order])
+        return order
+
+    def cancel(self, client_order_id: ClientOrderId) -> Order:
+        self._sync()
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise OrderRejected(client_order_id, "no such order")
+        if order.is_done():
+            return order
+        cancelled = self._finish(order, OrderStatus.CANCELLED, "cancelled by request")
+        self._save_orders([cancelled])
+        return cancelled
+
+    def order(self, client_order_id: ClientOrderId) -> Order | None:
+        self._sync()
+        return self._orders.get(client_order_id)
+
+    def open_orders(self) -> list[Order]:
+        self._sync()
+        return [o for o in self._orders.values() if o.is_open()]
+
+    def fills_since(self, since: datetime | None = None) -> list[Fill]:
+        self._sync()
+        return [f for f in self._fills if since is None or f.ts >= since]
+
+    def positions(self) -> dict[Symbol, Position]:
+        self._sync()
+        rows = self._store.query(
+            """
+            WITH moves AS (
+                SELECT symbol, qty, avg_price AS price FROM paper_holdings
+                UNION ALL
+                SELECT symbol, CASE side WHEN 'buy' THEN qty ELSE -qty END, price FROM paper_fills
+            )
+            SELECT symbol, sum(qty)::BIGINT,
+                   sum(CASE WHEN qty > 0 THEN qty * price END) / nullif(sum(CASE WHEN qty > 0 THEN qty END), 0)
+            FROM moves GROUP BY symbol HAVING sum(qty) <> 0 ORDER BY symbol
+            """
+        )
+        return {Symbol(s): Position(Symbol(s), int(q), Decimal(p or 0).quantize(Decimal("0.0001"))) for s, q, p in rows}
+
+    def account(self) -> Account:
+        self._sync()
+        ((cash_moves, held_value),) = self._store.query(
+            """
+            SELECT coalesce((SELECT sum(CASE side WHEN 'sell' THEN qty * price ELSE -qty * price END - commission)
+                             FROM paper_fills), 0),
+                   coalesce((SELECT sum(qty * avg_price) FROM paper_holdings), 0)
+            """
+        )
+        cash = self._starting_cash + Decimal(cash_moves)
+        open_value = sum((p.qty * p.avg_price for p in self.positions().values()), Decimal(0))
+        equity = cash + open_value
+        return Account(cash=cash, equity=equity, buying_power=max(cash, Decimal(0)), paper=True)
+
+    def close(self) -> None:
+        self._sync()
+        self._store.upsert("paper_clock", [{"trade_date": self._date, "synced_until": self._at(self._synced_s)}])
+
+    # --- simulation ------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Simulate every event between the last sync and now, in time order."""
+        now_s = self._seconds(self._clock.now())
+        if now_s <= self._synced_s:
+            return
+        changed: list[Order] = []
+        new_fills: list[Fill] = []
+        if self._synced_s < self._open_s <= now_s:
+            self._opening_auction(changed, new_fills)
+        for symbol in sorted({o.intent.symbol for o in self._orders.values() if o.is_open()}):
+            self._simulate_bars(symbol, now_s, changed, new_fills)
+        if self._synced_s < self._close_s + 60 <= now_s:
+            self._session_end(changed, new_fills)
+        self._synced_s = now_s
+        if changed:
+            self._save_orders(changed, new_fills)
+
+    def _opening_auction(self, changed: list[Order], new_fills: list[Fill]) -> None:
+        for order in [o for o in self._orders.values() if o.is_open() and o.intent.tif is TimeInForce.OPG]:
+            bars = self._bars_for(order.intent.symbol)
+            if len(bars.minute_start) and bars.minute_start[0] == self._open_s:
+                changed.append(self._fill(order, int(bars.open[0]), self._open_s, new_fills, market=True))
+            else:
+                changed.append(
+                    self._finish(order, OrderStatus.EXPIRED, "no opening print: market-on-open order unfilled")
+                )
+
+    def _simulate_bars(self, symbol: Symbol, now_s: float, changed: list[Order], new_fills: list[Fill]) -> None:
+        bars = self._bars_for(symbol)
+        pending = np.flatnonzero((bars.minute_start + 60 > self._synced_s) & (bars.minute_start + 60 <= now_s))
+        for i in pending:
+            working = [
+                o
+                for o in self._orders.values()
+                if o.intent.symbol == symbol
+                and o.is_open()
+                and o.intent.tif is not TimeInForce.OPG
+                and self._seconds(o.submitted_at) <= bars.minute_start[i]
+            ]
+            for order in working:
+                if order.intent.order_type is OrderType.MARKET:
+                    changed.append(self._fill(order, int(bars.open[i]), bars.minute_start[i], new_fills, market=True))
+            exits = [o for o in working if o.intent.order_type is not OrderType.MARKET]
+            for group in _oco_groups(exits):
+                target = next((o for o in group if o.intent.order_type is OrderType.LIMIT), None)
+                stop = next((o for o in group if o.intent.order_type is OrderType.STOP), None)
+                code, price = bar_exits(
+                    bars.open[i],
+                    bars.high[i],
+                    bars.low[i],
+                    price_to_units(target.intent.limit_price) if target else _NO_LEVEL,
+                    price_to_units(stop.intent.stop_price) if stop else np.int64(0),
+                )
+                if code == ExitCode.NONE:
+                    continue
+                winner, loser = (target, stop) if code == ExitCode.TARGET else (stop, target)
+                changed.append(
+                    self._fill(winner, int(price), bars.minute_start[i], new_fills, market=code == ExitCode.STOP)
+                )
+                if loser is not None:
+                    changed.append(
+                        self._finish(
+                            loser, OrderStatus.CANCELLED, f"one-cancels-other: {winner.client_order_id} filled"
+                        )
+                    )
+
+    def _session_end(self, changed: list[Order], new_fills: list[Fill]) -> None:
+        for order in [o for o in self._orders.values() if o.is_open()]:
+            bars = self._bars_for(order.intent.symbol)
+            if order.intent.order_type is OrderType.MARKET and len(bars.close):
+                changed.append(self._fill(order, int(bars.close[-1]), self._close_s, new_fills, market=True))
+            else:
+                changed.append(self._finish(order, OrderStatus.EXPIRED, "day order expired at the close"))
+
+    def _fill(self, order: Order, price_units: int, at_s: float, new_fills: list[Fill], *, market: bool) -> Order:
+        intent = order.intent
+        slippage = self._costs.slippage_bps if market else Decimal(0)
+        price = with_slippage(units_to_price(price_units), intent.side, slippage)  # also rounds to the tick
+        fill = Fill(
+            fill_id=f"{order.broker_order_id}-1",
+            client_order_id=intent.client_order_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            price=price,
+            commission=max(self._costs.minimum, self._costs.per_share * intent.qty),
+            ts=self._at(at_s),
+        )
+        self._fills.append(fill)
+        new_fills.append(fill)
+        filled = replace(order, status=OrderStatus.FILLED, filled_qty=intent.qty, avg_fill_price=price)
+        self._orders[intent.client_order_id] = filled
+        return filled
+
+    def _finish(self, order: Order, status: OrderStatus, reason: str) -> Order:
+        done = replace(order, status=status, reason=reason)
+        self._orders[order.client_order_id] = done
+        return done
+
+    def _check_acceptable(self, intent: OrderIntent, now: datetime) -> None:
+        if intent.tif is TimeInForce.OPG:
+            if intent.order_type is not OrderType.MARKET:
+                raise OrderRejected(intent.client_order_id, "only market orders can be market-on-open")
+            if now > self.moo_cutoff(self._date):
+                raise OrderRejected(
+                    intent.client_order_id, f"market-on-open orders are accepted until {MOO_CUTOFF:%H:%M} New York time"
+                )
+        elif now >= self._at(self._close_s):
+            raise OrderRejected(intent.client_order_id, "the session has closed")
+        if intent.side is Side.BUY and intent.order_type is not OrderType.MARKET:
+            raise OrderRejected(
+                intent.client_order_id, "the paper broker takes buy orders as market or market-on-open only"
+            )
+
+    # --- bars and persistence --------------------------------------------------------------
+    def _bars_for(self, symbol: Symbol) -> _SymbolBars:
+        if symbol not in self._bars:
+            frame = self._market.minute_bars(self._date, [symbol])
+            minutes = frame["ts"].dt.hour.to_numpy() * 3600 + frame["ts"].dt.minute.to_numpy() * 60
+            self._bars[symbol] = _SymbolBars(
+                minute_start=minutes.astype(np.float64),
+                open=to_units(frame["open"].to_numpy()),
+                high=to_units(frame["high"].to_numpy()),
+                low=to_units(frame["low"].to_numpy()),
+                close=to_units(frame["close"].to_numpy()),
+            )
+        return self._bars[symbol]
+
+    def _load(self) -> None:
+        orders = self._store.query_df(
+            "SELECT * FROM paper_orders WHERE trade_date = ? ORDER BY submitted_at, client_order_id", [self._date]
+        )
+        for row in orders.itertuples(index=False):
+            self._orders[ClientOrderId(row.client_order_id)] = _order_from_row(row)
+        fills = self._store.query_df(
+            "SELECT * FROM paper_fills WHERE trade_date = ? ORDER BY ts, fill_id", [self._date]
+        )
+        self._fills = [_fill_from_row(row) for row in fills.itertuples(index=False)]
+        synced = self._store.query("SELECT synced_until FROM paper_clock WHERE trade_date = ?", [self._date])
+        if synced:
+            self._synced_s = self._seconds(synced[0][0])
+
+    def _save_orders(self, orders: list[Order], fills: list[Fill] = ()) -> None:
+        with self._store.transaction() as con:
+            for order in orders:
+                con.execute(
+                    "INSERT OR REPLACE INTO paper_orders VALUES (" + ", ".join("?" * 18) + ")",
+                    _order_row(order, self._date),
+                )
+            for fill in fills:
+                con.execute(
+                    "INSERT OR REPLACE INTO paper_fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        fill.fill_id,
+                        fill.client_order_id,
+                        _broker_id(fill.client_order_id),
+                        self._date,
+                        fill.symbol,
+                        fill.side.value,
+                        fill.qty,
+                        fill.price,
+                        fill.commission,
+                        fill.ts,
+                    ],
+                )
+            con.execute(
+                "INSERT OR REPLACE INTO paper_clock VALUES (?, ?)", [self._date, self._at(max(self._synced_s, 0))]
+            )
+
+    def _seconds(self, moment: datetime) -> float:
+        return (moment - self._midnight).total_seconds()
+
+    def _at(self, seconds: float) -> datetime:
+        return self._midnight + timedelta(seconds=float(seconds))
+
+
+def _broker_id(client_order_id: str) -> str:
+    return "paper-" + hashlib.sha1(client_order_id.encode()).hexdigest()[:12]
+
+
+def _oco_groups(orders: list[Order]) -> list[list[Order]]:
+    groups: dict[str, list[Order]] = {}
+    for order in orders:
+        groups.setdefault(order.intent.oco_group or order.client_order_id, []).append(order)
+    return list(groups.values())
+
+
+def _order_row(order: Order, trade_date: date) -> list:
+    i = order.intent
+    return [
+        i.client_order_id,
+        order.broker_order_id,
+        trade_date,
+        i.symbol,
+        i.side.value,
+        i.order_type.value,
+        i.tif.value,
+        i.purpose.value,
+        i.qty,
+        i.limit_price,
+        i.stop_price,
+        i.oco_group,
+        order.status.value,
+        order.submitted_at,
+        order.submitted_at,
+        order.filled_qty,
+        order.avg_fill_price,
+        order.reason,
+    ]
+
+
+def _dec(value) -> Decimal | None:
+    return None if value is None or pd.isna(value) else Decimal(str(value))
+
+
+def _order_from_row(row) -> Order:
+    intent = OrderIntent(
+        client_order_id=ClientOrderId(row.client_order_id),
+        symbol=Symbol(row.symbol),
+        side=Side(row.side),
+        qty=int(row.qty),
+        order_type=OrderType(row.order_type),
+        purpose=Purpose(row.purpose),
+        tif=TimeInForce(row.tif),
+        limit_price=_dec(row.limit_price),
+        stop_price=_dec(row.stop_price),
+        oco_group=None if pd.isna(row.oco_group) else row.oco_group,
+    )
+    return Order(
+        intent=intent,
+        status=OrderStatus(row.status),
+        broker_order_id=row.broker_order_id,
+        submitted_at=row.submitted_at.to_pydatetime().astimezone(calendar.NEW_YORK),
+        filled_qty=int(row.filled_qty or 0),
+        avg_fill_price=_dec(row.avg_fill_price),
+        reason=None if pd.isna(row.reason) else row.reason,
+    )
+
+
+def _fill_from_row(row) -> Fill:
+    return Fill(
+        fill_id=row.fill_id,
+        client_order_id=ClientOrderId(row.client_order_id),
+        symbol=Symbol(row.symbol),
+        side=Side(row.side),
+        qty=int(row.qty),
+        price=_dec(row.price),
+        commission=_dec(row.commission),
+        ts=row.ts.to_pydatetime().astimezone(calendar.NEW_YORK),
+    )

@@ -1,0 +1,172 @@
+"""The openbell command line: demo, replay and query.
+
+`demo` and `replay` run the Prefect flows in this process. The CLI is the outermost edge of the
+system: it checks what a user can get wrong (dates, files, symbols) before any flow starts, so
+mistakes end in one clear line, and it loads the flows by name (the package never imports them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from openbell.errors import ConfigError, OpenbellError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except OpenbellError as exc:
+        print(f"openbell: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("openbell: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openbell", description="A day-trading system run as Prefect flows.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="generate a synthetic market and replay a day through the flows")
+    demo.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    demo.set_defaults(command=_demo)
+
+    replay = commands.add_parser("replay", help="replay one day from Parquet bars through the flows")
+    replay.add_argument("--date", required=True, type=_date, help="the session to replay, YYYY-MM-DD")
+    replay.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
+    replay.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
+    replay.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
+    replay.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    replay.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
+    replay.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
+    replay.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
+    replay.set_defaults(command=_replay)
+
+    query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
+    query.add_argument("sql", help='e.g. "SELECT * FROM trades ORDER BY trade_date"')
+    query.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(command=_query)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from openbell.config import RunOptions
+
+    options = RunOptions(db_path=str(args.db) if args.db else None)
+    return _run_day(None, None, options)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from openbell.config import RunOptions
+
+    if (args.bars is None) != (args.daily is None):
+        raise ConfigError("give both --bars and --daily, or neither to replay the synthetic market")
+    options = RunOptions(
+        db_path=str(args.db) if args.db else None,
+        minute_bars=str(args.bars) if args.bars else None,
+        daily_bars=str(args.daily) if args.daily else None,
+        target_pct=args.target_pct,
+        stop_pct=args.stop_pct,
+        allocation=args.allocation,
+    )
+    return _run_day(args.date, args.symbols, options)
+
+
+def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int:
+    from openbell import runtime
+    from openbell.calendar import require_session
+
+    settings = options.settings()
+    market = runtime.market_for(settings)
+    day = runtime.resolve_trade_date(trade_date, "replay", market)
+    require_session(day)
+    bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
+    if symbols:
+        unknown = sorted(set(symbols) - set(bars["symbol"]))
+        if unknown:
+            raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: no minute bars on {day}")
+    print(f"openbell: replaying {day} into {settings.data.database}", flush=True)
+
+    trading_day = _flow("flows.trading_day", "trading_day")
+    with _quiet_prefect():
+        report = trading_day(trade_date=day, mode="replay", symbols=symbols, options=options)
+    print(report)
+    print(
+        f"\nexplore it: openbell query --db {settings.data.database} \"SELECT * FROM trades WHERE trade_date = '{day}'\""
+    )
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from openbell.config import load_settings
+    from openbell.store import Store
+
+    path = args.db or load_settings().data.database
+    try:
+        frame = Store(path).query_df(args.sql, read_only=True)
+    except OpenbellError:
+        raise
+    except Exception as exc:  # a user's SQL error: report DuckDB's own words
+        raise ConfigError(f"query failed: {str(exc).splitlines()[0]}") from None
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def _flow(module: str, name: str):
+    return getattr(importlib.import_module(module), name)
+
+
+class _quiet_prefect:
+    """Run flows without the per-run heartbeat thread (about a second per flow) and analytics."""
+
+    def __enter__(self):
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        self._settings = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+        self._settings.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._settings.__exit__(*exc)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2018-03-01") from None
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise argparse.ArgumentTypeError("give symbols separated by commas, e.g. AAPL,TSLA")
+    return symbols
+
+
+if __name__ == "__main__":
+    sys.exit(main())

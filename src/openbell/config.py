@@ -1,0 +1,154 @@
+"""Settings, read once at the edge from the environment (prefix OPENBELL_) and passed down.
+
+Each area has its own model: data, scan, exits, sizing, broker. Nested fields are set with a
+double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.duckdb.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from openbell.core.backtest import FillCosts
+from openbell.core.exits import ExitPolicy
+from openbell.core.scan import ScanFilters
+from openbell.core.sizing import SizingPolicy
+from openbell.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(BaseModel):
+    model_config = _STRICT
+    dir: Path = Field(Path("data"), description="Folder for runtime files: the database, generated data, logs.")
+    db_path: Path | None = Field(None, description="DuckDB file; default <dir>/openbell.duckdb.")
+    minute_bars: Path | None = Field(None, description="Minute-bar Parquet for replays; default: the synthetic market.")
+    daily_bars: Path | None = Field(None, description="Daily-bar Parquet for replays; default: the synthetic market.")
+    lock_timeout_s: float = Field(
+        30.0, gt=0, description="How long to wait for a DuckDB file locked by another process."
+    )
+
+    @property
+    def database(self) -> Path:
+        return self.db_path or self.dir / "openbell.duckdb"
+
+
+class ScanSettings(BaseModel):
+    model_config = _STRICT
+    min_price: float = Field(2.0, gt=0, description="Lowest opening price of a candidate, dollars.")
+    max_price: float = Field(1_000.0, gt=0, description="Highest opening price of a candidate, dollars.")
+    min_gap_pct: float = Field(2.0, description="Smallest up-gap from the prior close, percent.")
+    max_gap_pct: float = Field(50.0, description="Largest up-gap, percent (bigger ones are usually bad data).")
+    min_avg_dollar_volume: float = Field(2_000_000.0, ge=0, description="Least 20-day average dollar volume.")
+    min_rel_volume: float = Field(0.0, ge=0, description="Least opening volume in average minutes.")
+    top_n: int = Field(5, ge=1, le=100, description="How many ranked candidates are traded.")
+
+    def filters(self) -> ScanFilters:
+        return ScanFilters(**self.model_dump(exclude={"top_n"}))
+
+
+class ExitSettings(BaseModel):
+    model_config = _STRICT
+    target_pct: Decimal = Field(Decimal("2.6"), gt=0, description="Profit target above the entry fill, percent.")
+    stop_pct: Decimal = Field(Decimal("0.9"), gt=0, lt=100, description="Stop below the entry fill, percent.")
+    liquidation_time: time = Field(time(15, 45), description="Flatten at this New York time on a full day.")
+    early_close_offset_min: int = Field(
+        15, ge=1, le=120, description="On half days, flatten this many minutes before the close."
+    )
+
+    def policy(self) -> ExitPolicy:
+        return ExitPolicy(self.target_pct, self.stop_pct, self.liquidation_time)
+
+
+class SizingSettings(BaseModel):
+    model_config = _STRICT
+    allocation: Decimal = Field(Decimal(10_000), gt=0, description="Dollars per position.")
+    pct_of_equity: Decimal | None = Field(
+        None, gt=0, le=100, description="Percent of equity per position instead of a fixed allocation."
+    )
+    max_shares: int | None = Field(None, ge=1, description="Cap on shares per position.")
+    max_notional: Decimal | None = Field(None, gt=0, description="Cap on dollars per position.")
+
+    def policy(self) -> SizingPolicy:
+        return SizingPolicy(self.allocation, self.pct_of_equity, self.max_shares, self.max_notional)
+
+
+class BrokerSettings(BaseModel):
+    model_config = _STRICT
+    kind: Literal["paper"] = Field("paper", description="Which broker trades: the simulated paper broker.")
+    starting_cash: Decimal = Field(Decimal(100_000), gt=0, description="The paper account's starting cash.")
+    commission_per_share: Decimal = Field(Decimal("0.005"), ge=0, description="Commission per share.")
+    commission_min: Decimal = Field(Decimal("1.00"), ge=0, description="Least commission per order.")
+    slippage_bps: Decimal = Field(
+        Decimal(0), ge=0, le=500, description="Paper fills of market orders are worse by this many basis points."
+    )
+
+    def costs(self) -> FillCosts:
+        return FillCosts(self.commission_per_share, self.commission_min, self.slippage_bps)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENBELL_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    data: DataSettings = DataSettings()
+    scan: ScanSettings = ScanSettings()
+    exits: ExitSettings = ExitSettings()
+    sizing: SizingSettings = SizingSettings()
+    broker: BrokerSettings = BrokerSettings()
+
+    def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
+        """A copy with `{"area": {"field": value}}` changes applied and validated."""
+        merged = self.model_dump()
+        for area, fields in changes.items():
+            merged.setdefault(area, {}).update({k: v for k, v in fields.items() if v is not None})
+        return _validated(lambda: Settings.model_validate(merged))
+
+
+def load_settings(**changes: dict[str, Any]) -> Settings:
+    """Settings from the environment, with `area={field: value}` changes on top (None = keep)."""
+    settings = _validated(Settings)
+    return settings.updated(changes) if changes else settings
+
+
+def _validated(make):
+    try:
+        return make()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ConfigError(
+            f"invalid settings: {problems} (environment variables use the OPENBELL_ prefix, e.g. OPENBELL_EXITS__TARGET_PCT)"
+        ) from None
+
+
+class RunOptions(BaseModel):
+    """Per-run changes to the settings, given as typed flow parameters. Never holds a secret."""
+
+    model_config = ConfigDict(extra="forbid")
+    db_path: str | None = Field(None, description="DuckDB file to write (default data/openbell.duckdb).")
+    minute_bars: str | None = Field(None, description="Minute-bar Parquet to replay (default: the synthetic market).")
+    daily_bars: str | None = Field(None, description="Daily-bar Parquet for the scan (default: the synthetic market).")
+    target_pct: Decimal | None = Field(
+        None, gt=0, description="Profit target, percent above the entry fill (default 2.6)."
+    )
+    stop_pct: Decimal | None = Field(
+        None, gt=0, lt=100, description="Stop, percent below the entry fill (default 0.9)."
+    )
+    allocation: Decimal | None = Field(None, gt=0, description="Dollars per position (default 10,000).")
+    top_n: int | None = Field(None, ge=1, le=100, description="How many ranked candidates to trade (default 5).")
+    slippage_bps: Decimal | None = Field(
+        None, ge=0, le=500, description="Paper slippage on market fills, basis points (default 0)."
+    )
+
+    def settings(self) -> Settings:
+        """The environment's settings with these options applied."""
+        return load_settings(
+            data={"db_path": self.db_path, "minute_bars": self.minute_bars, "daily_bars": self.daily_bars},
+            exits={"target_pct": self.target_pct, "stop_pct": self.stop_pct},
+            sizing={"allocation": self.allocation},
+            scan={"top_n": self.top_n},
+            broker={"slippage_bps": self.slippage_bps},
+        )

@@ -1,0 +1,61 @@
+"""Ranking: the Ranker interface and the deterministic quantitative baseline.
+
+A ranker orders the scan's passing candidates and says why. The baseline scores
+gap_pct x rel_volume: a large up-gap on heavy opening volume ranks first. Ties break by
+symbol, so the same candidates always give the same ranking. Later rankers (an LLM, an
+ensemble of voters) implement the same `Ranker` protocol and fall back to this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPick:
+    symbol: str
+    rank: int  # 1 is best
+    score: float
+    reason: str
+    selected: bool  # within the top N that will be traded
+
+
+class Ranker(Protocol):
+    name: str
+
+    def rank(self, candidates: pd.DataFrame, top_n: int) -> list[RankedPick]:
+        """Order the passing candidates (rows of the scan's feature table), best first."""
+        ...
+
+
+class GapVolumeRanker:
+    """Score = gap_pct x rel_volume over candidates that passed the scan."""
+
+    name = "gap_x_rvol"
+
+    def rank(self, candidates: pd.DataFrame, top_n: int) -> list[RankedPick]:
+        passed = candidates[candidates["passed"].astype(bool)].copy()
+        passed["score"] = passed["gap_pct"] * passed["rel_volume"]
+        passed = passed.sort_values(["score", "symbol"], ascending=[False, True], kind="mergesort")
+        return [
+            RankedPick(
+                symbol=row.symbol,
+                rank=i,
+                score=float(row.score),
+                reason=f"gap {row.gap_pct:+.2f}% x relative volume {row.rel_volume:.1f} = {row.score:.1f}",
+                selected=i <= top_n,
+            )
+            for i, row in enumerate(passed.itertuples(index=False), start=1)
+        ]
+
+
+def fixed_ranking(symbols: Sequence[str]) -> list[RankedPick]:
+    """The user's own list, in the given order: overrides scan and ranking (tests, comparisons)."""
+    return [
+        RankedPick(symbol=s, rank=i, score=0.0, reason="fixed symbols given by the user", selected=True)
+        for i, s in enumerate(dict.fromkeys(symbols), start=1)
+    ]

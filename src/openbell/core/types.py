@@ -1,0 +1,173 @@
+"""Domain types: the facts a trading day is made of (bars, orders, fills, positions, trades)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import NewType
+
+Symbol = NewType("Symbol", str)
+ClientOrderId = NewType("ClientOrderId", str)
+RunId = NewType("RunId", str)
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    OPG = "opg"  # at the opening auction only: a market-on-open order is MARKET + OPG
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"  # accepted by the broker and working
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # e.g. a market-on-open order with no opening print: unfilled
+
+
+OPEN_STATES = frozenset({OrderStatus.NEW})
+DONE_STATES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+class Purpose(StrEnum):
+    """Why the system sent an order; part of its deterministic client order id."""
+
+    ENTRY = "entry"
+    TARGET = "target"
+    STOP = "stop"
+    EOD = "eod"
+
+
+class ExitReason(StrEnum):
+    TARGET = "target"
+    STOP = "stop"
+    EOD = "eod"
+
+
+EXIT_REASON_OF_PURPOSE = {
+    Purpose.TARGET: ExitReason.TARGET,
+    Purpose.STOP: ExitReason.STOP,
+    Purpose.EOD: ExitReason.EOD,
+}
+
+
+def client_order_id(trade_date: date, symbol: str, purpose: Purpose) -> ClientOrderId:
+    """The deterministic id of the order the system sends for (date, symbol, purpose).
+
+    The same inputs always give the same id, so a retried or replayed submission is recognised
+    by the broker (and by the store) instead of creating a second order.
+    """
+    return ClientOrderId(f"ob-{trade_date:%Y%m%d}-{symbol}-{purpose.value}")
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One minute (or day) of trading; `ts` is the start of the interval, New York time."""
+
+    symbol: Symbol
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """An order the system wants at the broker. Prices are tick-rounded Decimals."""
+
+    client_order_id: ClientOrderId
+    symbol: Symbol
+    side: Side
+    qty: int
+    order_type: OrderType
+    purpose: Purpose
+    tif: TimeInForce = TimeInForce.DAY
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    oco_group: str | None = None  # orders sharing a group cancel each other when one fills
+
+    def __post_init__(self) -> None:
+        if self.qty <= 0:
+            raise ValueError(f"{self.client_order_id}: qty must be a positive whole number of shares, got {self.qty}")
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
+            raise ValueError(f"{self.client_order_id}: a limit order needs limit_price")
+        if self.order_type is OrderType.STOP and self.stop_price is None:
+            raise ValueError(f"{self.client_order_id}: a stop order needs stop_price")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as the broker reports it."""
+
+    intent: OrderIntent
+    status: OrderStatus
+    broker_order_id: str
+    submitted_at: datetime
+    filled_qty: int = 0
+    avg_fill_price: Decimal | None = None
+    reason: str | None = None  # why it was rejected, cancelled or expired
+
+    @property
+    def client_order_id(self) -> ClientOrderId:
+        return self.intent.client_order_id
+
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATES
+
+    def is_done(self) -> bool:
+        return self.status in DONE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution. `commission` is what the broker charged for it."""
+
+    fill_id: str
+    client_order_id: ClientOrderId
+    symbol: Symbol
+    side: Side
+    qty: int
+    price: Decimal
+    commission: Decimal
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    symbol: Symbol
+    qty: int  # positive long, negative short
+    avg_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One round trip: entry fill to exit fill of one symbol on one day."""
+
+    trade_date: date
+    symbol: Symbol
+    shares: int
+    entry_ts: datetime
+    entry_price: Decimal
+    exit_ts: datetime
+    exit_price: Decimal
+    exit_reason: ExitReason
+    commission: Decimal
+    pnl: Decimal  # (exit - entry) * shares - commission
+
+    @property
+    def return_pct(self) -> float:
+        return float((self.exit_price / self.entry_price - 1) * 100)

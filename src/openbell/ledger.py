@@ -1,0 +1,124 @@
+"""The system's own record of its orders and fills, kept in step with the broker.
+
+The broker is the source of truth for what happened; `orders` and `fills` in DuckDB are what
+the system knows it sent and got. Only ids the system made for the day (prefix ob-YYYYMMDD-)
+are recorded or acted on, so holdings and orders the system did not create are never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from openbell import calendar
+from openbell.brokers import Broker
+from openbell.core.types import ClientOrderId, Fill, Order, Side, Symbol
+from openbell.store import Store
+
+
+def our_prefix(trade_date: date) -> str:
+    return f"ob-{trade_date:%Y%m%d}-"
+
+
+def is_ours(client_order_id: str, trade_date: date) -> bool:
+    return client_order_id.startswith(our_prefix(trade_date))
+
+
+def record_orders(store: Store, trade_date: date, orders: list[Order], run_id: str | None = None) -> None:
+    if not orders:
+        return
+    now = datetime.now(calendar.NEW_YORK)
+    store.upsert("orders", [_order_row(o, trade_date, now, run_id) for o in orders])
+
+
+def record_rejection(store: Store, trade_date: date, intent, reason: str, run_id: str | None) -> None:
+    i = intent
+    store.upsert(
+        "orders",
+        [
+            {
+                "client_order_id": i.client_order_id,
+                "trade_date": trade_date,
+                "symbol": i.symbol,
+                "side": i.side.value,
+                "order_type": i.order_type.value,
+                "tif": i.tif.value,
+                "purpose": i.purpose.value,
+                "qty": i.qty,
+                "limit_price": i.limit_price,
+                "stop_price": i.stop_price,
+                "oco_group": i.oco_group,
+                "status": "rejected",
+                "updated_at": datetime.now(calendar.NEW_YORK),
+                "filled_qty": 0,
+                "reason": reason,
+                "run_id": run_id,
+            }
+        ],
+    )
+
+
+def sync_from_broker(store: Store, broker: Broker, trade_date: date) -> list[Fill]:
+    """Bring the day's recorded orders and fills up to what the broker reports; returns our fills."""
+    ids = [
+        ClientOrderId(r[0])
+        for r in store.query(
+            "SELECT client_order_id FROM orders WHERE trade_date = ? AND status <> 'rejected'", [trade_date]
+        )
+    ]
+    orders = [o for o in (broker.order(i) for i in ids) if o is not None]
+    record_orders(store, trade_date, orders)
+    fills = [f for f in broker.fills_since(None) if is_ours(f.client_order_id, trade_date)]
+    if fills:
+        store.upsert(
+            "fills",
+            [
+                {
+                    "fill_id": f.fill_id,
+                    "client_order_id": f.client_order_id,
+                    "trade_date": trade_date,
+                    "symbol": f.symbol,
+                    "side": f.side.value,
+                    "qty": f.qty,
+                    "price": f.price,
+                    "commission": f.commission,
+                    "ts": f.ts,
+                }
+                for f in fills
+            ],
+        )
+    return fills
+
+
+def opened_quantities(fills: list[Fill]) -> dict[Symbol, int]:
+    """Shares the system holds from its own fills, per symbol (non-zero only)."""
+    held: dict[Symbol, int] = {}
+    for f in fills:
+        held[f.symbol] = held.get(f.symbol, 0) + (f.qty if f.side is Side.BUY else -f.qty)
+    return {s: q for s, q in held.items() if q}
+
+
+def _order_row(order: Order, trade_date: date, now: datetime, run_id: str | None) -> dict:
+    i = order.intent
+    row = {
+        "client_order_id": i.client_order_id,
+        "trade_date": trade_date,
+        "symbol": i.symbol,
+        "side": i.side.value,
+        "order_type": i.order_type.value,
+        "tif": i.tif.value,
+        "purpose": i.purpose.value,
+        "qty": i.qty,
+        "limit_price": i.limit_price,
+        "stop_price": i.stop_price,
+        "oco_group": i.oco_group,
+        "status": order.status.value,
+        "broker_order_id": order.broker_order_id,
+        "submitted_at": order.submitted_at,
+        "updated_at": now,
+        "filled_qty": order.filled_qty,
+        "avg_fill_price": order.avg_fill_price,
+        "reason": order.reason,
+    }
+    if run_id is not None:
+        row["run_id"] = run_id
+    return row

@@ -1,0 +1,105 @@
+"""Wiring for one trading day: settings in, store, market data, clock and broker out.
+
+The only place that knows the difference between a replayed day and a live one: a replay gets
+a simulated clock that starts at the phase's scheduled time and a replay data source; the
+flows, tasks and core run the same code either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from openbell import calendar
+from openbell.brokers import Broker, PaperBroker
+from openbell.clock import Clock, SimClock
+from openbell.config import Settings
+from openbell.errors import ConfigError
+from openbell.marketdata import MarketData, ParquetReplaySource, generate_synthetic_market
+from openbell.store import Store
+
+Mode = Literal["replay", "live"]
+SYNTHETIC_DIR = "synthetic"
+
+
+@dataclass(frozen=True, slots=True)
+class Phases:
+    """When each phase of a trading day happens, New York time."""
+
+    scan: datetime
+    moo: datetime
+    open: datetime
+    liquidation: datetime
+    close: datetime
+    report: datetime
+
+
+def phases(day: date, settings: Settings) -> Phases:
+    at = lambda t: datetime.combine(day, t, tzinfo=calendar.NEW_YORK)  # noqa: E731
+    close = calendar.session_close(day)
+    return Phases(
+        scan=at(time(8, 0)),
+        moo=at(time(9, 20)),
+        open=calendar.session_open(day),
+        liquidation=calendar.liquidation_time(
+            day, settings.exits.liquidation_time, timedelta(minutes=settings.exits.early_close_offset_min)
+        ),
+        close=close,
+        report=close + timedelta(minutes=15),
+    )
+
+
+def clock_for(mode: Mode, start: datetime) -> Clock:
+    if mode == "replay":
+        return SimClock(start)
+    raise ConfigError("live mode is not available yet: openbell replays days with the paper broker; use mode='replay'")
+
+
+def store_for(settings: Settings) -> Store:
+    store = Store(settings.data.database, lock_timeout=settings.data.lock_timeout_s)
+    store.migrate()
+    return store
+
+
+def market_for(settings: Settings) -> MarketData:
+    """The replay source of the settings' Parquet files, or of the synthetic market (generated once)."""
+    data = settings.data
+    if (data.minute_bars is None) != (data.daily_bars is None):
+        raise ConfigError("give both minute_bars and daily_bars Parquet files, or neither for the synthetic market")
+    if data.minute_bars is not None:
+        return _replay_source(Path(data.minute_bars), Path(data.daily_bars))
+    folder = data.dir / SYNTHETIC_DIR
+    minute, daily = folder / "minute_bars.parquet", folder / "daily_bars.parquet"
+    if not (minute.exists() and daily.exists()):
+        generate_synthetic_market(folder)
+    return _replay_source(minute, daily)
+
+
+@lru_cache(maxsize=4)
+def _replay_source(minute: Path, daily: Path) -> ParquetReplaySource:
+    # One source per file pair and process: a replayed day asks for the same bars in every phase.
+    return ParquetReplaySource(minute, daily)
+
+
+def broker_for(settings: Settings, store: Store, market: MarketData, clock: Clock, day: date) -> Broker:
+    return PaperBroker(store, market, clock, day, settings.broker.costs(), settings.broker.starting_cash)
+
+
+def resolve_trade_date(trade_date: date | None, mode: Mode, market: MarketData) -> date:
+    """The session to trade: the given date (checked), or for a replay the data's last session."""
+    if trade_date is None:
+        if mode != "replay":
+            return datetime.now(calendar.NEW_YORK).date()
+        trade_date = last_replay_session(market)
+    calendar.require_session(trade_date)
+    return trade_date
+
+
+def last_replay_session(market: MarketData) -> date:
+    sessions = getattr(market, "sessions", None)
+    if not sessions:
+        raise ConfigError("no trade date given and the replay data does not list its sessions; pass a date")
+    return max(sessions())

@@ -1,0 +1,399 @@
+"""The DuckDB store: short-lived connections that wait out other processes' locks, migrations, and validated writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from openbell.errors import ConfigError, StoreLockedError
+from openbell.store.migrations import DAY_TABLES, MIGRATIONS
+
+Rows = Sequence[Mapping[str, Any]] | pd.DataFrame
+
+MEMORY = ":memory:"
+TIMEZONE = "America/New_York"
+
+# Backoff while another process holds the file: start short, because flows hold the file only for
+# a statement or two, and cap the sleep so a waiter notices soon after the holder lets go.
+_FIRST_BACKOFF_S = 0.02
+_MAX_BACKOFF_S = 1.0
+
+_LOCK_NOTE = re.compile(r"Conflicting lock is held in .*?\(PID \d+\)")
+
+
+class Store:
+    """One DuckDB file (or an in-memory database) behind short-lived connections.
+
+    DuckDB lets a single process open a file for writing, and that writer also shuts out read-only
+    openers in other processes. Every Prefect flow run is its own process and users query while
+    flows run, so each call opens a connection, does its work and closes it again, and opening
+    retries with backoff while another process holds the lock.
+
+    Naive datetimes written to TIMESTAMPTZ columns are read as New York wall-clock time (the
+    session time zone); timestamps come back tz-aware in America/New_York.
+    """
+
+    def __init__(self, path: str | Path, *, lock_timeout: float = 30.0) -> None:
+        self.lock_timeout = lock_timeout
+        self._memory: duckdb.DuckDBPyConnection | None = None
+        if str(path) == MEMORY:
+            self.path: Path | str = MEMORY
+            # An in-memory database lives only as long as a connection to it, so keep one and hand
+            # out cursors (separate connections to the same database) from it.
+            self._memory = duckdb.connect(MEMORY)
+        else:
+            self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- connections ----------------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open a connection for one unit of work and close it afterwards.
+
+        Raises:
+            ConfigError: read_only was asked for and the file does not exist yet.
+            StoreLockedError: another process kept the file locked for longer than lock_timeout.
+        """
+        con = self._memory.cursor() if self._memory is not None else self._open_file(read_only)
+        try:
+            con.execute(f"SET TimeZone = '{TIMEZONE}'")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN/COMMIT; rolled back if the block raises."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                _rollback_quietly(con)
+                raise
+            con.execute("COMMIT")
+
+    def _open_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        path = self.path
+        assert isinstance(path, Path)
+        if read_only and not path.exists():
+            raise ConfigError(_missing_message(path))
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = _FIRST_BACKOFF_S
+        while True:
+            try:
+                return duckdb.connect(str(path), read_only=read_only)
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "does not exist" in text:
+                    raise ConfigError(_missing_message(path)) from exc
+                if "lock" not in text.lower():
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreLockedError(_locked_message(path, text, self.lock_timeout)) from exc
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in version order, each in its own transaction.
+
+        Returns the names of the migrations applied (empty when the schema is current).
+
+        Raises:
+            ConfigError: the file was migrated by a newer openbell than this one.
+        """
+        applied: list[str] = []
+        with self.connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ)"
+            )
+            done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            known = {m.version for m in MIGRATIONS}
+            if unknown := sorted(done - known):
+                raise ConfigError(
+                    f"{self.path} has schema versions {unknown} that this openbell does not know "
+                    f"(it knows up to {max(known)}); upgrade openbell or point it at another file."
+                )
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    con.execute(migration.sql)
+                    con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, current_timestamp)",
+                        [migration.version, migration.name],
+                    )
+                except BaseException:
+                    _rollback_quietly(con)
+                    raise
+                con.execute("COMMIT")
+                applied.append(migration.name)
+        return applied
+
+    # -- reads and raw statements ---------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence | None = None) -> None:
+        """Run one statement (or several, without params) that returns nothing the caller needs."""
+        with self.connect() as con:
+            con.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+        """Rows as tuples; DECIMAL columns come back as exact Decimals."""
+        with self.connect() as con:
+            return con.execute(sql, params).fetchall()
+
+    def query_df(self, sql: str, params: Sequence | None = None, *, read_only: bool = False) -> pd.DataFrame:
+        """Rows as a DataFrame, for analytics: DuckDB hands DECIMAL columns over as float64."""
+        with self.connect(read_only=read_only) as con:
+            return con.execute(sql, params).df()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def insert(self, table: str, rows: Rows) -> int:
+        """Insert rows (dicts or a DataFrame; columns by name, a subset is fine); returns rows inserted.
+
+        Raises:
+            ValueError: unknown table or column.
+        """
+        with self.connect() as con:
+            return _insert(con, table, _as_frame(rows))
+
+    def replace(self, table: str, rows: Rows, where: Mapping[str, Any]) -> int:
+        """Atomically delete the rows matching `where` (column = value, ANDed) and insert `rows`.
+
+        Returns the number of rows deleted. If the insert fails the old rows stay.
+
+        Raises:
+            ValueError: unknown table or column, or an empty `where` (which would clear the table).
+        """
+        if not where:
+            raise ValueError(
+                f"replace({table!r}) needs at least one column in `where`; "
+                "to empty a table on purpose use execute('DELETE FROM ...')"
+            )
+        frame = _as_frame(rows)
+        with self.transaction() as con:
+            columns = _columns(con, table)
+            _check_names(table, where.keys(), columns)
+            clauses, params = [], []
+            for name, value in where.items():
+                if value is None:
+                    clauses.append(f"{_ident(name)} IS NULL")
+                else:
+                    clauses.append(f"{_ident(name)} = ?")
+                    params.append(value)
+            deleted = con.execute(f"DELETE FROM {_ident(table)} WHERE {' AND '.join(clauses)}", params).fetchone()[0]
+            _insert(con, table, frame, columns=columns)
+        return deleted
+
+    def upsert(self, table: str, rows: Rows) -> int:
+        """Insert rows, replacing stored rows with the same primary key; returns rows written.
+
+        Columns absent from `rows` keep their stored values for keys that already exist (DuckDB's
+        INSERT OR REPLACE updates the columns it is given). Within one call the last row for a key
+        wins.
+
+        Raises:
+            ValueError: unknown table or column, a table without a primary key, or rows that lack
+                a primary-key column.
+        """
+        frame = _as_frame(rows)
+        with self.connect() as con:
+            columns = _columns(con, table)
+            key = _primary_key(con, table)
+            if not key:
+                raise ValueError(f"upsert needs a primary key and table {table!r} has none; use insert")
+            if len(frame.columns) and (missing := [k for k in key if k not in frame.columns]):
+                raise ValueError(f"upsert into {table!r} needs the primary-key columns {missing}")
+            if len(frame):
+                # DuckDB refuses to update the same row twice in one statement.
+                frame = frame.drop_duplicates(subset=key, keep="last")
+            return _insert(con, table, frame, columns=columns, or_replace=True)
+
+    def delete_day(self, trade_date: date) -> dict[str, int]:
+        """Delete one trading day from every table in DAY_TABLES in one transaction.
+
+        Returns rows deleted per table, listing only tables that had rows for that day.
+        """
+        counts: dict[str, int] = {}
+        with self.transaction() as con:
+            for table in DAY_TABLES:
+                (n,) = con.execute(f"DELETE FROM {_ident(table)} WHERE trade_date = ?", [trade_date]).fetchone()
+                if n:
+                    counts[table] = n
+        return counts
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    # The original error matters more; and the connection is closed right after, which discards
+    # any transaction that a failed ROLLBACK might have left open.
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _missing_message(path: Path) -> str:
+    return (
+        f"no DuckDB file at {path} to open read-only; check the path, or let a flow create it first (Store.migrate())"
+    )
+
+
+def _locked_message(path: Path, duckdb_text: str, timeout: float) -> str:
+    match = _LOCK_NOTE.search(duckdb_text)
+    note = match.group(0) if match else duckdb_text.removeprefix("IO Error: ")
+    return (
+        f"DuckDB file {path} stayed locked by another process for {timeout:g}s "
+        f'(DuckDB: "{note}"). Stop that process, or wait for it to finish and retry.'
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type for a table in the main schema; ValueError if there is no such table."""
+    found = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    if not found:
+        tables = sorted(
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        )
+        raise ValueError(f"unknown table {table!r}; tables are: {', '.join(tables) or '(none)'}")
+    return dict(found)
+
+
+def _check_names(table: str, names: Any, columns: Mapping[str, str]) -> None:
+    # Names are interpolated into SQL, so only names taken from the live schema may pass.
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        raise ValueError(
+            f"unknown column(s) {', '.join(map(repr, unknown))} for table {table!r}; columns are: {', '.join(columns)}"
+        )
+
+
+def _primary_key(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    row = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+        [table],
+    ).fetchone()
+    return list(row[0]) if row else []
+
+
+def _as_frame(rows: Rows) -> pd.DataFrame:
+    if isinstance(rows, pd.DataFrame):
+        return rows
+    return pd.DataFrame.from_records(list(rows))
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    frame: pd.DataFrame,
+    *,
+    columns: Mapping[str, str] | None = None,
+    or_replace: bool = False,
+) -> int:
+    """Insert a frame in one statement: register it as a view and INSERT ... SELECT with casts."""
+    columns = columns if columns is not None else _columns(con, table)
+    _check_names(table, frame.columns, columns)
+    if frame.empty:
+        return 0
+    frame = _prepare(frame, columns)
+    view = f"_openbell_rows_{uuid.uuid4().hex}"
+    names = ", ".join(_ident(c) for c in frame.columns)
+    # Casting to the column's own type makes the result independent of how pandas inferred each
+    # column (ints with gaps arrive as floats, Decimals as strings, and so on).
+    select = ", ".join(f"CAST({_ident(c)} AS {columns[c]})" for c in frame.columns)
+    verb = "INSERT OR REPLACE" if or_replace else "INSERT"
+    con.register(view, frame)
+    try:
+        (count,) = con.execute(f"{verb} INTO {_ident(table)} ({names}) SELECT {select} FROM {_ident(view)}").fetchone()
+    finally:
+        con.unregister(view)
+    return count
+
+
+def _prepare(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Turn object columns into values DuckDB converts exactly and uniformly.
+
+    DuckDB infers an object column's type from a sample of its values, so Decimals of varying
+    scale could be narrowed and a mix of naive and aware datetimes is refused. Strings cast to the
+    column type are exact and uniform.
+    """
+    converted: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        series = frame[name]
+        if series.dtype != object:
+            continue
+        kind = columns[name]
+        if kind.startswith("DECIMAL"):
+            converted[name] = series.map(_decimal_text).astype(object)
+        elif kind == "TIMESTAMP WITH TIME ZONE":
+            converted[name] = series.map(_timestamp_text).astype(object)
+        elif kind == "JSON":
+            converted[name] = series.map(_json_text).astype(object)
+    if not converted:
+        return frame
+    return frame.assign(**converted)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _decimal_text(value: Any) -> Any:
+    if _is_null(value):
+        return None
+    if isinstance(value, (Decimal, int, float)) and not isinstance(value, bool):
+        return str(value)  # str(float) is the shortest round-trip repr, e.g. 0.1 -> "0.1"
+    return value
+
+
+def _timestamp_text(value: Any) -> Any:
+    if _is_null(value):
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()  # keeps the offset; a naive value is read in the session zone
+    return value
+
+
+def _json_text(value: Any) -> Any:
+    if _is_null(value):
+        return None
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, default=str)
+    return value

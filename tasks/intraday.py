@@ -1,0 +1,125 @@
+"""Intraday tasks: protect filled entries and watch positions until liquidation, then flatten."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from openbell import ledger
+from openbell import runtime as wiring
+from openbell.brokers import Broker
+from openbell.core.orders import liquidation, protective_exit
+from openbell.core.types import ClientOrderId, OrderStatus, Purpose, client_order_id
+from openbell.errors import OrderRejected
+from openbell.store import Store
+from tasks.runs import RunContext
+
+MINUTE = timedelta(minutes=1)
+
+
+@task(cache_policy=NO_CACHE)
+def watch_positions(run: RunContext) -> int:
+    """From the open to the liquidation time: place protective exits as entries fill, record fills.
+
+    Waits for the open if started early. One pass a minute, no Prefect API calls inside the loop.
+    Returns the number of exits that filled.
+    """
+    log = get_run_logger()
+    settings, day = run.settings, run.trade_date
+    when = wiring.phases(day, settings)
+    store, market = wiring.store_for(settings), wiring.market_for(settings)
+    clock = wiring.clock_for(run.mode, when.open)
+    broker = wiring.broker_for(settings, store, market, clock, day)
+    try:
+        clock.sleep_until(when.open)
+        unprotected = set(_entry_ids(store, day))  # entries are all sent before the open
+        seen = -1
+        while clock.now() < when.liquidation:
+            unprotected -= _protect_filled_entries(store, broker, run, unprotected)
+            fills = broker.fills_since(None)
+            if len(fills) != seen:
+                seen = len(fills)
+                ledger.sync_from_broker(store, broker, day)
+            clock.sleep_until(_next_minute(clock.now()))
+        exits = [f for f in ledger.sync_from_broker(store, broker, day) if f.side.value == "sell"]
+        log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))
+        return len(exits)
+    finally:
+        broker.close()
+
+
+@task(cache_policy=NO_CACHE)
+def flatten_positions(run: RunContext) -> int:
+    """At the liquidation time: cancel the system's open orders and sell what it opened.
+
+    Holdings the system did not open stay untouched. Returns the number of positions flattened.
+    """
+    log = get_run_logger()
+    settings, day = run.settings, run.trade_date
+    when = wiring.phases(day, settings)
+    store, market = wiring.store_for(settings), wiring.market_for(settings)
+    clock = wiring.clock_for(run.mode, when.liquidation)
+    broker = wiring.broker_for(settings, store, market, clock, day)
+    try:
+        clock.sleep_until(when.liquidation)
+        for order in broker.open_orders():
+            if ledger.is_ours(order.client_order_id, day):
+                broker.cancel(order.client_order_id)
+        held = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+        positions = broker.positions()
+        flattened = 0
+        for symbol, qty in sorted(held.items()):
+            shares = min(qty, positions[symbol].qty if symbol in positions else 0)
+            if shares <= 0:
+                continue
+            try:
+                ledger.record_orders(store, day, [broker.submit(liquidation(day, symbol, shares))], run.run_id)
+                flattened += 1
+            except OrderRejected as rejected:
+                log.error("could not flatten %s: %s", symbol, rejected)
+        deadline = when.close + 2 * MINUTE
+        while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
+            clock.sleep_until(_next_minute(clock.now()))
+        left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+        if left:
+            log.error("still holding after liquidation: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
+        log.info("liquidation at %s: %d positions flattened", f"{when.liquidation:%H:%M}", flattened)
+        return flattened
+    finally:
+        broker.close()
+
+
+def _protect_filled_entries(
+    store: Store, broker: Broker, run: RunContext, entry_ids: set[ClientOrderId]
+) -> set[ClientOrderId]:
+    """Place a target/stop pair for each filled entry that has none yet; returns the entries settled."""
+    day, settled = run.trade_date, set()
+    for entry_id in sorted(entry_ids):
+        entry = broker.order(entry_id)
+        if entry is None or entry.is_open():
+            continue
+        settled.add(entry_id)
+        if entry.status is not OrderStatus.FILLED:
+            continue  # unfilled (no opening print), cancelled or rejected: nothing to protect
+        symbol = entry.intent.symbol
+        if broker.order(client_order_id(day, symbol, Purpose.TARGET)) is not None:
+            continue  # protected by an earlier run of the monitor
+        for intent in protective_exit(day, symbol, entry.filled_qty, entry.avg_fill_price, run.settings.exits.policy()):
+            ledger.record_orders(store, day, [broker.submit(intent)], run.run_id)
+    return settled
+
+
+def _entry_ids(store: Store, day) -> list[ClientOrderId]:
+    return [
+        ClientOrderId(r[0])
+        for r in store.query(
+            "SELECT client_order_id FROM orders WHERE trade_date = ? AND purpose = 'entry' AND status <> 'rejected'",
+            [day],
+        )
+    ]
+
+
+def _next_minute(moment):
+    return moment.replace(second=0, microsecond=0) + MINUTE

@@ -1,0 +1,95 @@
+"""The market-on-open task: size the picks, pass the cutoff guard, submit idempotent MOO orders."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from openbell import calendar, ledger
+from openbell import runtime as wiring
+from openbell.core.orders import moo_entry
+from openbell.core.prices import as_price
+from openbell.core.sizing import size_position
+from openbell.core.types import Symbol
+from openbell.errors import OrderRejected
+from tasks.runs import RunContext
+
+
+@task(cache_policy=NO_CACHE)
+def submit_moo_orders(run: RunContext) -> int:
+    """Submit the selected picks as market-on-open orders; returns how many the broker accepted."""
+    log = get_run_logger()
+    settings, day = run.settings, run.trade_date
+    store, market = wiring.store_for(settings), wiring.market_for(settings)
+    clock = wiring.clock_for(run.mode, wiring.phases(day, settings).moo)
+    broker = wiring.broker_for(settings, store, market, clock, day)
+    try:
+        cutoff = broker.moo_cutoff(day)
+        if clock.now() > cutoff:
+            log.warning(
+                "not sending market-on-open orders: it is %s, past the %s cutoff",
+                f"{clock.now():%H:%M:%S}",
+                f"{cutoff:%H:%M}",
+            )
+            return 0
+        picks = [
+            Symbol(r[0])
+            for r in store.query("SELECT symbol FROM rankings WHERE trade_date = ? AND selected ORDER BY rank", [day])
+        ]
+        prices = _reference_prices(market, day, picks)
+        equity = broker.account().equity
+        sizes = [size_position(s, prices[s], equity, settings.sizing.policy()) if s in prices else None for s in picks]
+        store.replace(
+            "sizing",
+            [
+                {
+                    "trade_date": day,
+                    "symbol": s.symbol,
+                    "ref_price": s.ref_price,
+                    "shares": s.shares,
+                    "notional": s.notional,
+                    "skipped_reason": s.skipped_reason,
+                    "run_id": run.run_id,
+                }
+                for s in sizes
+                if s is not None
+            ],
+            where={"trade_date": day},
+        )
+
+        accepted = 0
+        for size in sizes:
+            if size is None or not size.shares:
+                continue
+            intent = moo_entry(day, size.symbol, size.shares)
+            try:
+                order = broker.submit(intent)
+            except OrderRejected as rejected:
+                log.warning("%s", rejected)
+                ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
+                continue
+            ledger.record_orders(store, day, [order], run.run_id)
+            accepted += 1
+        skipped = [s for s in sizes if s is not None and not s.shares]
+        for s in skipped:
+            log.info("skipped %s: %s", s.symbol, s.skipped_reason)
+        log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, accepted, len(skipped))
+        return accepted
+    finally:
+        broker.close()
+
+
+def _reference_prices(market, day, symbols: list[Symbol]) -> dict[Symbol, Decimal]:
+    """Sizing prices: the opening indication, else the prior close (the MOO may then go unfilled)."""
+    opening = market.opening_prints(day, symbols)
+    prices = {Symbol(r.symbol): as_price(r.open) for r in opening.itertuples()}
+    missing = [s for s in symbols if s not in prices]
+    if missing:
+        prior = calendar.previous_session(day)
+        daily = market.daily_bars(prior - timedelta(days=10), prior, missing)
+        for symbol, close in daily.groupby("symbol")["close"].last().items():
+            prices[Symbol(symbol)] = as_price(close)
+    return prices

@@ -1,0 +1,351 @@
+"""Store tests against real DuckDB files, including a second process holding the file lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+
+from openbell.errors import ConfigError, StoreLockedError
+from openbell.store import DAY_TABLES, Store
+
+NY = ZoneInfo("America/New_York")
+DAY = date(2024, 3, 5)
+OTHER_DAY = date(2024, 3, 6)
+
+ALL_TABLES = {
+    "schema_migrations",
+    "runs",
+    "candidates",
+    "rankings",
+    "sizing",
+    "orders",
+    "fills",
+    "trades",
+    "daily_pnl",
+    "paper_orders",
+    "paper_fills",
+    "paper_holdings",
+    "paper_clock",
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "db" / "openbell.duckdb")
+    store.migrate()
+    return store
+
+
+def candidate(symbol: str, trade_date: date = DAY, **extra) -> dict:
+    return {"trade_date": trade_date, "symbol": symbol, "passed": True, **extra}
+
+
+def table_names(store: Store) -> set[str]:
+    return {t for (t,) in store.query("SELECT table_name FROM information_schema.tables")}
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+def test_migrate_creates_every_table_in_a_new_folder(tmp_path: Path) -> None:
+    store = Store(tmp_path / "not" / "yet" / "there.duckdb")
+
+    applied = store.migrate()
+
+    assert applied == ["initial schema"]
+    assert table_names(store) == ALL_TABLES
+
+
+def test_migrate_again_applies_nothing(store: Store) -> None:
+    assert store.migrate() == []
+    assert store.migrate() == []
+    assert store.query("SELECT version, name FROM schema_migrations") == [(1, "initial schema")]
+
+
+def test_day_tables_are_the_tables_with_a_trade_date_except_runs(store: Store) -> None:
+    with_date = {
+        t
+        for (t,) in store.query(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'"
+        )
+    }
+
+    assert set(DAY_TABLES) == with_date - {"runs"}
+
+
+def test_trades_reject_an_unknown_exit_reason(store: Store) -> None:
+    with pytest.raises(Exception, match="CHECK"):
+        store.insert("trades", [{"trade_date": DAY, "symbol": "AAPL", "exit_reason": "panic"}])
+
+
+# -- round trips ----------------------------------------------------------------------------------
+
+
+def test_insert_round_trips_decimals_exactly(store: Store) -> None:
+    prices = [Decimal("12345678901234.1234"), Decimal("0.0001"), Decimal("187.5"), None]
+    rows = [
+        {"fill_id": f"f{i}", "client_order_id": "c1", "trade_date": DAY, "price": p}
+        for i, p in enumerate(prices)
+    ]
+
+    inserted = store.insert("fills", rows)
+
+    assert inserted == 4
+    assert [p for (p,) in store.query("SELECT price FROM fills ORDER BY fill_id")] == [
+        Decimal("12345678901234.1234"),
+        Decimal("0.0001"),
+        Decimal("187.5000"),
+        None,
+    ]
+
+
+def test_timestamps_come_back_tz_aware_in_new_york(store: Store) -> None:
+    at_open_utc = datetime(2024, 3, 5, 14, 30, tzinfo=timezone.utc)
+    store.insert(
+        "fills",
+        [
+            {"fill_id": "aware", "client_order_id": "c1", "trade_date": DAY, "ts": at_open_utc},
+            # A naive value is New York wall-clock time: the store's session time zone.
+            {"fill_id": "naive", "client_order_id": "c1", "trade_date": DAY, "ts": datetime(2024, 3, 5, 9, 30)},
+        ],
+    )
+
+    rows = store.query("SELECT ts FROM fills ORDER BY fill_id")
+
+    for (ts,) in rows:
+        assert ts == at_open_utc
+        assert ts.utcoffset() == NY.utcoffset(datetime(2024, 3, 5, 9, 30))
+        assert (ts.hour, ts.minute) == (9, 30)
+    frame = store.query_df("SELECT ts FROM fills")
+    assert str(frame["ts"].dt.tz) == "America/New_York"
+
+
+def test_insert_accepts_a_dataframe_and_a_subset_of_columns(store: Store) -> None:
+    frame = pd.DataFrame(
+        {"trade_date": [DAY, DAY], "symbol": ["AAPL", "MSFT"], "gap_pct": [0.031, 0.045]}
+    )
+
+    assert store.insert("candidates", frame) == 2
+    assert store.query("SELECT symbol, gap_pct, passed FROM candidates ORDER BY symbol") == [
+        ("AAPL", 0.031, None),
+        ("MSFT", 0.045, None),
+    ]
+
+
+def test_insert_stores_a_dict_as_json(store: Store) -> None:
+    store.insert("runs", [{"run_id": "r1", "flow": "scan", "parameters": {"top_n": 5}}])
+
+    assert store.query("SELECT parameters->>'top_n' FROM runs") == [("5",)]
+
+
+def test_insert_of_nothing_writes_nothing(store: Store) -> None:
+    assert store.insert("candidates", []) == 0
+
+
+# -- replace, upsert, delete_day ------------------------------------------------------------------
+
+
+def test_replace_swaps_only_the_matching_rows(store: Store) -> None:
+    store.insert("candidates", [candidate("AAPL"), candidate("MSFT"), candidate("AAPL", OTHER_DAY)])
+
+    deleted = store.replace("candidates", [candidate("NVDA")], where={"trade_date": DAY})
+
+    assert deleted == 2
+    assert store.query("SELECT trade_date, symbol FROM candidates ORDER BY trade_date") == [
+        (DAY, "NVDA"),
+        (OTHER_DAY, "AAPL"),
+    ]
+
+
+def test_replace_can_put_back_the_same_keys(store: Store) -> None:
+    store.insert("candidates", [candidate("AAPL", gap_pct=0.01)])
+
+    store.replace("candidates", [candidate("AAPL", gap_pct=0.02)], where={"trade_date": DAY})
+
+    assert store.query("SELECT symbol, gap_pct FROM candidates") == [("AAPL", 0.02)]
+
+
+def test_replace_keeps_the_old_rows_when_the_insert_fails(store: Store) -> None:
+    store.insert("candidates", [candidate("AAPL"), candidate("MSFT")])
+    duplicate_keys = [candidate("NVDA"), candidate("NVDA")]
+
+    with pytest.raises(Exception, match="(?i)duplicate|constraint"):
+        store.replace("candidates", duplicate_keys, where={"trade_date": DAY})
+
+    assert store.query("SELECT symbol FROM candidates ORDER BY symbol") == [("AAPL",), ("MSFT",)]
+
+
+def test_replace_refuses_an_empty_where(store: Store) -> None:
+    with pytest.raises(ValueError, match="where"):
+        store.replace("candidates", [candidate("AAPL")], where={})
+
+
+def test_upsert_replaces_rows_on_the_primary_key(store: Store) -> None:
+    store.insert("paper_holdings", [{"symbol": "SPY", "qty": 10, "avg_price": Decimal("500.1")}])
+
+    written = store.upsert(
+        "paper_holdings",
+        [
+            {"symbol": "SPY", "qty": 15, "avg_price": Decimal("501.25")},
+            {"symbol": "QQQ", "qty": 3, "avg_price": Decimal("430")},
+        ],
+    )
+
+    assert written == 2
+    assert store.query("SELECT symbol, qty, avg_price FROM paper_holdings ORDER BY symbol") == [
+        ("QQQ", 3, Decimal("430.0000")),
+        ("SPY", 15, Decimal("501.2500")),
+    ]
+
+
+def test_upsert_keeps_the_last_row_for_a_repeated_key(store: Store) -> None:
+    store.upsert("paper_clock", [{"trade_date": DAY, "synced_until": datetime(2024, 3, 5, 10, 0, tzinfo=NY)}])
+
+    store.upsert(
+        "paper_clock",
+        [
+            {"trade_date": DAY, "synced_until": datetime(2024, 3, 5, 11, 0, tzinfo=NY)},
+            {"trade_date": DAY, "synced_until": datetime(2024, 3, 5, 12, 0, tzinfo=NY)},
+        ],
+    )
+
+    assert store.query("SELECT synced_until FROM paper_clock") == [
+        (datetime(2024, 3, 5, 12, 0, tzinfo=NY),)
+    ]
+
+
+def test_delete_day_removes_only_that_day_and_counts_per_table(store: Store) -> None:
+    store.insert("candidates", [candidate("AAPL"), candidate("MSFT"), candidate("AAPL", OTHER_DAY)])
+    store.insert("orders", [{"client_order_id": "o1", "trade_date": DAY, "symbol": "AAPL"}])
+    store.insert("runs", [{"run_id": "r1", "flow": "scan", "trade_date": DAY}])
+
+    counts = store.delete_day(DAY)
+
+    assert counts == {"candidates": 2, "orders": 1}
+    assert store.query("SELECT trade_date FROM candidates") == [(OTHER_DAY,)]
+    assert store.query("SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_transaction_rolls_back_when_the_block_raises(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        with store.transaction() as con:
+            con.execute("INSERT INTO runs (run_id, flow) VALUES ('r1', 'scan')")
+            raise RuntimeError("boom")
+
+    assert store.query("SELECT count(*) FROM runs") == [(0,)]
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def test_unknown_table_is_refused_by_name(store: Store) -> None:
+    with pytest.raises(ValueError, match="'candidatez'"):
+        store.insert("candidatez", [candidate("AAPL")])
+
+
+def test_unknown_column_is_refused_by_name(store: Store) -> None:
+    with pytest.raises(ValueError, match="'gap; DROP TABLE runs'"):
+        store.insert("candidates", [candidate("AAPL", **{"gap; DROP TABLE runs": 1})])
+    with pytest.raises(ValueError, match="'day'"):
+        store.replace("candidates", [], where={"day": DAY})
+    with pytest.raises(ValueError, match="'sharez'"):
+        store.upsert("paper_holdings", [{"symbol": "SPY", "sharez": 1}])
+
+
+def test_read_only_connect_on_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.duckdb"
+
+    with pytest.raises(ConfigError, match="missing.duckdb"):
+        with Store(missing).connect(read_only=True):
+            pass
+    assert not missing.exists()
+
+
+def test_memory_store_keeps_its_data_between_calls() -> None:
+    store = Store(":memory:")
+    store.migrate()
+
+    store.insert("candidates", [candidate("AAPL")])
+
+    assert store.query("SELECT symbol FROM candidates") == [("AAPL",)]
+
+
+# -- another process holding the file ------------------------------------------------------------
+
+HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Start a process that opens `path` read-write and keeps it for `seconds`; return once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+@pytest.mark.timeout(30)
+def test_query_waits_for_another_process_to_release_the_file(store: Store) -> None:
+    holder = hold_lock(store.path, 1.5)
+    try:
+        started = time.monotonic()
+
+        result = store.query("SELECT count(*) FROM runs")
+
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result == [(0,)]
+    assert waited > 0.5  # it really had to wait for the holder, and retried instead of failing
+
+
+@pytest.mark.timeout(30)
+def test_lock_held_past_the_timeout_raises_store_locked_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "busy.duckdb"
+    Store(path).migrate()
+    holder = hold_lock(path, 3)
+    try:
+        impatient = Store(path, lock_timeout=0.3)
+        started = time.monotonic()
+
+        with pytest.raises(StoreLockedError) as raised:
+            impatient.query("SELECT 1")
+
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(raised.value)
+    assert str(path) in message
+    assert "PID" in message
+    assert "Stop that process" in message
+    assert 0.25 < waited < 2.0
+
+
+@pytest.mark.timeout(30)
+def test_read_only_opener_also_waits_for_a_writer(store: Store) -> None:
+    holder = hold_lock(store.path, 1.0)
+    try:
+        frame = store.query_df("SELECT count(*) AS n FROM runs", read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert frame["n"].tolist() == [0]
