@@ -11,9 +11,7 @@ from openbell.config import RunOptions
 
 TradeDate = Annotated[
     date | None,
-    Field(
-        description="The session to trade (New York). Empty: the last session of the replay data, or today when live."
-    ),
+    Field(description="The session to trade (New York). Empty: the last session of the replay data, or today when live."),
 ]
 Mode = Annotated[
     Literal["replay", "live"],

@@ -11,7 +11,7 @@ from openbell import ledger
 from openbell import runtime as wiring
 from openbell.brokers import Broker
 from openbell.core.orders import liquidation, protective_exit
-from openbell.core.types import ClientOrderId, OrderStatus, Purpose, client_order_id
+from openbell.core.types import ClientOrderId, OrderStatus, Purpose, Side, client_order_id
 from openbell.errors import OrderRejected
 from openbell.store import Store
 from tasks.runs import RunContext
@@ -35,15 +35,17 @@ def watch_positions(run: RunContext) -> int:
     try:
         clock.sleep_until(when.open)
         unprotected = set(_entry_ids(store, day))  # entries are all sent before the open
+        mirror = ledger.BrokerMirror(store, broker, day)
         seen = -1
         while clock.now() < when.liquidation:
-            unprotected -= _protect_filled_entries(store, broker, run, unprotected)
-            fills = broker.fills_since(None)
-            if len(fills) != seen:
-                seen = len(fills)
-                ledger.sync_from_broker(store, broker, day)
+            with store.batch():  # opens a connection only if this tick writes
+                unprotected -= _protect_filled_entries(store, broker, run, unprotected)
+                fills = broker.fills_since(None)
+                if len(fills) != seen:
+                    seen = len(fills)
+                    mirror.sync()
             clock.sleep_until(_next_minute(clock.now()))
-        exits = [f for f in ledger.sync_from_broker(store, broker, day) if f.side.value == "sell"]
+        exits = [f for f in mirror.sync() if f.side is Side.SELL]
         log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))
         return len(exits)
     finally:
@@ -64,21 +66,8 @@ def flatten_positions(run: RunContext) -> int:
     broker = wiring.broker_for(settings, store, market, clock, day)
     try:
         clock.sleep_until(when.liquidation)
-        for order in broker.open_orders():
-            if ledger.is_ours(order.client_order_id, day):
-                broker.cancel(order.client_order_id)
-        held = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
-        positions = broker.positions()
-        flattened = 0
-        for symbol, qty in sorted(held.items()):
-            shares = min(qty, positions[symbol].qty if symbol in positions else 0)
-            if shares <= 0:
-                continue
-            try:
-                ledger.record_orders(store, day, [broker.submit(liquidation(day, symbol, shares))], run.run_id)
-                flattened += 1
-            except OrderRejected as rejected:
-                log.error("could not flatten %s: %s", symbol, rejected)
+        with store.batch():
+            flattened = _sell_what_we_opened(store, broker, run)
         deadline = when.close + 2 * MINUTE
         while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
             clock.sleep_until(_next_minute(clock.now()))
@@ -91,11 +80,32 @@ def flatten_positions(run: RunContext) -> int:
         broker.close()
 
 
+def _sell_what_we_opened(store: Store, broker: Broker, run: RunContext) -> int:
+    """Cancel the system's open orders, then sell at market what its own fills left it holding."""
+    day = run.trade_date
+    for order in broker.open_orders():
+        if ledger.is_ours(order.client_order_id, day):
+            broker.cancel(order.client_order_id)
+    held = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+    positions = broker.positions()
+    orders = []
+    for symbol, qty in sorted(held.items()):
+        shares = min(qty, positions[symbol].qty if symbol in positions else 0)
+        if shares <= 0:
+            continue
+        try:
+            orders.append(broker.submit(liquidation(day, symbol, shares)))
+        except OrderRejected as rejected:
+            get_run_logger().error("could not flatten %s: %s", symbol, rejected)
+    ledger.record_orders(store, day, orders, run.run_id)
+    return len(orders)
+
+
 def _protect_filled_entries(
     store: Store, broker: Broker, run: RunContext, entry_ids: set[ClientOrderId]
 ) -> set[ClientOrderId]:
     """Place a target/stop pair for each filled entry that has none yet; returns the entries settled."""
-    day, settled = run.trade_date, set()
+    day, settled, sent = run.trade_date, set(), []
     for entry_id in sorted(entry_ids):
         entry = broker.order(entry_id)
         if entry is None or entry.is_open():
@@ -106,8 +116,9 @@ def _protect_filled_entries(
         symbol = entry.intent.symbol
         if broker.order(client_order_id(day, symbol, Purpose.TARGET)) is not None:
             continue  # protected by an earlier run of the monitor
-        for intent in protective_exit(day, symbol, entry.filled_qty, entry.avg_fill_price, run.settings.exits.policy()):
-            ledger.record_orders(store, day, [broker.submit(intent)], run.run_id)
+        exits = protective_exit(day, symbol, entry.filled_qty, entry.avg_fill_price, run.settings.exits.policy())
+        sent += [broker.submit(intent) for intent in exits]
+    ledger.record_orders(store, day, sent, run.run_id)
     return settled
 
 

@@ -12,7 +12,7 @@ from openbell import calendar, ledger
 from openbell import runtime as wiring
 from openbell.core.orders import moo_entry
 from openbell.core.prices import as_price
-from openbell.core.sizing import size_position
+from openbell.core.sizing import PositionSize, size_position
 from openbell.core.types import Symbol
 from openbell.errors import OrderRejected
 from tasks.runs import RunContext
@@ -21,10 +21,15 @@ from tasks.runs import RunContext
 @task(cache_policy=NO_CACHE)
 def submit_moo_orders(run: RunContext) -> int:
     """Submit the selected picks as market-on-open orders; returns how many the broker accepted."""
+    store, market = wiring.store_for(run.settings), wiring.market_for(run.settings)
+    clock = wiring.clock_for(run.mode, wiring.phases(run.trade_date, run.settings).moo)
+    with store.batch():  # one connection for the burst of orders
+        return _submit(run, store, market, clock)
+
+
+def _submit(run: RunContext, store, market, clock) -> int:
     log = get_run_logger()
     settings, day = run.settings, run.trade_date
-    store, market = wiring.store_for(settings), wiring.market_for(settings)
-    clock = wiring.clock_for(run.mode, wiring.phases(day, settings).moo)
     broker = wiring.broker_for(settings, store, market, clock, day)
     try:
         cutoff = broker.moo_cutoff(day)
@@ -41,7 +46,13 @@ def submit_moo_orders(run: RunContext) -> int:
         ]
         prices = _reference_prices(market, day, picks)
         equity = broker.account().equity
-        sizes = [size_position(s, prices[s], equity, settings.sizing.policy()) if s in prices else None for s in picks]
+        no_price = "no reference price: no opening indication and no prior close"
+        sizes = [
+            size_position(s, prices[s], equity, settings.sizing.policy())
+            if s in prices
+            else PositionSize(s, Decimal(0), 0, Decimal(0), no_price)
+            for s in picks
+        ]
         store.replace(
             "sizing",
             [
@@ -60,9 +71,9 @@ def submit_moo_orders(run: RunContext) -> int:
             where={"trade_date": day},
         )
 
-        accepted = 0
+        accepted = []
         for size in sizes:
-            if size is None or not size.shares:
+            if not size.shares:
                 continue
             intent = moo_entry(day, size.symbol, size.shares)
             try:
@@ -71,13 +82,13 @@ def submit_moo_orders(run: RunContext) -> int:
                 log.warning("%s", rejected)
                 ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
                 continue
-            ledger.record_orders(store, day, [order], run.run_id)
-            accepted += 1
-        skipped = [s for s in sizes if s is not None and not s.shares]
+            accepted.append(order)
+        skipped = [s for s in sizes if not s.shares]
         for s in skipped:
             log.info("skipped %s: %s", s.symbol, s.skipped_reason)
-        log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, accepted, len(skipped))
-        return accepted
+        ledger.record_orders(store, day, accepted, run.run_id)
+        log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, len(accepted), len(skipped))
+        return len(accepted)
     finally:
         broker.close()
 

@@ -101,9 +101,7 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
     with _quiet_prefect():
         report = trading_day(trade_date=day, mode="replay", symbols=symbols, options=options)
     print(report)
-    print(
-        f"\nexplore it: openbell query --db {settings.data.database} \"SELECT * FROM trades WHERE trade_date = '{day}'\""
-    )
+    print(f"\nexplore it: openbell query --db {settings.data.database} \"SELECT * FROM trades WHERE trade_date = '{day}'\"")
     return 0
 
 

@@ -29,9 +29,7 @@ class DataSettings(BaseModel):
     db_path: Path | None = Field(None, description="DuckDB file; default <dir>/openbell.duckdb.")
     minute_bars: Path | None = Field(None, description="Minute-bar Parquet for replays; default: the synthetic market.")
     daily_bars: Path | None = Field(None, description="Daily-bar Parquet for replays; default: the synthetic market.")
-    lock_timeout_s: float = Field(
-        30.0, gt=0, description="How long to wait for a DuckDB file locked by another process."
-    )
+    lock_timeout_s: float = Field(30.0, gt=0, description="How long to wait for a DuckDB file locked by another process.")
 
     @property
     def database(self) -> Path:
@@ -131,12 +129,8 @@ class RunOptions(BaseModel):
     db_path: str | None = Field(None, description="DuckDB file to write (default data/openbell.duckdb).")
     minute_bars: str | None = Field(None, description="Minute-bar Parquet to replay (default: the synthetic market).")
     daily_bars: str | None = Field(None, description="Daily-bar Parquet for the scan (default: the synthetic market).")
-    target_pct: Decimal | None = Field(
-        None, gt=0, description="Profit target, percent above the entry fill (default 2.6)."
-    )
-    stop_pct: Decimal | None = Field(
-        None, gt=0, lt=100, description="Stop, percent below the entry fill (default 0.9)."
-    )
+    target_pct: Decimal | None = Field(None, gt=0, description="Profit target, percent above the entry fill (default 2.6).")
+    stop_pct: Decimal | None = Field(None, gt=0, lt=100, description="Stop, percent below the entry fill (default 0.9).")
     allocation: Decimal | None = Field(None, gt=0, description="Dollars per position (default 10,000).")
     top_n: int | None = Field(None, ge=1, le=100, description="How many ranked candidates to trade (default 5).")
     slippage_bps: Decimal | None = Field(

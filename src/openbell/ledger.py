@@ -57,36 +57,42 @@ def record_rejection(store: Store, trade_date: date, intent, reason: str, run_id
     )
 
 
+class BrokerMirror:
+    """Keeps `orders` and `fills` in step with the broker, writing only what changed since last time."""
+
+    def __init__(self, store: Store, broker: Broker, trade_date: date) -> None:
+        self._store, self._broker, self._date = store, broker, trade_date
+        self._written: dict[ClientOrderId, Order] = {}
+        self._fill_ids: set[str] = set()
+
+    def sync(self) -> list[Fill]:
+        """Record the day's changed orders and new fills; returns all of the system's fills."""
+        ids = [
+            ClientOrderId(r[0])
+            for r in self._store.query(
+                "SELECT client_order_id FROM orders WHERE trade_date = ? AND status <> 'rejected'", [self._date]
+            )
+        ]
+        reported = [o for o in (self._broker.order(i) for i in ids) if o is not None]
+        changed = [o for o in reported if self._written.get(o.client_order_id) != o]
+        record_orders(self._store, self._date, changed)
+        self._written.update({o.client_order_id: o for o in changed})
+        fills = [f for f in self._broker.fills_since(None) if is_ours(f.client_order_id, self._date)]
+        new = [f for f in fills if f.fill_id not in self._fill_ids]
+        if new:
+            self._store.upsert("fills", [
+                {"fill_id": f.fill_id, "client_order_id": f.client_order_id, "trade_date": self._date,
+                 "symbol": f.symbol, "side": f.side.value, "qty": f.qty, "price": f.price,
+                 "commission": f.commission, "ts": f.ts}
+                for f in new
+            ])  # fmt: skip
+            self._fill_ids.update(f.fill_id for f in new)
+        return fills
+
+
 def sync_from_broker(store: Store, broker: Broker, trade_date: date) -> list[Fill]:
     """Bring the day's recorded orders and fills up to what the broker reports; returns our fills."""
-    ids = [
-        ClientOrderId(r[0])
-        for r in store.query(
-            "SELECT client_order_id FROM orders WHERE trade_date = ? AND status <> 'rejected'", [trade_date]
-        )
-    ]
-    orders = [o for o in (broker.order(i) for i in ids) if o is not None]
-    record_orders(store, trade_date, orders)
-    fills = [f for f in broker.fills_since(None) if is_ours(f.client_order_id, trade_date)]
-    if fills:
-        store.upsert(
-            "fills",
-            [
-                {
-                    "fill_id": f.fill_id,
-                    "client_order_id": f.client_order_id,
-                    "trade_date": trade_date,
-                    "symbol": f.symbol,
-                    "side": f.side.value,
-                    "qty": f.qty,
-                    "price": f.price,
-                    "commission": f.commission,
-                    "ts": f.ts,
-                }
-                for f in fills
-            ],
-        )
-    return fills
+    return BrokerMirror(store, broker, trade_date).sync()
 
 
 def opened_quantities(fills: list[Fill]) -> dict[Symbol, int]:

@@ -33,7 +33,9 @@ MINUTE_SCHEMA = pa.schema(
     ]
 )
 NEW_YORK_TS = MINUTE_SCHEMA.field("ts").type
-DAILY_SCHEMA = pa.schema([("date", pa.date32()) if field.name == "ts" else (field.name, field.type) for field in MINUTE_SCHEMA])
+DAILY_SCHEMA = pa.schema(
+    [("date", pa.date32()) if field.name == "ts" else (field.name, field.type) for field in MINUTE_SCHEMA]
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_MINUTE = SHARED_DATA / "minute_bars_2018-02-16_2018-03-09.parquet"
@@ -219,7 +221,12 @@ def test_half_day_ends_with_the_closing_auction_at_1300(tmp_path: Path) -> None:
 
 def test_without_close_auction_and_missing_minutes_every_symbol_has_390_bars(tmp_path: Path) -> None:
     market = generate_synthetic_market(
-        tmp_path, n_symbols=20, minute_sessions=SESSIONS[:2], history_sessions=3, missing_minute_rate=0, include_close_auction=False
+        tmp_path,
+        n_symbols=20,
+        minute_sessions=SESSIONS[:2],
+        history_sessions=3,
+        missing_minute_rate=0,
+        include_close_auction=False,
     )
 
     bars = pd.read_parquet(market.minute_path)
@@ -242,7 +249,9 @@ def test_minute_volume_is_u_shaped(minute: pd.DataFrame) -> None:
 def test_opening_print_is_large_and_often_flat(minute: pd.DataFrame) -> None:
     opening = minute[minute["ts"].dt.time == time(9, 30)]
     second_minute = minute[minute["ts"].dt.time == time(9, 31)]
-    flat = (opening["open"] == opening["high"]) & (opening["low"] == opening["close"]) & (opening["open"] == opening["close"])
+    flat = (
+        (opening["open"] == opening["high"]) & (opening["low"] == opening["close"]) & (opening["open"] == opening["close"])
+    )
 
     assert opening["volume"].mean() > 2 * second_minute["volume"].mean()
     assert 0.4 < flat.mean() < 0.8
@@ -295,7 +304,9 @@ def test_daily_history_covers_60_sessions_before_and_all_minute_sessions(daily: 
     assert daily.groupby("symbol").size().eq(65).all()
 
 
-def test_missing_minutes_average_the_requested_rate_and_spare_liquid_symbols(minute: pd.DataFrame, daily: pd.DataFrame) -> None:
+def test_missing_minutes_average_the_requested_rate_and_spare_liquid_symbols(
+    minute: pd.DataFrame, daily: pd.DataFrame
+) -> None:
     bars_per_symbol = minute.groupby("symbol").size()
     missing_share = 1 - bars_per_symbol / (391 * len(SESSIONS))
     average_volume = daily.groupby("symbol")["volume"].mean()
@@ -433,7 +444,17 @@ def test_file_without_required_columns_raises_config_error_listing_them(tmp_path
 def test_column_of_the_wrong_type_raises_config_error(tmp_path: Path) -> None:
     path = tmp_path / "daily.parquet"
     pq.write_table(
-        pa.table({"symbol": ["AAA"], "date": ["2025-03-03"], "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0], "volume": [1.5]}),
+        pa.table(
+            {
+                "symbol": ["AAA"],
+                "date": ["2025-03-03"],
+                "open": [1.0],
+                "high": [1.0],
+                "low": [1.0],
+                "close": [1.0],
+                "volume": [1.5],
+            }
+        ),
         path,
     )
     source = ParquetReplaySource(tmp_path / "minute.parquet", path)
@@ -495,7 +516,12 @@ def test_bad_rows_are_dropped_and_recorded_with_a_reason(tmp_path: Path) -> None
 
 def test_duplicate_minutes_reject_that_symbols_whole_day(tmp_path: Path) -> None:
     # Two bars for one minute mean two price series are mixed, as for PBR in the shared data.
-    rows = [_good_bar("AAA", "09:30"), _good_bar("PBR", "09:30", 12.0), _good_bar("PBR", "09:31", 12.0), _good_bar("PBR", "09:31", 12.7)]
+    rows = [
+        _good_bar("AAA", "09:30"),
+        _good_bar("PBR", "09:30", 12.0),
+        _good_bar("PBR", "09:31", 12.0),
+        _good_bar("PBR", "09:31", 12.7),
+    ]
     path = _write_minute_file(tmp_path / "minute.parquet", rows)
     source = ParquetReplaySource(path, _write_daily_file(tmp_path / "daily.parquet"))
 

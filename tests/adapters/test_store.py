@@ -72,10 +72,7 @@ def test_migrate_again_applies_nothing(store: Store) -> None:
 
 def test_day_tables_are_the_tables_with_a_trade_date_except_runs(store: Store) -> None:
     with_date = {
-        t
-        for (t,) in store.query(
-            "SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'"
-        )
+        t for (t,) in store.query("SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'")
     }
 
     assert set(DAY_TABLES) == with_date - {"runs"}
@@ -91,10 +88,7 @@ def test_trades_reject_an_unknown_exit_reason(store: Store) -> None:
 
 def test_insert_round_trips_decimals_exactly(store: Store) -> None:
     prices = [Decimal("12345678901234.1234"), Decimal("0.0001"), Decimal("187.5"), None]
-    rows = [
-        {"fill_id": f"f{i}", "client_order_id": "c1", "trade_date": DAY, "price": p}
-        for i, p in enumerate(prices)
-    ]
+    rows = [{"fill_id": f"f{i}", "client_order_id": "c1", "trade_date": DAY, "price": p} for i, p in enumerate(prices)]
 
     inserted = store.insert("fills", rows)
 
@@ -129,9 +123,7 @@ def test_timestamps_come_back_tz_aware_in_new_york(store: Store) -> None:
 
 
 def test_insert_accepts_a_dataframe_and_a_subset_of_columns(store: Store) -> None:
-    frame = pd.DataFrame(
-        {"trade_date": [DAY, DAY], "symbol": ["AAPL", "MSFT"], "gap_pct": [0.031, 0.045]}
-    )
+    frame = pd.DataFrame({"trade_date": [DAY, DAY], "symbol": ["AAPL", "MSFT"], "gap_pct": [0.031, 0.045]})
 
     assert store.insert("candidates", frame) == 2
     assert store.query("SELECT symbol, gap_pct, passed FROM candidates ORDER BY symbol") == [
@@ -217,9 +209,7 @@ def test_upsert_keeps_the_last_row_for_a_repeated_key(store: Store) -> None:
         ],
     )
 
-    assert store.query("SELECT synced_until FROM paper_clock") == [
-        (datetime(2024, 3, 5, 12, 0, tzinfo=NY),)
-    ]
+    assert store.query("SELECT synced_until FROM paper_clock") == [(datetime(2024, 3, 5, 12, 0, tzinfo=NY),)]
 
 
 def test_delete_day_removes_only_that_day_and_counts_per_table(store: Store) -> None:

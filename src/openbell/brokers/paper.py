@@ -86,6 +86,9 @@ class PaperBroker:
         self._close_s = self._seconds(calendar.session_close(trade_date))
         self._bars: dict[Symbol, _SymbolBars] = {}
         self._orders: dict[ClientOrderId, Order] = {}
+        self._working: dict[Symbol, dict[ClientOrderId, Order]] = {}  # open orders by symbol, for the bar loop
+        self._unsaved_orders: dict[ClientOrderId, Order] = {}
+        self._unsaved_fills: list[Fill] = []
         self._fills: list[Fill] = []
         self._synced_s = -1.0
         self._load()
@@ -106,7 +109,7 @@ class PaperBroker:
         order = Order(
             intent=intent, status=OrderStatus.NEW, broker_order_id=_broker_id(intent.client_order_id), submitted_at=now
         )
-        self._orders[intent.client_order_id] = order
+        self._put(order)
         self._bars_for(intent.symbol)
         self._save_orders([order])
         return order
@@ -128,7 +131,7 @@ class PaperBroker:
 
     def open_orders(self) -> list[Order]:
         self._sync()
-        return [o for o in self._orders.values() if o.is_open()]
+        return [o for book in self._working.values() for o in book.values()]
 
     def fills_since(self, since: datetime | None = None) -> list[Fill]:
         self._sync()
@@ -166,7 +169,7 @@ class PaperBroker:
 
     def close(self) -> None:
         self._sync()
-        self._store.upsert("paper_clock", [{"trade_date": self._date, "synced_until": self._at(self._synced_s)}])
+        self._store.before_commit(self._flush)
 
     # --- simulation ------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -178,7 +181,7 @@ class PaperBroker:
         new_fills: list[Fill] = []
         if self._synced_s < self._open_s <= now_s:
             self._opening_auction(changed, new_fills)
-        for symbol in sorted({o.intent.symbol for o in self._orders.values() if o.is_open()}):
+        for symbol in sorted(self._working):
             self._simulate_bars(symbol, now_s, changed, new_fills)
         if self._synced_s < self._close_s + 60 <= now_s:
             self._session_end(changed, new_fills)
@@ -187,27 +190,25 @@ class PaperBroker:
             self._save_orders(changed, new_fills)
 
     def _opening_auction(self, changed: list[Order], new_fills: list[Fill]) -> None:
-        for order in [o for o in self._orders.values() if o.is_open() and o.intent.tif is TimeInForce.OPG]:
+        for order in [o for book in self._working.values() for o in book.values() if o.intent.tif is TimeInForce.OPG]:
             bars = self._bars_for(order.intent.symbol)
             if len(bars.minute_start) and bars.minute_start[0] == self._open_s:
                 changed.append(self._fill(order, int(bars.open[0]), self._open_s, new_fills, market=True))
             else:
-                changed.append(
-                    self._finish(order, OrderStatus.EXPIRED, "no opening print: market-on-open order unfilled")
-                )
+                changed.append(self._finish(order, OrderStatus.EXPIRED, "no opening print: market-on-open order unfilled"))
 
     def _simulate_bars(self, symbol: Symbol, now_s: float, changed: list[Order], new_fills: list[Fill]) -> None:
         bars = self._bars_for(symbol)
-        pending = np.flatnonzero((bars.minute_start + 60 > self._synced_s) & (bars.minute_start + 60 <= now_s))
-        for i in pending:
+        bar_ends = bars.minute_start + 60  # a bar is simulated once it is complete
+        first, last = np.searchsorted(bar_ends, [self._synced_s, now_s], side="right")
+        for i in range(first, last):
             working = [
                 o
-                for o in self._orders.values()
-                if o.intent.symbol == symbol
-                and o.is_open()
-                and o.intent.tif is not TimeInForce.OPG
-                and self._seconds(o.submitted_at) <= bars.minute_start[i]
+                for o in self._working.get(symbol, {}).values()
+                if o.intent.tif is not TimeInForce.OPG and self._seconds(o.submitted_at) <= bars.minute_start[i]
             ]
+            if not working and symbol not in self._working:
+                break
             for order in working:
                 if order.intent.order_type is OrderType.MARKET:
                     changed.append(self._fill(order, int(bars.open[i]), bars.minute_start[i], new_fills, market=True))
@@ -225,18 +226,14 @@ class PaperBroker:
                 if code == ExitCode.NONE:
                     continue
                 winner, loser = (target, stop) if code == ExitCode.TARGET else (stop, target)
-                changed.append(
-                    self._fill(winner, int(price), bars.minute_start[i], new_fills, market=code == ExitCode.STOP)
-                )
+                changed.append(self._fill(winner, int(price), bars.minute_start[i], new_fills, market=code == ExitCode.STOP))
                 if loser is not None:
                     changed.append(
-                        self._finish(
-                            loser, OrderStatus.CANCELLED, f"one-cancels-other: {winner.client_order_id} filled"
-                        )
+                        self._finish(loser, OrderStatus.CANCELLED, f"one-cancels-other: {winner.client_order_id} filled")
                     )
 
     def _session_end(self, changed: list[Order], new_fills: list[Fill]) -> None:
-        for order in [o for o in self._orders.values() if o.is_open()]:
+        for order in [o for book in self._working.values() for o in book.values()]:
             bars = self._bars_for(order.intent.symbol)
             if order.intent.order_type is OrderType.MARKET and len(bars.close):
                 changed.append(self._fill(order, int(bars.close[-1]), self._close_s, new_fills, market=True))
@@ -260,13 +257,24 @@ class PaperBroker:
         self._fills.append(fill)
         new_fills.append(fill)
         filled = replace(order, status=OrderStatus.FILLED, filled_qty=intent.qty, avg_fill_price=price)
-        self._orders[intent.client_order_id] = filled
+        self._put(filled)
         return filled
 
     def _finish(self, order: Order, status: OrderStatus, reason: str) -> Order:
         done = replace(order, status=status, reason=reason)
-        self._orders[order.client_order_id] = done
+        self._put(done)
         return done
+
+    def _put(self, order: Order) -> None:
+        symbol, order_id = order.intent.symbol, order.client_order_id
+        self._orders[order_id] = order
+        book = self._working.setdefault(symbol, {})
+        if order.is_open():
+            book[order_id] = order
+        else:
+            book.pop(order_id, None)
+        if not book:
+            del self._working[symbol]
 
     def _check_acceptable(self, intent: OrderIntent, now: datetime) -> None:
         if intent.tif is TimeInForce.OPG:
@@ -279,9 +287,7 @@ class PaperBroker:
         elif now >= self._at(self._close_s):
             raise OrderRejected(intent.client_order_id, "the session has closed")
         if intent.side is Side.BUY and intent.order_type is not OrderType.MARKET:
-            raise OrderRejected(
-                intent.client_order_id, "the paper broker takes buy orders as market or market-on-open only"
-            )
+            raise OrderRejected(intent.client_order_id, "the paper broker takes buy orders as market or market-on-open only")
 
     # --- bars and persistence --------------------------------------------------------------
     def _bars_for(self, symbol: Symbol) -> _SymbolBars:
@@ -302,41 +308,27 @@ class PaperBroker:
             "SELECT * FROM paper_orders WHERE trade_date = ? ORDER BY submitted_at, client_order_id", [self._date]
         )
         for row in orders.itertuples(index=False):
-            self._orders[ClientOrderId(row.client_order_id)] = _order_from_row(row)
-        fills = self._store.query_df(
-            "SELECT * FROM paper_fills WHERE trade_date = ? ORDER BY ts, fill_id", [self._date]
-        )
+            self._put(_order_from_row(row))
+        fills = self._store.query_df("SELECT * FROM paper_fills WHERE trade_date = ? ORDER BY ts, fill_id", [self._date])
         self._fills = [_fill_from_row(row) for row in fills.itertuples(index=False)]
         synced = self._store.query("SELECT synced_until FROM paper_clock WHERE trade_date = ?", [self._date])
         if synced:
             self._synced_s = self._seconds(synced[0][0])
 
     def _save_orders(self, orders: list[Order], fills: list[Fill] = ()) -> None:
-        with self._store.transaction() as con:
-            for order in orders:
-                con.execute(
-                    "INSERT OR REPLACE INTO paper_orders VALUES (" + ", ".join("?" * 18) + ")",
-                    _order_row(order, self._date),
-                )
-            for fill in fills:
-                con.execute(
-                    "INSERT OR REPLACE INTO paper_fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        fill.fill_id,
-                        fill.client_order_id,
-                        _broker_id(fill.client_order_id),
-                        self._date,
-                        fill.symbol,
-                        fill.side.value,
-                        fill.qty,
-                        fill.price,
-                        fill.commission,
-                        fill.ts,
-                    ],
-                )
-            con.execute(
-                "INSERT OR REPLACE INTO paper_clock VALUES (?, ?)", [self._date, self._at(max(self._synced_s, 0))]
-            )
+        """Queue changed orders and new fills; they are written at the end of the store's batch (or now)."""
+        self._unsaved_orders.update({o.client_order_id: o for o in orders})
+        self._unsaved_fills.extend(fills)
+        self._store.before_commit(self._flush)
+
+    def _flush(self) -> None:
+        orders, fills = list(self._unsaved_orders.values()), self._unsaved_fills
+        self._unsaved_orders, self._unsaved_fills = {}, []
+        if orders:
+            self._store.upsert("paper_orders", [_order_row(o, self._date) for o in orders])
+        if fills:
+            self._store.upsert("paper_fills", [_fill_row(f, self._date) for f in fills])
+        self._store.upsert("paper_clock", [{"trade_date": self._date, "synced_until": self._at(max(self._synced_s, 0))}])
 
     def _seconds(self, moment: datetime) -> float:
         return (moment - self._midnight).total_seconds()
@@ -349,6 +341,14 @@ def _broker_id(client_order_id: str) -> str:
     return "paper-" + hashlib.sha1(client_order_id.encode()).hexdigest()[:12]
 
 
+def _fill_row(fill: Fill, trade_date: date) -> dict:
+    return {
+        "fill_id": fill.fill_id, "client_order_id": fill.client_order_id,
+        "broker_order_id": _broker_id(fill.client_order_id), "trade_date": trade_date, "symbol": fill.symbol,
+        "side": fill.side.value, "qty": fill.qty, "price": fill.price, "commission": fill.commission, "ts": fill.ts,
+    }  # fmt: skip
+
+
 def _oco_groups(orders: list[Order]) -> list[list[Order]]:
     groups: dict[str, list[Order]] = {}
     for order in orders:
@@ -356,28 +356,16 @@ def _oco_groups(orders: list[Order]) -> list[list[Order]]:
     return list(groups.values())
 
 
-def _order_row(order: Order, trade_date: date) -> list:
+def _order_row(order: Order, trade_date: date) -> dict:
     i = order.intent
-    return [
-        i.client_order_id,
-        order.broker_order_id,
-        trade_date,
-        i.symbol,
-        i.side.value,
-        i.order_type.value,
-        i.tif.value,
-        i.purpose.value,
-        i.qty,
-        i.limit_price,
-        i.stop_price,
-        i.oco_group,
-        order.status.value,
-        order.submitted_at,
-        order.submitted_at,
-        order.filled_qty,
-        order.avg_fill_price,
-        order.reason,
-    ]
+    return {
+        "client_order_id": i.client_order_id, "broker_order_id": order.broker_order_id, "trade_date": trade_date,
+        "symbol": i.symbol, "side": i.side.value, "order_type": i.order_type.value, "tif": i.tif.value,
+        "purpose": i.purpose.value, "qty": i.qty, "limit_price": i.limit_price, "stop_price": i.stop_price,
+        "oco_group": i.oco_group, "status": order.status.value, "submitted_at": order.submitted_at,
+        "updated_at": order.submitted_at, "filled_qty": order.filled_qty, "avg_fill_price": order.avg_fill_price,
+        "reason": order.reason,
+    }  # fmt: skip
 
 
 def _dec(value) -> Decimal | None:

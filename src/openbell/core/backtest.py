@@ -105,7 +105,10 @@ def replay_sessions(
     before_liquidation = bars.minute < liquidation[session_of_bar]
     active = before_liquidation & filled[session_of_bar]
     exit_index, exit_code, exit_price = first_exits(bars.open, bars.high, bars.low, starts, target, stop, active)
-    exit_price = scaled_to_tick(exit_price, np.where(exit_code == ExitCode.STOP, sell_slip, Decimal(1)))
+    # The stop becomes a market order when triggered and takes slippage; the target is a limit.
+    exit_price = np.where(
+        exit_code == ExitCode.STOP, scaled_to_tick(exit_price, sell_slip), scaled_to_tick(exit_price, Decimal(1))
+    )
 
     # Liquidation: the open of the first bar at or after the liquidation time, else the last close.
     to_liquidate = filled & (exit_code == ExitCode.NONE)

@@ -52,9 +52,7 @@ class _FileKind:
 _MINUTE = _FileKind(
     "minute", "minute_path", "ts", MINUTE_COLUMNS, "../shared/data/minute_bars_2018-02-16_2018-03-09.parquet"
 )
-_DAILY = _FileKind(
-    "daily", "daily_path", "date", DAILY_COLUMNS, "../shared/data/daily_bars_2017-01-03_2018-03-09.parquet"
-)
+_DAILY = _FileKind("daily", "daily_path", "date", DAILY_COLUMNS, "../shared/data/daily_bars_2017-01-03_2018-03-09.parquet")
 
 
 class ParquetReplaySource:
@@ -129,9 +127,7 @@ class ParquetReplaySource:
         """
         with self._lock:
             bars = self._minute_day(day)
-        opening = bars.loc[
-            bars["ts"] == datetime.combine(day, OPENING_PRINT_TIME, NEW_YORK), list(OPENING_PRINT_COLUMNS)
-        ]
+        opening = bars.loc[bars["ts"] == datetime.combine(day, OPENING_PRINT_TIME, NEW_YORK), list(OPENING_PRINT_COLUMNS)]
         return _select_symbols(opening.reset_index(drop=True), symbols)
 
     def symbols(self) -> list[str]:
@@ -199,9 +195,7 @@ class ParquetReplaySource:
         # Midnight to midnight New York time, so the bounds stay right across DST changes.
         day_start = datetime.combine(day, time(0), NEW_YORK)
         next_day_start = datetime.combine(day + timedelta(days=1), time(0), NEW_YORK)
-        in_day = (pc.field("ts") >= pa.scalar(day_start, ts_type)) & (
-            pc.field("ts") < pa.scalar(next_day_start, ts_type)
-        )
+        in_day = (pc.field("ts") >= pa.scalar(day_start, ts_type)) & (pc.field("ts") < pa.scalar(next_day_start, ts_type))
         loaded, rejected = self._read(_MINUTE, in_day)
         self._remember_rejected(_MINUTE, day, day, rejected)
         if loaded.empty:

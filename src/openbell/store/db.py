@@ -7,7 +7,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -47,6 +47,10 @@ class Store:
 
     def __init__(self, path: str | Path, *, lock_timeout: float = 30.0) -> None:
         self.lock_timeout = lock_timeout
+        self._batching = False
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._before_commit: list[Callable[[], None]] = []
+        self._schema_cache: dict[str, tuple[dict[str, str], list[str]]] = {}
         self._memory: duckdb.DuckDBPyConnection | None = None
         if str(path) == MEMORY:
             self.path: Path | str = MEMORY
@@ -69,16 +73,75 @@ class Store:
             ConfigError: read_only was asked for and the file does not exist yet.
             StoreLockedError: another process kept the file locked for longer than lock_timeout.
         """
-        con = self._memory.cursor() if self._memory is not None else self._open_file(read_only)
+        if self._held is not None:
+            yield self._held
+            return
+        if self._batching:
+            self._held = self._open(read_only=False)
+            self._held.execute("BEGIN TRANSACTION")
+            yield self._held
+            return
+        con = self._open(read_only)
         try:
-            con.execute(f"SET TimeZone = '{TIMEZONE}'")
             yield con
         finally:
             con.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One connection and one transaction for every store call inside the block, opened on first use.
+
+        A burst of small writes (a hundred orders, one monitor tick) then pays for one open, one
+        commit and one close instead of one each per call, and a block that writes nothing opens
+        nothing. If the block raises, what it wrote so far is still committed (nothing already sent
+        to a broker goes unrecorded) unless DuckDB itself aborted the transaction. Keep blocks
+        short: the file stays locked for other processes until the block ends.
+        """
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            yield
+        finally:
+            try:
+                for flush in self._before_commit:
+                    flush()
+            finally:
+                self._before_commit.clear()
+                self._batching = False
+            held, self._held = self._held, None
+            if held is not None:
+                try:
+                    held.execute("COMMIT")
+                except duckdb.Error:
+                    _rollback_quietly(held)
+                    raise
+                finally:
+                    held.close()
+
+    def before_commit(self, flush: Callable[[], None]) -> None:
+        """Run `flush` (which writes through this store) once at the end of the current batch, or now.
+
+        Lets a caller that changes state many times in a batch write it once, just before the commit.
+        """
+        if not self._batching:
+            flush()
+        elif flush not in self._before_commit:
+            self._before_commit.append(flush)
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        con = self._memory.cursor() if self._memory is not None else self._open_file(read_only)
+        con.execute(f"SET TimeZone = '{TIMEZONE}'")
+        return con
+
+    @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside BEGIN/COMMIT; rolled back if the block raises."""
+        """A connection inside BEGIN/COMMIT; rolled back if the block raises. Inside batch(), the batch's."""
+        if self._batching:
+            with self.connect() as con:
+                yield con
+            return
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -123,6 +186,7 @@ class Store:
             ConfigError: the file was migrated by a newer openbell than this one.
         """
         applied: list[str] = []
+        self._schema_cache.clear()
         with self.connect() as con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -178,7 +242,7 @@ class Store:
             ValueError: unknown table or column.
         """
         with self.connect() as con:
-            return _insert(con, table, _as_frame(rows))
+            return _insert(con, table, _as_frame(rows), columns=self._table(con, table)[0])
 
     def replace(self, table: str, rows: Rows, where: Mapping[str, Any]) -> int:
         """Atomically delete the rows matching `where` (column = value, ANDed) and insert `rows`.
@@ -195,7 +259,7 @@ class Store:
             )
         frame = _as_frame(rows)
         with self.transaction() as con:
-            columns = _columns(con, table)
+            columns = self._table(con, table)[0]
             _check_names(table, where.keys(), columns)
             clauses, params = [], []
             for name, value in where.items():
@@ -221,8 +285,7 @@ class Store:
         """
         frame = _as_frame(rows)
         with self.connect() as con:
-            columns = _columns(con, table)
-            key = _primary_key(con, table)
+            columns, key = self._table(con, table)
             if not key:
                 raise ValueError(f"upsert needs a primary key and table {table!r} has none; use insert")
             if len(frame.columns) and (missing := [k for k in key if k not in frame.columns]):
@@ -231,6 +294,12 @@ class Store:
                 # DuckDB refuses to update the same row twice in one statement.
                 frame = frame.drop_duplicates(subset=key, keep="last")
             return _insert(con, table, frame, columns=columns, or_replace=True)
+
+    def _table(self, con: duckdb.DuckDBPyConnection, table: str) -> tuple[dict[str, str], list[str]]:
+        """A table's columns and primary key, looked up once per Store (the schema only changes in migrate)."""
+        if table not in self._schema_cache:
+            self._schema_cache[table] = (_columns(con, table), _primary_key(con, table))
+        return self._schema_cache[table]
 
     def delete_day(self, trade_date: date) -> dict[str, int]:
         """Delete one trading day from every table in DAY_TABLES in one transaction.
@@ -259,9 +328,7 @@ def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _missing_message(path: Path) -> str:
-    return (
-        f"no DuckDB file at {path} to open read-only; check the path, or let a flow create it first (Store.migrate())"
-    )
+    return f"no DuckDB file at {path} to open read-only; check the path, or let a flow create it first (Store.migrate())"
 
 
 def _locked_message(path: Path, duckdb_text: str, timeout: float) -> str:
