@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -102,7 +102,7 @@ def test_insert_round_trips_decimals_exactly(store: Store) -> None:
 
 
 def test_timestamps_come_back_tz_aware_in_new_york(store: Store) -> None:
-    at_open_utc = datetime(2024, 3, 5, 14, 30, tzinfo=timezone.utc)
+    at_open_utc = datetime(2024, 3, 5, 14, 30, tzinfo=UTC)
     store.insert(
         "fills",
         [

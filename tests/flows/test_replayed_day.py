@@ -113,10 +113,10 @@ def test_trades_follow_the_fill_model_exactly(replayed, shared_data):
 
 def test_every_pick_is_traded_unfilled_or_skipped_with_a_reason(replayed):
     store, _, symbols, _ = replayed
-    (unfilled,), = store.query("SELECT count(*) FROM orders WHERE purpose = 'entry' AND status = 'expired'")
-    (skipped,), = store.query("SELECT count(*) FROM sizing WHERE shares = 0 AND skipped_reason IS NOT NULL")
+    ((unfilled,),) = store.query("SELECT count(*) FROM orders WHERE purpose = 'entry' AND status = 'expired'")
+    ((skipped,),) = store.query("SELECT count(*) FROM sizing WHERE shares = 0 AND skipped_reason IS NOT NULL")
     reported = store.query("SELECT unfilled, skipped FROM daily_pnl WHERE trade_date = ?", [DAY])
-    (traded,), = store.query("SELECT count(*) FROM trades")
+    ((traded,),) = store.query("SELECT count(*) FROM trades")
     assert unfilled > 0  # symbols without an opening print
     assert skipped > 0  # symbols with no reference price at all (delisted names missing from the daily file)
     assert reported == [(unfilled, skipped)]

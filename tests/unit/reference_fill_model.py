@@ -6,9 +6,10 @@ from openbell on purpose, so a mistake shared by the engine's helpers cannot hid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 OPENING_MINUTE = 9 * 60 + 30
 DEFAULT_LIQUIDATION_MINUTE = 15 * 60 + 45

@@ -15,11 +15,12 @@ from decimal import Decimal
 
 import numpy as np
 
-from openbell.core.exits import ExitCode, ExitPolicy, first_exits
+from openbell.core.exits import ExitCode, ExitPolicy, first_exits, first_true
 from openbell.core.prices import UNITS, scaled_to_tick
 
 OPEN_MINUTE = 9 * 60 + 30
 EOD = 3  # exit code of a liquidation, next to ExitCode.TARGET (1) and ExitCode.STOP (2)
+_NEVER = np.iinfo(np.int64).max
 REASONS = {int(ExitCode.TARGET): "target", int(ExitCode.STOP): "stop", EOD: "eod"}
 
 
@@ -101,10 +102,14 @@ def replay_sessions(
     target = scaled_to_tick(entry, 1 + policy.target_pct / 100)
     stop = scaled_to_tick(entry, 1 - policy.stop_pct / 100)
 
-    session_of_bar = np.repeat(np.arange(n_sessions), lengths)
-    before_liquidation = bars.minute < liquidation[session_of_bar]
-    active = before_liquidation & filled[session_of_bar]
-    exit_index, exit_code, exit_price = first_exits(bars.open, bars.high, bars.low, starts, target, stop, active)
+    # Unfilled sessions get levels no bar reaches, instead of a per-bar mask.
+    target = np.where(filled, target, _NEVER)
+    stop = np.where(filled, stop, -1)
+    if np.ndim(liquidation_minute) == 0:
+        before_liquidation = bars.minute < liquidation_minute
+    else:
+        before_liquidation = bars.minute < np.repeat(liquidation, lengths)
+    exit_index, exit_code, exit_price = first_exits(bars.open, bars.high, bars.low, starts, target, stop, before_liquidation)
     # The stop becomes a market order when triggered and takes slippage; the target is a limit.
     exit_price = np.where(
         exit_code == ExitCode.STOP, scaled_to_tick(exit_price, sell_slip), scaled_to_tick(exit_price, Decimal(1))
@@ -112,9 +117,8 @@ def replay_sessions(
 
     # Liquidation: the open of the first bar at or after the liquidation time, else the last close.
     to_liquidate = filled & (exit_code == ExitCode.NONE)
-    n_before = np.bincount(session_of_bar[before_liquidation], minlength=n_sessions)
-    liquidation_bar = starts + n_before
-    at_open = to_liquidate & (liquidation_bar < ends)
+    liquidation_bar = first_true(~before_liquidation, starts, ends)
+    at_open = to_liquidate & (liquidation_bar >= 0)
     eod_price = np.where(at_open, open_[liquidation_bar], close[np.maximum(ends - 1, 0)])
     exit_price = np.where(to_liquidate, scaled_to_tick(eod_price, sell_slip), exit_price)
     exit_index = np.where(at_open, liquidation_bar, np.where(to_liquidate, -1, exit_index))

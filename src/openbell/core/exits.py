@@ -69,6 +69,21 @@ def bar_exits(
     return code.astype(np.int8, copy=False), price.astype(np.int64, copy=False)
 
 
+def bar_triggers(open_: np.ndarray, high: np.ndarray, low: np.ndarray, target: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """True where `bar_exits` decides an exit: the four branches folded into two comparisons."""
+    return (np.maximum(high, open_) >= target) | (np.minimum(low, open_) <= stop)
+
+
+def first_true(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Index of the first True of `mask` in each [start, end) range, or -1 where there is none."""
+    hits = np.flatnonzero(mask)
+    if not len(hits):
+        return np.full(len(starts), -1, dtype=np.int64)
+    k = np.searchsorted(hits, starts)
+    candidate = hits[np.minimum(k, len(hits) - 1)]
+    return np.where((k < len(hits)) & (candidate < ends), candidate, -1)
+
+
 def first_exits(
     open_: np.ndarray,
     high: np.ndarray,
@@ -84,24 +99,21 @@ def first_exits(
     `starts[i + 1]` (or the end). `target[i]` and `stop[i]` are its levels. Bars where the
     optional boolean `active` is False (after the liquidation time, say) never trigger.
     Returns (bar_index, code, price) per position; bar_index is -1 and code NONE when no bar triggers.
+
+    Every bar is tested with `bar_triggers`; `bar_exits` then decides reason and price on each
+    position's first triggering bar only.
     """
-    n_bars = len(open_)
     starts = np.asarray(starts, dtype=np.int64)
-    lengths = np.diff(np.append(starts, n_bars))
-    code, price = bar_exits(open_, high, low, np.repeat(target, lengths), np.repeat(stop, lengths))
+    ends = np.append(starts[1:], len(open_))
+    lengths = ends - starts
+    triggered = bar_triggers(open_, high, low, np.repeat(target, lengths), np.repeat(stop, lengths))
     if active is not None:
-        code = np.where(active, code, np.int8(0))
+        triggered &= active
+    bar_index = first_true(triggered, starts, ends)
 
-    hits = np.flatnonzero(code)
-    position_of_hit = np.searchsorted(starts, hits, side="right") - 1
-    first = np.ones(len(hits), dtype=bool)
-    first[1:] = position_of_hit[1:] != position_of_hit[:-1]
-    hits, position_of_hit = hits[first], position_of_hit[first]
-
-    bar_index = np.full(len(starts), -1, dtype=np.int64)
+    hit = bar_index >= 0
+    at = bar_index[hit]
     codes = np.zeros(len(starts), dtype=np.int8)
     prices = np.zeros(len(starts), dtype=np.int64)
-    bar_index[position_of_hit] = hits
-    codes[position_of_hit] = code[hits]
-    prices[position_of_hit] = price[hits]
+    codes[hit], prices[hit] = bar_exits(open_[at], high[at], low[at], np.asarray(target)[hit], np.asarray(stop)[hit])
     return bar_index, codes, prices
