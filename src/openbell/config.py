@@ -1,6 +1,6 @@
 """Settings, read once at the edge from the environment (prefix OPENBELL_) and passed down.
 
-Each area has its own model: data, scan, exits, sizing, broker. Nested fields are set with a
+Each area has its own model: data, scan, exits, sizing, broker, schedule. Nested fields are set with a
 double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.duckdb.
 """
 
@@ -90,6 +90,13 @@ class BrokerSettings(BaseModel):
         return FillCosts(self.commission_per_share, self.commission_min, self.slippage_bps)
 
 
+class ScheduleSettings(BaseModel):
+    model_config = _STRICT
+    scan_time: time = Field(time(8, 0), description="Pre-market scan and ranking, New York time.")
+    moo_time: time = Field(time(9, 20), description="Market-on-open orders go out, New York time (cutoff 09:28).")
+    report_delay_min: int = Field(15, ge=0, le=240, description="The report runs this many minutes after the close.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENBELL_", env_nested_delimiter="__", extra="forbid", frozen=True)
     data: DataSettings = DataSettings()
@@ -97,6 +104,7 @@ class Settings(BaseSettings):
     exits: ExitSettings = ExitSettings()
     sizing: SizingSettings = SizingSettings()
     broker: BrokerSettings = BrokerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
         """A copy with `{"area": {"field": value}}` changes applied and validated."""

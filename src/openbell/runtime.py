@@ -8,7 +8,7 @@ flows, tasks and core run the same code either way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,14 +41,14 @@ def phases(day: date, settings: Settings) -> Phases:
     at = lambda t: datetime.combine(day, t, tzinfo=calendar.NEW_YORK)  # noqa: E731
     close = calendar.session_close(day)
     return Phases(
-        scan=at(time(8, 0)),
-        moo=at(time(9, 20)),
+        scan=at(settings.schedule.scan_time),
+        moo=at(settings.schedule.moo_time),
         open=calendar.session_open(day),
         liquidation=calendar.liquidation_time(
             day, settings.exits.liquidation_time, timedelta(minutes=settings.exits.early_close_offset_min)
         ),
         close=close,
-        report=close + timedelta(minutes=15),
+        report=close + timedelta(minutes=settings.schedule.report_delay_min),
     )
 
 
