@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from openbell.errors import ConfigError, OpenbellError
 
@@ -71,14 +74,19 @@ def _replay(args: argparse.Namespace) -> int:
 
     if (args.bars is None) != (args.daily is None):
         raise ConfigError("give both --bars and --daily, or neither to replay the synthetic market")
-    options = RunOptions(
-        db_path=str(args.db) if args.db else None,
-        minute_bars=str(args.bars) if args.bars else None,
-        daily_bars=str(args.daily) if args.daily else None,
-        target_pct=args.target_pct,
-        stop_pct=args.stop_pct,
-        allocation=args.allocation,
-    )
+    try:
+        options = RunOptions(
+            db_path=str(args.db) if args.db else None,
+            minute_bars=str(args.bars) if args.bars else None,
+            daily_bars=str(args.daily) if args.daily else None,
+            target_pct=args.target_pct,
+            stop_pct=args.stop_pct,
+            allocation=args.allocation,
+        )
+    except ValidationError as exc:
+        flags = {"target_pct": "--target-pct", "stop_pct": "--stop-pct", "allocation": "--allocation"}
+        problems = "; ".join(f"{flags.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(problems) from None
     return _run_day(args.date, args.symbols, options)
 
 
@@ -119,10 +127,19 @@ def _query(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(frame.to_csv(index=False), end="")
     elif args.format == "json":
-        print(frame.to_json(orient="records", date_format="iso", indent=2))
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        print(json.dumps(records, indent=2, default=_json_value))
     else:
         print(frame.to_string(index=False) if len(frame) else "(no rows)")
     return 0
+
+
+def _json_value(value):
+    """Dates and times as ISO text in New York time, the way the table and CSV show them."""
+    if not hasattr(value, "isoformat"):
+        return str(value)
+    naive_midnight = getattr(value, "tzinfo", None) is None and hasattr(value, "hour") and value.time() == time(0)
+    return value.date().isoformat() if naive_midnight else value.isoformat()  # DATE columns come back as midnight
 
 
 def _flow(module: str, name: str):

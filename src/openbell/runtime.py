@@ -81,7 +81,9 @@ def market_for(settings: Settings) -> MarketData:
 @lru_cache(maxsize=4)
 def _replay_source(minute: Path, daily: Path) -> ParquetReplaySource:
     # One source per file pair and process: a replayed day asks for the same bars in every phase.
-    return ParquetReplaySource(minute, daily)
+    source = ParquetReplaySource(minute, daily)
+    source.validate()  # both files' existence and columns, before any flow starts work
+    return source
 
 
 def broker_for(settings: Settings, store: Store, market: MarketData, clock: Clock, day: date) -> Broker:

@@ -138,33 +138,36 @@ class PaperBroker:
         return [f for f in self._fills if since is None or f.ts >= since]
 
     def positions(self) -> dict[Symbol, Position]:
+        """Net positions at average cost: holdings from before the system traded, then every fill in time order."""
         self._sync()
-        rows = self._store.query(
-            """
-            WITH moves AS (
-                SELECT symbol, qty, avg_price AS price FROM paper_holdings
-                UNION ALL
-                SELECT symbol, CASE side WHEN 'buy' THEN qty ELSE -qty END, price FROM paper_fills
-            )
-            SELECT symbol, sum(qty)::BIGINT,
-                   sum(CASE WHEN qty > 0 THEN qty * price END) / nullif(sum(CASE WHEN qty > 0 THEN qty END), 0)
-            FROM moves GROUP BY symbol HAVING sum(qty) <> 0 ORDER BY symbol
-            """
-        )
-        return {Symbol(s): Position(Symbol(s), int(q), Decimal(p or 0).quantize(Decimal("0.0001"))) for s, q, p in rows}
+        self._flush()  # fills of this batch are written before they are read back
+        holdings = self._store.query("SELECT symbol, qty, avg_price FROM paper_holdings")
+        fills = self._store.query("SELECT symbol, side, qty, price FROM paper_fills ORDER BY ts, fill_id")
+        book: dict[str, tuple[int, Decimal]] = {}  # symbol -> (shares, total cost)
+        for symbol, qty, price in holdings:
+            book[symbol] = (int(qty), Decimal(qty) * Decimal(price))
+        for symbol, side, qty, price in fills:
+            shares, cost = book.get(symbol, (0, Decimal(0)))
+            if side == Side.BUY.value:
+                shares, cost = shares + qty, cost + qty * Decimal(price)
+            else:
+                average = cost / shares if shares else Decimal(0)
+                shares, cost = shares - qty, cost - qty * average
+            book[symbol] = (shares, cost if shares else Decimal(0))
+        return {
+            Symbol(s): Position(Symbol(s), q, (c / q).quantize(Decimal("0.0001"))) for s, (q, c) in sorted(book.items()) if q
+        }
 
     def account(self) -> Account:
+        """Cash from the starting cash and every fill; equity adds the positions at cost."""
         self._sync()
-        ((cash_moves, held_value),) = self._store.query(
-            """
-            SELECT coalesce((SELECT sum(CASE side WHEN 'sell' THEN qty * price ELSE -qty * price END - commission)
-                             FROM paper_fills), 0),
-                   coalesce((SELECT sum(qty * avg_price) FROM paper_holdings), 0)
-            """
+        self._flush()
+        ((cash_moves,),) = self._store.query(
+            "SELECT coalesce(sum(CASE side WHEN 'sell' THEN qty * price ELSE -qty * price END - commission), 0) "
+            "FROM paper_fills"
         )
         cash = self._starting_cash + Decimal(cash_moves)
-        open_value = sum((p.qty * p.avg_price for p in self.positions().values()), Decimal(0))
-        equity = cash + open_value
+        equity = cash + sum((p.qty * p.avg_price for p in self.positions().values()), Decimal(0))
         return Account(cash=cash, equity=equity, buying_power=max(cash, Decimal(0)), paper=True)
 
     def close(self) -> None:
