@@ -25,3 +25,4 @@ Options = Annotated[
     RunOptions | None,
     Field(description="Per-run settings: data files, database, exit levels, allocation. Empty: the defaults."),
 ]
+DryRun = Annotated[bool, Field(description="Decide and log every order, but send none to the broker.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, TradeDate
+from flows._params import DryRun, Mode, Options, TradeDate
 from openbell.config import RunOptions
 from tasks.intraday import flatten_positions
 from tasks.runs import begin_run, finish_run
@@ -15,9 +15,12 @@ def liquidate_eod(
     trade_date: TradeDate = None,
     mode: Mode = "replay",
     options: Options = None,
+    dry_run: DryRun = False,
 ) -> int:
     """Flatten the system's positions at the liquidation time; returns positions flattened."""
-    run = begin_run("liquidate_eod", trade_date, mode, options or RunOptions())
+    run = begin_run("liquidate_eod", trade_date, mode, options or RunOptions(), dry_run)
+    if run.closed:
+        return 0
     flattened = flatten_positions(run)
     finish_run(run, f"{flattened} positions flattened")
     return flattened

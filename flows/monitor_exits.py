@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, TradeDate
+from flows._params import DryRun, Mode, Options, TradeDate
 from openbell.config import RunOptions
 from tasks.intraday import watch_positions
 from tasks.runs import begin_run, finish_run
@@ -15,9 +15,12 @@ def monitor_exits(
     trade_date: TradeDate = None,
     mode: Mode = "replay",
     options: Options = None,
+    dry_run: DryRun = False,
 ) -> int:
     """Watch the day's positions from the open to the liquidation time; returns exits filled."""
-    run = begin_run("monitor_exits", trade_date, mode, options or RunOptions())
+    run = begin_run("monitor_exits", trade_date, mode, options or RunOptions(), dry_run)
+    if run.closed:
+        return 0
     exits = watch_positions(run)
     finish_run(run, f"{exits} exits filled")
     return exits

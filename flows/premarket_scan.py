@@ -18,6 +18,8 @@ def premarket_scan(
 ) -> int:
     """Scan the universe for gappers; writes `candidates` and returns how many passed."""
     run = begin_run("premarket_scan", trade_date, mode, options or RunOptions())
+    if run.closed:
+        return 0
     passed = scan_candidates(run)
     finish_run(run, f"{passed} candidates")
     return passed

@@ -19,6 +19,8 @@ def rank_candidates(
 ) -> list[str]:
     """Rank the candidates into `rankings`; returns the selected symbols, best first."""
     run = begin_run("rank_candidates", trade_date, mode, options or RunOptions())
+    if run.closed:
+        return []
     selected = rank(run, symbols)
     finish_run(run, f"selected {', '.join(selected) or 'nothing'}")
     return selected

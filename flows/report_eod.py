@@ -18,6 +18,8 @@ def report_eod(
 ) -> str:
     """Compute the day's round trips and P&L; returns the report text."""
     run = begin_run("report_eod", trade_date, mode, options or RunOptions())
+    if run.closed:
+        return ""
     text = build_report(run)
     finish_run(run, text.splitlines()[2] if text else "")
     return text

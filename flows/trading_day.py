@@ -7,7 +7,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from flows._params import Mode, Options, Symbols, TradeDate
+from flows._params import DryRun, Mode, Options, Symbols, TradeDate
 from flows.liquidate_eod import liquidate_eod
 from flows.monitor_exits import monitor_exits
 from flows.place_moo_orders import place_moo_orders
@@ -27,6 +27,7 @@ def trading_day(
     symbols: Symbols = None,
     replace_existing: Annotated[bool, Field(description=REPLACE_HELP)] = True,
     options: Options = None,
+    dry_run: DryRun = False,
 ) -> str:
     """Run every phase of one trading day; returns the end-of-day report."""
     options = options or RunOptions()
@@ -34,7 +35,7 @@ def trading_day(
     if not symbols:  # fixed symbols replace the scan and the ranking
         premarket_scan(day, mode, options)
     rank_candidates(day, mode, symbols, options)
-    place_moo_orders(day, mode, options)
-    monitor_exits(day, mode, options)
-    liquidate_eod(day, mode, options)
+    place_moo_orders(day, mode, options, dry_run)
+    monitor_exits(day, mode, options, dry_run)
+    liquidate_eod(day, mode, options, dry_run)
     return report_eod(day, mode, options)

@@ -17,6 +17,7 @@ from openbell.store import Store
 from tasks.runs import RunContext
 
 MINUTE = timedelta(minutes=1)
+OFF_SCHEDULE = timedelta(minutes=10)  # a live run this long before its phase belongs to the other cron
 
 
 @task(cache_policy=NO_CACHE)
@@ -29,7 +30,7 @@ def watch_positions(run: RunContext) -> int:
     log = get_run_logger()
     settings, day = run.settings, run.trade_date
     when = wiring.phases(day, settings)
-    store, market = wiring.store_for(settings), wiring.market_for(settings)
+    store, market = wiring.store_for(settings), wiring.market_for(settings, run.mode)
     clock = wiring.clock_for(run.mode, when.open)
     broker = wiring.broker_for(settings, store, market, clock, day)
     try:
@@ -61,13 +62,18 @@ def flatten_positions(run: RunContext) -> int:
     log = get_run_logger()
     settings, day = run.settings, run.trade_date
     when = wiring.phases(day, settings)
-    store, market = wiring.store_for(settings), wiring.market_for(settings)
+    store, market = wiring.store_for(settings), wiring.market_for(settings, run.mode)
     clock = wiring.clock_for(run.mode, when.liquidation)
     broker = wiring.broker_for(settings, store, market, clock, day)
     try:
+        if clock.now() < when.liquidation - OFF_SCHEDULE:
+            log.info("liquidation is at %s today; nothing to do at %s", f"{when.liquidation:%H:%M}", f"{clock.now():%H:%M}")
+            return 0
         clock.sleep_until(when.liquidation)
         with store.batch():
             flattened = _sell_what_we_opened(store, broker, run)
+        if run.dry_run:
+            return 0
         deadline = when.close + 2 * MINUTE
         while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
             clock.sleep_until(_next_minute(clock.now()))
@@ -84,10 +90,14 @@ def _sell_what_we_opened(store: Store, broker: Broker, run: RunContext) -> int:
     """Cancel the system's open orders, then sell at market what its own fills left it holding."""
     day = run.trade_date
     for order in broker.open_orders():
-        if ledger.is_ours(order.client_order_id, day):
+        if ledger.is_ours(order.client_order_id, day) and not run.dry_run:
             broker.cancel(order.client_order_id)
     held = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
     positions = broker.positions()
+    if run.dry_run:
+        for symbol, qty in sorted(held.items()):
+            get_run_logger().info("dry run: would cancel %s's exits and sell %d at market", symbol, qty)
+        return len(held)
     orders = []
     for symbol, qty in sorted(held.items()):
         shares = min(qty, positions[symbol].qty if symbol in positions else 0)
@@ -117,6 +127,11 @@ def _protect_filled_entries(
         if broker.order(client_order_id(day, symbol, Purpose.TARGET)) is not None:
             continue  # protected by an earlier run of the monitor
         exits = protective_exit(day, symbol, entry.filled_qty, entry.avg_fill_price, run.settings.exits.policy())
+        if run.dry_run:
+            target, stop = exits
+            get_run_logger().info("dry run: would protect %s with target %s and stop %s", symbol,
+                                  target.limit_price, stop.stop_price)  # fmt: skip
+            continue
         sent += [broker.submit(intent) for intent in exits]
     ledger.record_orders(store, day, sent, run.run_id)
     return settled

@@ -15,13 +15,14 @@ from openbell.core.prices import as_price
 from openbell.core.sizing import PositionSize, size_position
 from openbell.core.types import Symbol
 from openbell.errors import OrderRejected
+from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
 
 @task(cache_policy=NO_CACHE)
 def submit_moo_orders(run: RunContext) -> int:
     """Submit the selected picks as market-on-open orders; returns how many the broker accepted."""
-    store, market = wiring.store_for(run.settings), wiring.market_for(run.settings)
+    store, market = wiring.store_for(run.settings), wiring.market_for(run.settings, run.mode)
     clock = wiring.clock_for(run.mode, wiring.phases(run.trade_date, run.settings).moo)
     with store.batch():  # one connection for the burst of orders
         return _submit(run, store, market, clock)
@@ -71,23 +72,36 @@ def _submit(run: RunContext, store, market, clock) -> int:
             where={"trade_date": day},
         )
 
-        accepted = []
+        accepted, outcome = [], {}
         for size in sizes:
             if not size.shares:
+                outcome[size.symbol] = f"skipped: {size.skipped_reason}"
                 continue
             intent = moo_entry(day, size.symbol, size.shares)
+            if run.dry_run:
+                log.info("dry run: would buy %d %s market-on-open (%s)", size.shares, size.symbol, intent.client_order_id)
+                outcome[size.symbol] = "dry run: not sent"
+                continue
             try:
                 order = broker.submit(intent)
             except OrderRejected as rejected:
                 log.warning("%s", rejected)
                 ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
+                outcome[size.symbol] = f"rejected: {rejected.reason}"
                 continue
             accepted.append(order)
+            outcome[size.symbol] = f"sent as {order.client_order_id}"
         skipped = [s for s in sizes if not s.shares]
         for s in skipped:
             log.info("skipped %s: %s", s.symbol, s.skipped_reason)
         ledger.record_orders(store, day, accepted, run.run_id)
         log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, len(accepted), len(skipped))
+        publish_table(
+            "moo-orders",
+            [{"symbol": s.symbol, "shares": s.shares, "reference price": s.ref_price, "notional": s.notional,
+              "order": outcome[s.symbol]} for s in sizes],
+            f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
+        )  # fmt: skip
         return len(accepted)
     finally:
         broker.close()

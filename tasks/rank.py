@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from openbell import runtime as wiring
 from openbell.core.ranking import GapVolumeRanker, fixed_ranking
 from openbell.errors import ConfigError
+from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
 
@@ -43,12 +44,20 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
         where={"trade_date": run.trade_date},
     )
     selected = [p.symbol for p in picks if p.selected]
+    publish_table(
+        "ranking",
+        [
+            {"rank": p.rank, "symbol": p.symbol, "score": p.score, "selected": p.selected, "reason": p.reason}
+            for p in picks[:50]
+        ],
+        f"Ranking of {run.trade_date} by {ranker}: trading {', '.join(selected) or 'nothing'}",
+    )
     log.info("ranked %d candidates with %s; trading %s", len(picks), ranker, ", ".join(selected) or "nothing")
     return selected
 
 
 def _require_known(run: RunContext, symbols: list[str]) -> None:
-    known = set(wiring.market_for(run.settings).minute_bars(run.trade_date)["symbol"].unique())
+    known = set(wiring.market_for(run.settings, run.mode).minute_bars(run.trade_date)["symbol"].unique())
     unknown = sorted({s.strip().upper() for s in symbols} - known)
     if unknown:
         raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: no minute bars on {run.trade_date}")

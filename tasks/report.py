@@ -10,14 +10,21 @@ from prefect.cache_policies import NO_CACHE
 from openbell import runtime as wiring
 from openbell.core.pnl import DailyPnl, round_trips, summarize_day
 from openbell.core.types import ClientOrderId, Fill, Purpose, Side, Symbol, Trade, client_order_id
-from openbell.report import render_report
+from openbell.report import render_markdown, render_report
+from tasks.artifacts import publish_markdown
+from tasks.intraday import OFF_SCHEDULE
 from tasks.runs import RunContext
 
 
 @task(cache_policy=NO_CACHE)
 def build_report(run: RunContext) -> str:
     """Write `trades` and `daily_pnl` for the day and return the report as text."""
-    day = run.trade_date
+    day, log = run.trade_date, get_run_logger()
+    when = wiring.phases(day, run.settings)
+    now = wiring.clock_for(run.mode, when.report).now()
+    if now < when.report - OFF_SCHEDULE:
+        log.info("the report is due at %s today; nothing to do at %s", f"{when.report:%H:%M}", f"{now:%H:%M}")
+        return ""
     store = wiring.store_for(run.settings)
     purposes = {
         ClientOrderId(cid): Purpose(p)
@@ -41,7 +48,8 @@ def build_report(run: RunContext) -> str:
     store.replace("trades", [_trade_row(t) for t in trades], where={"trade_date": day})
     store.replace("daily_pnl", [_summary_row(summary, run.run_id)], where={"trade_date": day})
     text = render_report(summary, trades)
-    get_run_logger().info("end-of-day report for %s\n%s", day, text)
+    log.info("end-of-day report for %s\n%s", day, text)
+    publish_markdown("eod-report", render_markdown(summary, trades), f"End-of-day report for {day}")
     return text
 
 

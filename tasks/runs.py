@@ -24,14 +24,24 @@ class RunContext:
     trade_date: date
     mode: wiring.Mode
     settings: Settings
+    closed: str | None = None  # why the exchange is closed that day: the flow then does nothing
+    dry_run: bool = False  # decide and log, send no order
 
 
 @task(cache_policy=NO_CACHE)
-def begin_run(flow: str, trade_date: date | None, mode: wiring.Mode, options: RunOptions) -> RunContext:
-    """Resolve settings and the trade date (failing early with a clear error), and record the run."""
+def begin_run(
+    flow: str, trade_date: date | None, mode: wiring.Mode, options: RunOptions, dry_run: bool = False
+) -> RunContext:
+    """Resolve settings and the trade date (failing early with a clear error), and record the run.
+
+    On a day the exchange is closed (a live run on a holiday), logs "market closed: <reason>" and
+    returns a context whose `closed` tells the flow to stop there.
+    """
     settings = options.settings()
-    market = wiring.market_for(settings)
-    day = wiring.resolve_trade_date(trade_date, mode, market)
+    day = wiring.resolve_trade_date(trade_date, mode, settings)
+    closed = calendar.closed_reason(day)
+    if closed:
+        get_run_logger().info("market closed: %s (%s); %s does nothing today", closed, day, flow)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     wiring.store_for(settings).upsert(
         "runs",
@@ -43,11 +53,13 @@ def begin_run(flow: str, trade_date: date | None, mode: wiring.Mode, options: Ru
                 "mode": mode,
                 "parameters": json.dumps(options.model_dump(mode="json", exclude_none=True)),
                 "started_at": datetime.now(calendar.NEW_YORK),
-                "status": "running",
+                "status": "closed" if closed else "running",
+                "finished_at": datetime.now(calendar.NEW_YORK) if closed else None,
+                "message": f"market closed: {closed}" if closed else None,
             }
         ],
     )
-    return RunContext(run_id, flow, day, mode, settings)
+    return RunContext(run_id, flow, day, mode, settings, closed, dry_run)
 
 
 @task(cache_policy=NO_CACHE)
@@ -66,7 +78,7 @@ def clear_replayed_day(trade_date: date | None, mode: wiring.Mode, options: RunO
     cleared: their orders are real and their records are the audit trail.
     """
     settings = options.settings()
-    day = wiring.resolve_trade_date(trade_date, mode, wiring.market_for(settings))
+    day = wiring.resolve_trade_date(trade_date, mode, settings)
     if replace and mode == "replay":
         removed = wiring.store_for(settings).delete_day(day)
         if removed:

@@ -12,6 +12,7 @@ from openbell import calendar
 from openbell import runtime as wiring
 from openbell.core import scan
 from openbell.errors import DataQualityError
+from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
 DAILY_LOOKBACK = timedelta(days=45)  # calendar days that hold the 20 sessions the scan needs
@@ -21,7 +22,7 @@ DAILY_LOOKBACK = timedelta(days=45)  # calendar days that hold the 20 sessions t
 def scan_candidates(run: RunContext) -> int:
     """Scan every symbol with an opening indication; returns how many passed."""
     log = get_run_logger()
-    market, store = wiring.market_for(run.settings), wiring.store_for(run.settings)
+    market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings)
     prior = calendar.previous_session(run.trade_date)
     daily = market.daily_bars(prior - DAILY_LOOKBACK, prior)
     opening = market.opening_prints(run.trade_date)
@@ -34,6 +35,14 @@ def scan_candidates(run: RunContext) -> int:
     )
 
     passed = int(features["passed"].sum())
+    shown = features[features["passed"]].sort_values("gap_pct", ascending=False).head(50)
+    publish_table(
+        "candidates",
+        shown[["symbol", "gap_pct", "rel_volume", "atr_pct", "open_price", "prior_close", "avg_dollar_volume_20"]].to_dict(
+            orient="records"
+        ),
+        f"Scan of {run.trade_date}: {len(features)} symbols, {passed} candidates (largest gaps first)",
+    )
     reasons = features.loc[~features["passed"], "reject_reason"].value_counts().head(4)
     log.info(
         "scanned %d symbols for %s: %d candidates; most common rejections: %s",

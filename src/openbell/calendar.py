@@ -51,6 +51,13 @@ def holiday_name(day: date) -> str | None:
     return "exchange holiday"
 
 
+def closed_reason(day: date) -> str | None:
+    """Why the exchange is closed on `day` ("Thanksgiving", "weekend"), or None on a session."""
+    if is_session(day):
+        return None
+    return "weekend" if day.weekday() >= 5 else holiday_name(day)
+
+
 def session_open(day: date) -> datetime:
     return _xnys().session_open(_session(day)).tz_convert(NEW_YORK).to_pydatetime()
 

@@ -92,12 +92,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int:
     from openbell import runtime
-    from openbell.calendar import require_session
 
     settings = options.settings()
     market = runtime.market_for(settings)
-    day = runtime.resolve_trade_date(trade_date, "replay", market)
-    require_session(day)
+    day = runtime.resolve_trade_date(trade_date, "replay", settings)
     bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
     if symbols:
         unknown = sorted(set(symbols) - set(bars["symbol"]))

@@ -95,6 +95,7 @@ class ScheduleSettings(BaseModel):
     scan_time: time = Field(time(8, 0), description="Pre-market scan and ranking, New York time.")
     moo_time: time = Field(time(9, 20), description="Market-on-open orders go out, New York time (cutoff 09:28).")
     report_delay_min: int = Field(15, ge=0, le=240, description="The report runs this many minutes after the close.")
+    mode: Literal["live", "replay"] = Field("live", description="The mode scheduled runs use (runs from the UI choose).")
 
 
 class Settings(BaseSettings):

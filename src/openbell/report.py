@@ -32,3 +32,27 @@ def render_report(summary: DailyPnl, trades: list[Trade]) -> str:
             for t in trades
         ]
     return "\n".join(lines)
+
+
+def render_markdown(summary: DailyPnl, trades: list[Trade]) -> str:
+    """The same report as markdown, for the Prefect UI."""
+    lines = [
+        f"# openbell report for {summary.trade_date}",
+        "",
+        "| trades | wins | losses | win rate | gross P&L | commissions | net P&L | unfilled | skipped |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {summary.trades} | {summary.wins} | {summary.losses} | {summary.win_rate:.0%} | ${summary.gross_pnl:,.2f} "
+        f"| ${summary.commission:,.2f} | ${summary.net_pnl:,.2f} | {summary.unfilled} | {summary.skipped} |",
+    ]
+    if trades:
+        lines += [
+            "",
+            "| symbol | shares | entry | price | exit | price | reason | P&L | return |",
+            "|---|---:|---|---:|---|---:|---|---:|---:|",
+        ]
+        lines += [
+            f"| {t.symbol} | {t.shares} | {t.entry_ts:%H:%M} | {t.entry_price:,.2f} | {t.exit_ts:%H:%M} "
+            f"| {t.exit_price:,.2f} | {t.exit_reason.value} | {t.pnl:,.2f} | {t.return_pct:+.2f}% |"
+            for t in trades
+        ]
+    return "\n".join(lines)

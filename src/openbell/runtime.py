@@ -15,7 +15,7 @@ from typing import Literal
 
 from openbell import calendar
 from openbell.brokers import Broker, PaperBroker
-from openbell.clock import Clock, SimClock
+from openbell.clock import Clock, SimClock, WallClock
 from openbell.config import Settings
 from openbell.errors import ConfigError
 from openbell.marketdata import MarketData, ParquetReplaySource, generate_synthetic_market
@@ -52,10 +52,15 @@ def phases(day: date, settings: Settings) -> Phases:
     )
 
 
+LIVE_DATA_MISSING = (
+    "live mode needs live market data from a broker (Alpaca or Interactive Brokers), which is not configured; "
+    "run with mode='replay' to trade a recorded or synthetic day"
+)
+
+
 def clock_for(mode: Mode, start: datetime) -> Clock:
-    if mode == "replay":
-        return SimClock(start)
-    raise ConfigError("live mode is not available yet: openbell replays days with the paper broker; use mode='replay'")
+    """A simulated clock at the phase's scheduled time for a replay; the wall clock when live."""
+    return SimClock(start) if mode == "replay" else WallClock()
 
 
 def store_for(settings: Settings) -> Store:
@@ -64,8 +69,10 @@ def store_for(settings: Settings) -> Store:
     return store
 
 
-def market_for(settings: Settings) -> MarketData:
+def market_for(settings: Settings, mode: Mode = "replay") -> MarketData:
     """The replay source of the settings' Parquet files, or of the synthetic market (generated once)."""
+    if mode == "live":
+        raise ConfigError(LIVE_DATA_MISSING)
     data = settings.data
     if (data.minute_bars is None) != (data.daily_bars is None):
         raise ConfigError("give both minute_bars and daily_bars Parquet files, or neither for the synthetic market")
@@ -90,14 +97,17 @@ def broker_for(settings: Settings, store: Store, market: MarketData, clock: Cloc
     return PaperBroker(store, market, clock, day, settings.broker.costs(), settings.broker.starting_cash)
 
 
-def resolve_trade_date(trade_date: date | None, mode: Mode, market: MarketData) -> date:
-    """The session to trade: the given date (checked), or for a replay the data's last session."""
-    if trade_date is None:
-        if mode != "replay":
-            return datetime.now(calendar.NEW_YORK).date()
-        trade_date = last_replay_session(market)
-    calendar.require_session(trade_date)
-    return trade_date
+def resolve_trade_date(trade_date: date | None, mode: Mode, settings: Settings) -> date:
+    """The day to trade: the given date, else today (live) or the replay data's last session.
+
+    A replay must name a session (ConfigError otherwise); a live day may be a holiday, which the
+    flows then skip.
+    """
+    if mode == "live":
+        return trade_date or datetime.now(calendar.NEW_YORK).date()
+    day = trade_date or last_replay_session(market_for(settings))
+    calendar.require_session(day)
+    return day
 
 
 def last_replay_session(market: MarketData) -> date:

@@ -1,0 +1,68 @@
+"""Serve every phase of the trading day as a Prefect deployment on its New York cron schedule.
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python deployments/serve.py
+
+`openbell up` runs this in the background. The process stays up, polls the server for scheduled
+runs and executes each in its own subprocess. Scheduled runs trade live (`schedule.mode`); every
+deployment can also be run from the UI with its own parameters (a replayed date, fixed symbols,
+a dry run).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Cron
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the flows package sits next to this folder
+
+from flows.liquidate_eod import liquidate_eod  # noqa: E402
+from flows.monitor_exits import monitor_exits  # noqa: E402
+from flows.place_moo_orders import place_moo_orders  # noqa: E402
+from flows.report_eod import report_eod  # noqa: E402
+from flows.scan_and_rank import scan_and_rank  # noqa: E402
+from openbell.config import Settings, load_settings  # noqa: E402
+from openbell.schedule import NEW_YORK, phase_schedules  # noqa: E402
+
+FLOWS = {
+    "scan-and-rank": scan_and_rank,
+    "place-moo-orders": place_moo_orders,
+    "monitor-exits": monitor_exits,
+    "liquidate-eod": liquidate_eod,
+    "report-eod": report_eod,
+}
+ONE_AT_A_TIME = {"monitor-exits"}  # a second exit monitor would place exits twice: it is cancelled
+
+
+def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = None) -> list:
+    """The five deployments; `crons` replaces a deployment's schedules (tests use short ones)."""
+    deployments = []
+    for phase in phase_schedules(settings):
+        limit = (
+            ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+            if phase.deployment in ONE_AT_A_TIME
+            else None
+        )
+        deployments.append(
+            FLOWS[phase.deployment].to_deployment(
+                name=phase.deployment,
+                schedules=[Cron(c, timezone=NEW_YORK) for c in (crons or {}).get(phase.deployment, phase.crons)],
+                parameters={"mode": settings.schedule.mode},
+                description=phase.description,
+                concurrency_limit=limit,
+                tags=["openbell"],
+            )
+        )
+    return deployments
+
+
+def main() -> None:
+    serve(*build_deployments(load_settings()))
+
+
+if __name__ == "__main__":
+    main()
