@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from prefect import get_run_logger, task
@@ -33,13 +33,15 @@ def _submit(run: RunContext, store, market, clock) -> int:
     settings, day = run.settings, run.trade_date
     broker = wiring.broker_for(settings, store, market, clock, day)
     try:
-        cutoff = broker.moo_cutoff(day)
-        if clock.now() > cutoff:
-            log.warning(
-                "not sending market-on-open orders: it is %s, past the %s cutoff",
-                f"{clock.now():%H:%M:%S}",
-                f"{cutoff:%H:%M}",
-            )
+        now, window = clock.now(), broker.moo_window(day)
+        cutoff = min(window.cutoff, datetime.combine(day, settings.schedule.moo_cutoff, tzinfo=calendar.NEW_YORK))
+        if now > cutoff:
+            log.warning("not sending market-on-open orders: it is %s, past the %s cutoff (stale after a late start)",
+                        f"{now:%H:%M:%S}", f"{cutoff:%H:%M}")  # fmt: skip
+            return 0
+        if not window.accepts(now):
+            log.warning("not sending market-on-open orders: the %s broker accepts them from %s", broker.name,
+                        f"{window.opens:%Y-%m-%d %H:%M}")  # fmt: skip
             return 0
         picks = [
             Symbol(r[0])

@@ -93,7 +93,8 @@ class BrokerSettings(BaseModel):
 class ScheduleSettings(BaseModel):
     model_config = _STRICT
     scan_time: time = Field(time(8, 0), description="Pre-market scan and ranking, New York time.")
-    moo_time: time = Field(time(9, 20), description="Market-on-open orders go out, New York time (cutoff 09:28).")
+    moo_time: time = Field(time(9, 20), description="Market-on-open orders go out, New York time.")
+    moo_cutoff: time = Field(time(9, 28), description="No market-on-open order is sent after this New York time.")
     report_delay_min: int = Field(15, ge=0, le=240, description="The report runs this many minutes after the close.")
     mode: Literal["live", "replay"] = Field("live", description="The mode scheduled runs use (runs from the UI choose).")
 

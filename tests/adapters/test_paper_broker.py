@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -224,6 +224,22 @@ def test_moo_submitted_after_the_0928_cutoff_is_rejected(make_broker: BrokerFact
     with pytest.raises(OrderRejected, match="09:28"):
         broker.submit(moo_entry(DAY, ABC, 100))
     assert store.query("SELECT count(*) FROM paper_orders") == [(0,)]
+
+
+def test_moo_sent_before_the_previous_session_closed_is_rejected(make_broker: BrokerFactory) -> None:
+    previous_close = datetime(2018, 2, 28, 16, 0, tzinfo=NY)
+    broker, _ = make_broker([flat("09:30", 50.0)], start=previous_close - timedelta(minutes=1))
+
+    with pytest.raises(OrderRejected, match="accepted from 2018-02-28 16:00"):
+        broker.submit(moo_entry(DAY, ABC, 100))
+
+
+def test_moo_window_runs_from_the_previous_close_to_0928(make_broker: BrokerFactory) -> None:
+    broker, _ = make_broker([flat("09:30", 50.0)])
+
+    window = broker.moo_window(DAY)
+
+    assert (window.opens, window.cutoff) == (datetime(2018, 2, 28, 16, 0, tzinfo=NY), at("09:28"))
 
 
 # -- protective exits ---------------------------------------------------------------------------------

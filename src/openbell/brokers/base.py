@@ -11,6 +11,17 @@ from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Positio
 
 
 @dataclass(frozen=True, slots=True)
+class MooWindow:
+    """When a broker accepts market-on-open orders for a session (New York time)."""
+
+    opens: datetime
+    cutoff: datetime
+
+    def accepts(self, moment: datetime) -> bool:
+        return self.opens <= moment <= self.cutoff
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     cash: Decimal
     equity: Decimal
@@ -21,8 +32,8 @@ class Account:
 class Broker(Protocol):
     name: str
 
-    def moo_cutoff(self, day: date) -> datetime:
-        """The last moment this broker accepts market-on-open orders for `day`."""
+    def moo_window(self, day: date) -> MooWindow:
+        """When this broker accepts market-on-open orders for `day`."""
         ...
 
     def submit(self, intent: OrderIntent) -> Order:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from openbell import calendar
-from openbell.brokers.base import Account
+from openbell.brokers.base import Account, MooWindow
 from openbell.clock import Clock
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitCode, bar_exits
@@ -94,8 +94,10 @@ class PaperBroker:
         self._load()
 
     # --- the Broker protocol ---------------------------------------------------------------
-    def moo_cutoff(self, day: date) -> datetime:
-        return datetime.combine(day, MOO_CUTOFF, tzinfo=calendar.NEW_YORK)
+    def moo_window(self, day: date) -> MooWindow:
+        """From the previous session's close to 09:28 New York time."""
+        opens = calendar.session_close(calendar.previous_session(day))
+        return MooWindow(opens, datetime.combine(day, MOO_CUTOFF, tzinfo=calendar.NEW_YORK))
 
     def submit(self, intent: OrderIntent) -> Order:
         self._sync()
@@ -283,9 +285,12 @@ class PaperBroker:
         if intent.tif is TimeInForce.OPG:
             if intent.order_type is not OrderType.MARKET:
                 raise OrderRejected(intent.client_order_id, "only market orders can be market-on-open")
-            if now > self.moo_cutoff(self._date):
+            window = self.moo_window(self._date)
+            if not window.accepts(now):
                 raise OrderRejected(
-                    intent.client_order_id, f"market-on-open orders are accepted until {MOO_CUTOFF:%H:%M} New York time"
+                    intent.client_order_id,
+                    f"market-on-open orders for {self._date} are accepted from {window.opens:%Y-%m-%d %H:%M} "
+                    f"to {window.cutoff:%H:%M} New York time",
                 )
         elif now >= self._at(self._close_s):
             raise OrderRejected(intent.client_order_id, "the session has closed")
