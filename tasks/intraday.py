@@ -27,12 +27,9 @@ def watch_positions(run: RunContext) -> int:
     Waits for the open if started early. One pass a minute, no Prefect API calls inside the loop.
     Returns the number of exits that filled.
     """
-    log = get_run_logger()
-    settings, day = run.settings, run.trade_date
-    when = wiring.phases(day, settings)
-    store, market = wiring.store_for(settings), wiring.market_for(settings, run.mode)
-    clock = wiring.clock_for(run.mode, when.open)
-    broker = wiring.broker_for(settings, store, market, clock, day)
+    log, day = get_run_logger(), run.trade_date
+    phase = wiring.open_phase(run.settings, run.mode, day, "open")
+    when, store, clock, broker = phase.when, phase.store, phase.clock, phase.broker
     try:
         clock.sleep_until(when.open)
         unprotected = set(_entry_ids(store, day))  # entries are all sent before the open
@@ -59,12 +56,9 @@ def flatten_positions(run: RunContext) -> int:
 
     Holdings the system did not open stay untouched. Returns the number of positions flattened.
     """
-    log = get_run_logger()
-    settings, day = run.settings, run.trade_date
-    when = wiring.phases(day, settings)
-    store, market = wiring.store_for(settings), wiring.market_for(settings, run.mode)
-    clock = wiring.clock_for(run.mode, when.liquidation)
-    broker = wiring.broker_for(settings, store, market, clock, day)
+    log, day = get_run_logger(), run.trade_date
+    phase = wiring.open_phase(run.settings, run.mode, day, "liquidation")
+    when, store, clock, broker = phase.when, phase.store, phase.clock, phase.broker
     try:
         if clock.now() < when.liquidation - OFF_SCHEDULE:
             log.info("liquidation is at %s today; nothing to do at %s", f"{when.liquidation:%H:%M}", f"{clock.now():%H:%M}")

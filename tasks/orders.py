@@ -22,91 +22,90 @@ from tasks.runs import RunContext
 @task(cache_policy=NO_CACHE)
 def submit_moo_orders(run: RunContext) -> int:
     """Submit the selected picks as market-on-open orders; returns how many the broker accepted."""
-    store, market = wiring.store_for(run.settings), wiring.market_for(run.settings, run.mode)
-    clock = wiring.clock_for(run.mode, wiring.phases(run.trade_date, run.settings).moo)
-    with store.batch():  # one connection for the burst of orders
-        return _submit(run, store, market, clock)
+    phase = wiring.open_phase(run.settings, run.mode, run.trade_date, "moo")
+    try:
+        with phase.store.batch():  # one connection for the burst of orders
+            return _submit(run, phase)
+    finally:
+        phase.broker.close()
 
 
-def _submit(run: RunContext, store, market, clock) -> int:
+def _submit(run: RunContext, phase: wiring.Phase) -> int:
     log = get_run_logger()
     settings, day = run.settings, run.trade_date
-    broker = wiring.broker_for(settings, store, market, clock, day)
-    try:
-        now, window = clock.now(), broker.moo_window(day)
-        cutoff = min(window.cutoff, datetime.combine(day, settings.schedule.moo_cutoff, tzinfo=calendar.NEW_YORK))
-        if now > cutoff:
-            log.warning("not sending market-on-open orders: it is %s, past the %s cutoff (stale after a late start)",
-                        f"{now:%H:%M:%S}", f"{cutoff:%H:%M}")  # fmt: skip
-            return 0
-        if not window.accepts(now):
-            log.warning("not sending market-on-open orders: the %s broker accepts them from %s", broker.name,
-                        f"{window.opens:%Y-%m-%d %H:%M}")  # fmt: skip
-            return 0
-        picks = [
-            Symbol(r[0])
-            for r in store.query("SELECT symbol FROM rankings WHERE trade_date = ? AND selected ORDER BY rank", [day])
-        ]
-        prices = _reference_prices(market, day, picks)
-        equity = broker.account().equity
-        no_price = "no reference price: no opening indication and no prior close"
-        sizes = [
-            size_position(s, prices[s], equity, settings.sizing.policy())
-            if s in prices
-            else PositionSize(s, Decimal(0), 0, Decimal(0), no_price)
-            for s in picks
-        ]
-        store.replace(
-            "sizing",
-            [
-                {
-                    "trade_date": day,
-                    "symbol": s.symbol,
-                    "ref_price": s.ref_price,
-                    "shares": s.shares,
-                    "notional": s.notional,
-                    "skipped_reason": s.skipped_reason,
-                    "run_id": run.run_id,
-                }
-                for s in sizes
-                if s is not None
-            ],
-            where={"trade_date": day},
-        )
+    store, market, clock, broker = phase.store, phase.market, phase.clock, phase.broker
+    now, window = clock.now(), broker.moo_window(day)
+    cutoff = min(window.cutoff, datetime.combine(day, settings.schedule.moo_cutoff, tzinfo=calendar.NEW_YORK))
+    if now > cutoff:
+        log.warning("not sending market-on-open orders: it is %s, past the %s cutoff (stale after a late start)",
+                    f"{now:%H:%M:%S}", f"{cutoff:%H:%M}")  # fmt: skip
+        return 0
+    if not window.accepts(now):
+        log.warning("not sending market-on-open orders: the %s broker accepts them from %s", broker.name,
+                    f"{window.opens:%Y-%m-%d %H:%M}")  # fmt: skip
+        return 0
+    picks = [
+        Symbol(r[0])
+        for r in store.query("SELECT symbol FROM rankings WHERE trade_date = ? AND selected ORDER BY rank", [day])
+    ]
+    prices = _reference_prices(market, day, picks)
+    equity = broker.account().equity
+    no_price = "no reference price: no opening indication and no prior close"
+    sizes = [
+        size_position(s, prices[s], equity, settings.sizing.policy())
+        if s in prices
+        else PositionSize(s, Decimal(0), 0, Decimal(0), no_price)
+        for s in picks
+    ]
+    store.replace(
+        "sizing",
+        [
+            {
+                "trade_date": day,
+                "symbol": s.symbol,
+                "ref_price": s.ref_price,
+                "shares": s.shares,
+                "notional": s.notional,
+                "skipped_reason": s.skipped_reason,
+                "run_id": run.run_id,
+            }
+            for s in sizes
+            if s is not None
+        ],
+        where={"trade_date": day},
+    )
 
-        accepted, outcome = [], {}
-        for size in sizes:
-            if not size.shares:
-                outcome[size.symbol] = f"skipped: {size.skipped_reason}"
-                continue
-            intent = moo_entry(day, size.symbol, size.shares)
-            if run.dry_run:
-                log.info("dry run: would buy %d %s market-on-open (%s)", size.shares, size.symbol, intent.client_order_id)
-                outcome[size.symbol] = "dry run: not sent"
-                continue
-            try:
-                order = broker.submit(intent)
-            except OrderRejected as rejected:
-                log.warning("%s", rejected)
-                ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
-                outcome[size.symbol] = f"rejected: {rejected.reason}"
-                continue
-            accepted.append(order)
-            outcome[size.symbol] = f"sent as {order.client_order_id}"
-        skipped = [s for s in sizes if not s.shares]
-        for s in skipped:
-            log.info("skipped %s: %s", s.symbol, s.skipped_reason)
-        ledger.record_orders(store, day, accepted, run.run_id)
-        log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, len(accepted), len(skipped))
-        publish_table(
-            "moo-orders",
-            [{"symbol": s.symbol, "shares": s.shares, "reference price": s.ref_price, "notional": s.notional,
-              "order": outcome[s.symbol]} for s in sizes],
-            f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
-        )  # fmt: skip
-        return len(accepted)
-    finally:
-        broker.close()
+    accepted, outcome = [], {}
+    for size in sizes:
+        if not size.shares:
+            outcome[size.symbol] = f"skipped: {size.skipped_reason}"
+            continue
+        intent = moo_entry(day, size.symbol, size.shares)
+        if run.dry_run:
+            log.info("dry run: would buy %d %s market-on-open (%s)", size.shares, size.symbol, intent.client_order_id)
+            outcome[size.symbol] = "dry run: not sent"
+            continue
+        try:
+            order = broker.submit(intent)
+        except OrderRejected as rejected:
+            log.warning("%s", rejected)
+            ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
+            outcome[size.symbol] = f"rejected: {rejected.reason}"
+            continue
+        accepted.append(order)
+        outcome[size.symbol] = f"sent as {order.client_order_id}"
+    skipped = [s for s in sizes if not s.shares]
+    for s in skipped:
+        log.info("skipped %s: %s", s.symbol, s.skipped_reason)
+    ledger.record_orders(store, day, accepted, run.run_id)
+    log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, len(accepted), len(skipped))
+    publish_table(
+        "moo-orders",
+        [{"symbol": s.symbol, "shares": s.shares, "reference price": s.ref_price, "notional": s.notional,
+          "order": outcome[s.symbol]} for s in sizes],
+        f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
+    )  # fmt: skip
+    return len(accepted)
 
 
 def _reference_prices(market, day, symbols: list[Symbol]) -> dict[Symbol, Decimal]:

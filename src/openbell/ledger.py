@@ -11,7 +11,7 @@ from datetime import date, datetime
 
 from openbell import calendar
 from openbell.brokers import Broker
-from openbell.core.types import ClientOrderId, Fill, Order, Side, Symbol
+from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Side, Symbol
 from openbell.store import Store
 
 
@@ -30,31 +30,12 @@ def record_orders(store: Store, trade_date: date, orders: list[Order], run_id: s
     store.upsert("orders", [_order_row(o, trade_date, now, run_id) for o in orders])
 
 
-def record_rejection(store: Store, trade_date: date, intent, reason: str, run_id: str | None) -> None:
-    i = intent
-    store.upsert(
-        "orders",
-        [
-            {
-                "client_order_id": i.client_order_id,
-                "trade_date": trade_date,
-                "symbol": i.symbol,
-                "side": i.side.value,
-                "order_type": i.order_type.value,
-                "tif": i.tif.value,
-                "purpose": i.purpose.value,
-                "qty": i.qty,
-                "limit_price": i.limit_price,
-                "stop_price": i.stop_price,
-                "oco_group": i.oco_group,
-                "status": "rejected",
-                "updated_at": datetime.now(calendar.NEW_YORK),
-                "filled_qty": 0,
-                "reason": reason,
-                "run_id": run_id,
-            }
-        ],
-    )
+def record_rejection(store: Store, trade_date: date, intent: OrderIntent, reason: str, run_id: str | None) -> None:
+    row = _intent_row(intent, trade_date) | {
+        "status": "rejected", "updated_at": datetime.now(calendar.NEW_YORK), "filled_qty": 0, "reason": reason,
+        "run_id": run_id,
+    }  # fmt: skip
+    store.upsert("orders", [row])
 
 
 class BrokerMirror:
@@ -103,20 +84,16 @@ def opened_quantities(fills: list[Fill]) -> dict[Symbol, int]:
     return {s: q for s, q in held.items() if q}
 
 
+def _intent_row(i: OrderIntent, trade_date: date) -> dict:
+    return {
+        "client_order_id": i.client_order_id, "trade_date": trade_date, "symbol": i.symbol, "side": i.side.value,
+        "order_type": i.order_type.value, "tif": i.tif.value, "purpose": i.purpose.value, "qty": i.qty,
+        "limit_price": i.limit_price, "stop_price": i.stop_price, "oco_group": i.oco_group,
+    }  # fmt: skip
+
+
 def _order_row(order: Order, trade_date: date, now: datetime, run_id: str | None) -> dict:
-    i = order.intent
-    row = {
-        "client_order_id": i.client_order_id,
-        "trade_date": trade_date,
-        "symbol": i.symbol,
-        "side": i.side.value,
-        "order_type": i.order_type.value,
-        "tif": i.tif.value,
-        "purpose": i.purpose.value,
-        "qty": i.qty,
-        "limit_price": i.limit_price,
-        "stop_price": i.stop_price,
-        "oco_group": i.oco_group,
+    row = _intent_row(order.intent, trade_date) | {
         "status": order.status.value,
         "broker_order_id": order.broker_order_id,
         "submitted_at": order.submitted_at,
@@ -124,7 +101,7 @@ def _order_row(order: Order, trade_date: date, now: datetime, run_id: str | None
         "filled_qty": order.filled_qty,
         "avg_fill_price": order.avg_fill_price,
         "reason": order.reason,
-    }
+    }  # fmt: skip
     if run_id is not None:
         row["run_id"] = run_id
     return row

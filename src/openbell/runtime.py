@@ -58,6 +58,28 @@ LIVE_DATA_MISSING = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What one phase of a trading day works with: its times, the store, market data, a clock, the broker."""
+
+    when: Phases
+    store: Store
+    market: MarketData
+    clock: Clock
+    broker: Broker
+
+
+def open_phase(settings: Settings, mode: Mode, day: date, starts: str) -> Phase:
+    """The parts of a phase whose clock starts at `starts` (a Phases field: "moo", "open", ...) in a replay.
+
+    The caller closes `phase.broker` when done.
+    """
+    when = phases(day, settings)
+    store, market = store_for(settings), market_for(settings, mode)
+    clock = clock_for(mode, getattr(when, starts))
+    return Phase(when, store, market, clock, broker_for(settings, store, market, clock, day))
+
+
 def clock_for(mode: Mode, start: datetime) -> Clock:
     """A simulated clock at the phase's scheduled time for a replay; the wall clock when live."""
     return SimClock(start) if mode == "replay" else WallClock()
