@@ -126,7 +126,7 @@ def _protect_filled_entries(
             get_run_logger().info("dry run: would protect %s with target %s and stop %s", symbol,
                                   target.limit_price, stop.stop_price)  # fmt: skip
             continue
-        sent += [broker.submit(intent) for intent in exits]
+        sent += broker.submit_oco(*exits)
     ledger.record_orders(store, day, sent, run.run_id)
     return settled
 

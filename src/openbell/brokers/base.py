@@ -27,6 +27,8 @@ class Account:
     equity: Decimal
     buying_power: Decimal
     paper: bool
+    pattern_day_trader: bool | None = None  # where the broker reports it
+    day_trade_count: int | None = None
 
 
 class Broker(Protocol):
@@ -40,6 +42,14 @@ class Broker(Protocol):
         """Send an order. Idempotent: an id the broker already has returns that order, never a second one.
 
         Raises OrderRejected with the broker's reason when the broker refuses it.
+        """
+        ...
+
+    def submit_oco(self, target: OrderIntent, stop: OrderIntent) -> tuple[Order, Order]:
+        """Protective exits for a filled entry: a sell limit and a sell stop, one cancelling the other.
+
+        Idempotent like `submit`. Brokers that take an OCO as one request (Alpaca) or as an OCA
+        group (Interactive Brokers) get it that way; the pair comes back as (target, stop).
         """
         ...
 

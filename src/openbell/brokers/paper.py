@@ -116,6 +116,11 @@ class PaperBroker:
         self._save_orders([order])
         return order
 
+    def submit_oco(self, target: OrderIntent, stop: OrderIntent) -> tuple[Order, Order]:
+        if not target.oco_group or target.oco_group != stop.oco_group:
+            raise OrderRejected(target.client_order_id, "a one-cancels-other pair needs one shared oco_group")
+        return self.submit(target), self.submit(stop)
+
     def cancel(self, client_order_id: ClientOrderId) -> Order:
         self._sync()
         order = self._orders.get(client_order_id)
