@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openbell.core.backtest import FillCosts
@@ -76,15 +76,37 @@ class SizingSettings(BaseModel):
         return SizingPolicy(self.allocation, self.pct_of_equity, self.max_shares, self.max_notional)
 
 
+class AlpacaSettings(BaseModel):
+    model_config = _STRICT
+    api_key: SecretStr | None = Field(None, description="Alpaca API key id (a secret: never logged or stored).")
+    secret_key: SecretStr | None = Field(None, description="Alpaca API secret key.")
+    url_override: str | None = Field(None, description="Talk to this trading API instead of Alpaca's (tests: a fake).")
+    data_url_override: str | None = Field(None, description="Talk to this market-data API instead of Alpaca's.")
+
+
+class IbkrSettings(BaseModel):
+    model_config = _STRICT
+    host: str = Field("127.0.0.1", description="TWS or IB Gateway host.")
+    port: int | None = Field(None, ge=1, le=65535, description="Default: 7497 (TWS paper), or 7496 when live.")
+    client_id: int = Field(17, ge=0, description="API client id; the same id after a restart recovers its orders.")
+    account: str | None = Field(None, description="Account to trade when the login has several.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for the API handshake.")
+
+
 class BrokerSettings(BaseModel):
     model_config = _STRICT
-    kind: Literal["paper"] = Field("paper", description="Which broker trades: the simulated paper broker.")
+    kind: Literal["paper", "alpaca", "ibkr"] = Field(
+        "paper", description="Which broker trades: paper (simulated), alpaca or ibkr."
+    )
     starting_cash: Decimal = Field(Decimal(100_000), gt=0, description="The paper account's starting cash.")
     commission_per_share: Decimal = Field(Decimal("0.005"), ge=0, description="Commission per share.")
     commission_min: Decimal = Field(Decimal("1.00"), ge=0, description="Least commission per order.")
     slippage_bps: Decimal = Field(
         Decimal(0), ge=0, le=500, description="Paper fills of market orders are worse by this many basis points."
     )
+
+    alpaca: AlpacaSettings = AlpacaSettings()
+    ibkr: IbkrSettings = IbkrSettings()
 
     def costs(self) -> FillCosts:
         return FillCosts(self.commission_per_share, self.commission_min, self.slippage_bps)
@@ -99,14 +121,29 @@ class ScheduleSettings(BaseModel):
     mode: Literal["live", "replay"] = Field("live", description="The mode scheduled runs use (runs from the UI choose).")
 
 
+LIVE_CONFIRMATION = "I understand this trades real money"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENBELL_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    trading_mode: Literal["paper", "live"] = Field(
+        "paper", description="paper accounts (the default) or live ones: live also needs live_confirmation."
+    )
+    live_confirmation: str | None = Field(None, description=f'Must read "{LIVE_CONFIRMATION}" to trade live.')
     data: DataSettings = DataSettings()
     scan: ScanSettings = ScanSettings()
     exits: ExitSettings = ExitSettings()
     sizing: SizingSettings = SizingSettings()
     broker: BrokerSettings = BrokerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+
+    def require_live_confirmed(self) -> None:
+        """Refuse live trading unless it was switched on deliberately, twice."""
+        if self.trading_mode == "live" and self.live_confirmation != LIVE_CONFIRMATION:
+            raise ConfigError(
+                "OPENBELL_TRADING_MODE=live trades real money; to confirm, also set "
+                f'OPENBELL_LIVE_CONFIRMATION="{LIVE_CONFIRMATION}" (or use a paper account)'
+            )
 
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
         """A copy with `{"area": {"field": value}}` changes applied and validated."""
