@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench browser clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
@@ -15,6 +15,22 @@ demo: setup
 
 test: setup
 	$(UV) run pytest
+
+# Headless Chromium for the UI test in tests/service: Debian's package, when it is missing and apt-get
+# is there. Never fails: without a browser that one test skips and says why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "chromium: $$($(CHROMIUM) --version 2>/dev/null || echo present)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+		echo "installing Debian's chromium and chromium-driver for the UI test"; \
+		{ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+			&& $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+			|| echo "chromium could not be installed: the UI test will skip"; \
+	else \
+		echo "no $(CHROMIUM) and no apt-get: the UI test will skip"; \
+	fi
 
 bench: setup
 	$(UV) run python benchmarks/bench_replay.py

@@ -1,8 +1,10 @@
-"""The openbell command line: demo, replay and query.
+"""The openbell command line: demo, replay and query; up, status and down for the scheduled service.
 
-`demo` and `replay` run the Prefect flows in this process. The CLI is the outermost edge of the
-system: it checks what a user can get wrong (dates, files, symbols) before any flow starts, so
-mistakes end in one clear line, and it loads the flows by name (the package never imports them).
+`demo` and `replay` run the Prefect flows in this process; `up` starts a Prefect server and the
+process serving the deployments in the background (openbell.service). The CLI is the outermost
+edge of the system: it checks what a user can get wrong (dates, files, symbols) before any flow
+starts, so mistakes end in one clear line, and it loads the flows by name (the package never
+imports them).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date, time
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -59,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(command=_query)
+
+    up = commands.add_parser("up", help="start a Prefect server and serve the scheduled deployments, in the background")
+    up.add_argument("--port", type=_port, default=4200, help="the server's port on 127.0.0.1 (default 4200)")
+    up.set_defaults(command=_up)
+
+    status = commands.add_parser("status", help="what runs, each deployment's next run, and whether today is a session")
+    status.set_defaults(command=_status)
+
+    down = commands.add_parser("down", help="stop what `openbell up` started")
+    down.set_defaults(command=_down)
     return parser
 
 
@@ -132,6 +144,42 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from openbell import service
+    from openbell.config import load_settings
+
+    settings = load_settings()
+    names = service.up(settings, args.port, say=lambda line: print(f"openbell: {line}", flush=True))
+    print(f"openbell: up, serving {len(names)} deployments\n")
+    print(service.render_status(service.status(settings, _now())))
+    print("\nstop it with: openbell down")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from openbell import service
+    from openbell.config import load_settings
+
+    print(service.render_status(service.status(load_settings(), _now())))
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from openbell import service
+    from openbell.config import load_settings
+
+    stopped = service.down(load_settings())
+    for line in stopped or ["nothing to stop: openbell is not running"]:
+        print(f"openbell: {line}")
+    return 0
+
+
+def _now() -> datetime:
+    from openbell.calendar import NEW_YORK
+
+    return datetime.now(NEW_YORK)
+
+
 def _json_value(value):
     """Dates and times as ISO text in New York time, the way the table and CSV show them."""
     if not hasattr(value, "isoformat"):
@@ -172,6 +220,12 @@ def _decimal(text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
 
 
 def _symbols(text: str) -> list[str]:

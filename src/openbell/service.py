@@ -1,0 +1,513 @@
+"""Run openbell as a local service: a Prefect server and the process that serves the deployments.
+
+    openbell up      start both in the background and wait until the deployments are served
+    openbell status  what runs, each deployment's next run, and whether today is a session
+    openbell down    stop them: the serving process first (it pauses its deployments through the
+                     API on the way out), then the server
+
+Everything lives in the data folder: the server's SQLite database in `<data dir>/prefect`, the
+logs in `<data dir>/logs`, the PIDs (and the server's port) in `<data dir>/run`. Both processes
+start in a session of their own, so they outlive the CLI and each is stopped as a process group:
+the flow runs the serving process starts are its children and go with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import httpx
+
+import openbell
+from openbell import calendar
+from openbell.config import Settings
+from openbell.errors import OpenbellError
+from openbell.schedule import next_runs, phase_schedules
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+SERVER_START_TIMEOUT_S = 60.0
+DEPLOYMENTS_TIMEOUT_S = 90.0  # the serving process imports the flows, then registers five deployments
+SCHEDULED_RUNS_WAIT_S = 10.0  # the server plans a new deployment's runs within a few seconds
+STOP_TIMEOUT_S = 15.0
+API_TIMEOUT_S = 5.0
+
+
+class ServiceError(OpenbellError):
+    """The service could not start, is already running, or its API did not answer; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFiles:
+    """Where the service keeps its state, all under the data folder (an absolute path)."""
+
+    data_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServiceFiles:
+        return cls(settings.data.dir.resolve())
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.data_dir / "prefect"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def port_file(self) -> Path:
+        return self.run / "server.port"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceProcess:
+    """One of the two background processes: its name, PID file, log, and a word of its command line."""
+
+    name: str  # "server" or "serve", also the stem of its PID file and log
+    label: str
+    marker: str  # part of its command line, so a PID reused by another program is never taken for ours
+
+    def pid_file(self, files: ServiceFiles) -> Path:
+        return files.run / f"{self.name}.pid"
+
+    def log(self, files: ServiceFiles) -> Path:
+        return files.logs / f"{self.name}.log"
+
+
+SERVER = ServiceProcess("server", "the Prefect server", "prefect")
+SERVE = ServiceProcess("serve", "the serving process", "serve.py")
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatus:
+    name: str
+    scheduled: datetime | None  # the earliest scheduled flow run in Prefect (New York), None when unknown
+    scheduled_state: str | None  # that run's state name: "Scheduled", or "Late" when nobody picked it up
+    acts: datetime | None  # when the phase next really acts, from the exchange calendar
+    paused: bool | None  # None when the server does not run or does not know the deployment
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    data_dir: Path
+    server_pid: int | None
+    serve_pid: int | None
+    port: int | None
+    deployments: list[DeploymentStatus]
+    today: date
+    today_text: str
+    api_problem: str | None  # why the Prefect column is empty although the server runs
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://{HOST}:{self.port}" if self.server_pid and self.port else None
+
+
+def project_root() -> Path:
+    """The folder holding deployments/ and flows/ (src layout: two levels above the package)."""
+    return Path(openbell.__file__).resolve().parents[2]
+
+
+def deployment_names(settings: Settings) -> list[str]:
+    return [phase.deployment for phase in phase_schedules(settings)]
+
+
+# ---------------------------------------------------------------------------------------------- up
+
+
+def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] = print) -> list[str]:
+    """Start the server and the serving process in the background; returns the deployments served.
+
+    Raises:
+        ServiceError: already running, the port is taken, deployments/serve.py is missing, or a
+            process did not come up in time (the message names its log). Whatever this call
+            started is stopped again before it raises.
+    """
+    files = ServiceFiles.of(settings)
+    running = [f"{p.label} (pid {pid})" for p in (SERVER, SERVE) if (pid := _running_pid(p, files))]
+    if running:
+        raise ServiceError(f"already running: {' and '.join(running)}; `openbell status` shows it, `openbell down` stops it")
+    serve_script = project_root() / "deployments" / "serve.py"
+    if not serve_script.is_file():
+        raise ServiceError(
+            f"{serve_script} is missing: `openbell up` serves the deployments defined there (run it from a checkout)"
+        )
+    if not port_is_free(port):
+        raise ServiceError(f"port {port} on {HOST} is in use by another program; choose another with --port")
+
+    for folder in (files.prefect_home, files.logs, files.run):
+        folder.mkdir(parents=True, exist_ok=True)
+    api = api_url(port)
+    env = _child_env(settings, files, api)
+    names = deployment_names(settings)
+    started: list[tuple[ServiceProcess, subprocess.Popen]] = []
+    try:
+        say(f"starting the Prefect server on {HOST}:{port} (log {SERVER.log(files)})")
+        server_cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+        server = _start(SERVER, server_cmd, env, files)
+        started.append((SERVER, server))
+        files.port_file.write_text(f"{port}\n")
+        _wait_until(lambda: _healthy(api), SERVER_START_TIMEOUT_S, SERVER, server, files)
+
+        say(f"serving the deployments of {serve_script.relative_to(project_root())} (log {SERVE.log(files)})")
+        serve = _start(SERVE, [sys.executable, str(serve_script)], env, files)
+        started.append((SERVE, serve))
+        _wait_until(
+            lambda: _served(api, names), DEPLOYMENTS_TIMEOUT_S, SERVE, serve, files, what="registered its deployments"
+        )
+        _wait_until_quietly(lambda: _all_planned(api, names), SCHEDULED_RUNS_WAIT_S)
+    except BaseException:
+        for process, popen in reversed(started):
+            with contextlib.suppress(ServiceError):  # the reason up failed matters more than a stubborn process
+                _stop_group(popen.pid, reap=popen)
+                process.pid_file(files).unlink(missing_ok=True)
+        files.port_file.unlink(missing_ok=True)
+        raise
+    return names
+
+
+def _start(process: ServiceProcess, cmd: list[str], env: dict[str, str], files: ServiceFiles) -> subprocess.Popen:
+    with open(process.log(files), "wb") as log:  # the child keeps its own copy of the descriptor
+        popen = subprocess.Popen(
+            cmd, cwd=project_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    process.pid_file(files).write_text(f"{popen.pid}\n")
+    return popen
+
+
+def _child_env(settings: Settings, files: ServiceFiles, api: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_KEY"}  # never send a Cloud key to a local server
+    env.update(
+        PREFECT_HOME=str(files.prefect_home),
+        PREFECT_API_URL=api,
+        PREFECT_UI_API_URL=api,
+        PREFECT_SERVER_UI_API_URL=api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PYTHONUNBUFFERED="1",  # logs show what happened up to a crash
+        OPENBELL_DATA__DIR=str(files.data_dir),
+    )
+    # The children run in the project folder: relative data paths must keep meaning what they meant here.
+    for field in ("db_path", "minute_bars", "daily_bars"):
+        value = getattr(settings.data, field)
+        if value is not None:
+            env[f"OPENBELL_DATA__{field.upper()}"] = str(Path(value).resolve())
+    return env
+
+
+def _wait_until(
+    ready: Callable[[], bool],
+    timeout: float,
+    process: ServiceProcess,
+    popen: subprocess.Popen,
+    files: ServiceFiles,
+    what: str = "answered",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        code = popen.poll()
+        if code is not None:
+            raise ServiceError(
+                f"{process.label} exited with code {code} before it {what}; see {process.log(files)}"
+                f"{_last_line(process.log(files))}"
+            )
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{process.label} had not {what} after {timeout:.0f} s; see {process.log(files)}")
+        time.sleep(0.5)
+
+
+def _wait_until_quietly(ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" (last line: {lines[-1][:200]})" if lines else ""
+
+
+# -------------------------------------------------------------------------------------------- down
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the serving process, then the server; returns one line per process stopped (none: nothing ran)."""
+    files = ServiceFiles.of(settings)
+    stopped = []
+    for process in (SERVE, SERVER):  # serving first: it pauses its deployments through the server's API
+        pid = _running_pid(process, files)
+        if pid is None:
+            continue
+        forced = _stop_group(pid)
+        process.pid_file(files).unlink(missing_ok=True)
+        how = f"killed after {STOP_TIMEOUT_S:.0f} s without exiting" if forced else "stopped"
+        stopped.append(f"{how} {process.label} (pid {pid})")
+    files.port_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _stop_group(pid: int, reap: subprocess.Popen | None = None) -> bool:
+    """SIGTERM the process group led by `pid`, SIGKILL it after STOP_TIMEOUT_S; True when it had to be killed.
+
+    Raises:
+        ServiceError: a process of the group was still there 5 s after SIGKILL.
+    """
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return sig == signal.SIGKILL
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if reap is not None:
+                reap.poll()  # our own child: collect it, or it lingers as a zombie
+            if not _group_alive(pid):
+                return sig == signal.SIGKILL
+            time.sleep(0.1)
+    raise ServiceError(f"process group {pid} survived SIGKILL; look for it with `ps -g {pid}`")
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+def status(settings: Settings, now: datetime) -> ServiceStatus:
+    """What runs and what comes next, as of `now`; reads the Prefect API when the server runs."""
+    files = ServiceFiles.of(settings)
+    server_pid = _running_pid(SERVER, files)
+    serve_pid = _running_pid(SERVE, files)
+    port = _recorded_port(files) if server_pid else None
+    names = deployment_names(settings)
+    scheduled: dict[str, tuple[datetime, str] | None] = {}
+    paused: dict[str, bool] = {}
+    problem = None
+    if server_pid and port:
+        try:
+            scheduled, paused = _scheduled_runs(api_url(port), names)
+        except httpx.HTTPError as exc:
+            problem = f"the Prefect API at {api_url(port)} did not answer ({type(exc).__name__})"
+    today = now.astimezone(calendar.NEW_YORK).date()
+    deployments = []
+    for phase in phase_schedules(settings):
+        first = scheduled.get(phase.deployment)
+        acts = next_runs(phase, now, 1, settings)
+        deployments.append(
+            DeploymentStatus(
+                name=phase.deployment,
+                scheduled=first[0] if first else None,
+                scheduled_state=first[1] if first else None,
+                acts=acts[0] if acts else None,
+                paused=paused.get(phase.deployment),
+            )
+        )
+    return ServiceStatus(files.data_dir, server_pid, serve_pid, port, deployments, today, describe_day(today), problem)
+
+
+def describe_day(day: date) -> str:
+    """A session, a half day with its close, a holiday with its name, or a weekend."""
+    if calendar.is_half_day(day):
+        return f"a half day: the market closes early at {calendar.session_close(day):%H:%M}"
+    if calendar.is_session(day):
+        return f"a session: the market is open {calendar.session_open(day):%H:%M}-{calendar.session_close(day):%H:%M}"
+    if (name := calendar.holiday_name(day)) is not None:
+        return f"a holiday ({name}): the exchange is closed"
+    return "a weekend: the exchange is closed"
+
+
+def render_status(s: ServiceStatus) -> str:
+    """The status as text for a terminal."""
+    server = f"running  pid {s.server_pid}" if s.server_pid else "not running"
+    serve = f"running  pid {s.serve_pid}" if s.serve_pid else "not running"
+    lines = [
+        f"server   {server}",
+        f"serve    {serve}",
+        f"UI       {s.ui_url}/deployments" if s.ui_url else "UI       none (start it with `openbell up`)",
+        f"data     {s.data_dir}",
+        "",
+        f"today {s.today:%a %Y-%m-%d} (New York) is {s.today_text}",
+        "",
+    ]
+    if s.api_problem:
+        lines += [f"note: {s.api_problem}", ""]
+    rows = [("deployment", "next scheduled run (Prefect)", "next time it acts (calendar)")]
+    for d in s.deployments:
+        if not s.server_pid:
+            prefect = "- (server not running)"
+        elif d.scheduled is None:
+            prefect = "- (paused)" if d.paused else "- (none planned)"
+        else:
+            prefect = _ny(d.scheduled) + ("" if d.scheduled_state == "Scheduled" else f" ({d.scheduled_state})")
+            prefect += " (paused)" if d.paused else ""
+        rows.append((d.name, prefect, _ny(d.acts) if d.acts else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "",
+        "Prefect plans every cron firing, Monday to Friday; a run on a holiday, or at the half-day time on a full day",
+        "(and the other way round), exits at once. The calendar column is when a phase really acts.",
+    ]
+    return "\n".join(lines)
+
+
+def _ny(at: datetime) -> str:
+    return f"{at.astimezone(calendar.NEW_YORK):%a %Y-%m-%d %H:%M %Z}"
+
+
+# ------------------------------------------------------------------------------------- the Prefect API
+
+
+def api_url(port: int) -> str:
+    return f"http://{HOST}:{port}/api"
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=API_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def read_deployments(api: str, names: Iterable[str]) -> list[dict]:
+    """The deployments of these names, as the API returns them."""
+    body = {"deployments": {"name": {"any_": list(names)}}}
+    response = httpx.post(f"{api}/deployments/filter", json=body, timeout=API_TIMEOUT_S)
+    response.raise_for_status()
+    return response.json()
+
+
+def _served(api: str, names: list[str]) -> bool:
+    try:
+        return {d["name"] for d in read_deployments(api, names)} >= set(names)
+    except httpx.HTTPError:
+        return False
+
+
+def _all_planned(api: str, names: list[str]) -> bool:
+    try:
+        scheduled, _ = _scheduled_runs(api, names)
+    except httpx.HTTPError:
+        return False
+    return all(scheduled.get(name) for name in names)
+
+
+def _scheduled_runs(api: str, names: list[str]) -> tuple[dict[str, tuple[datetime, str] | None], dict[str, bool]]:
+    """Per deployment name: its earliest scheduled flow run (time, state name), and whether it is paused."""
+    scheduled: dict[str, tuple[datetime, str] | None] = {}
+    paused: dict[str, bool] = {}
+    with httpx.Client(base_url=api, timeout=API_TIMEOUT_S) as client:
+        for deployment in read_deployments(api, names):
+            paused[deployment["name"]] = bool(deployment.get("paused"))
+            body = {
+                "deployments": {"id": {"any_": [deployment["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+                "sort": "EXPECTED_START_TIME_ASC",
+                "limit": 1,
+            }
+            response = client.post("/flow_runs/filter", json=body)
+            response.raise_for_status()
+            runs = response.json()
+            scheduled[deployment["name"]] = (
+                (datetime.fromisoformat(runs[0]["expected_start_time"]), runs[0]["state_name"] or "Scheduled")
+                if runs
+                else None
+            )
+    return scheduled, paused
+
+
+# -------------------------------------------------------------------------------- processes and ports
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on HOST:port (SO_REUSEADDR, as the server binds: TIME_WAIT is no obstacle)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _recorded_port(files: ServiceFiles) -> int | None:
+    try:
+        return int(files.port_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _running_pid(process: ServiceProcess, files: ServiceFiles) -> int | None:
+    """The PID in the process's PID file when that process still runs; a stale file is removed."""
+    path = process.pid_file(files)
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None and _alive(pid) and _command_mentions(pid, process.marker):
+        return pid
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc, or None when /proc does not know the PID (or there is no /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return fields[0], int(fields[2])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] not in ("Z", "X")  # a zombie has exited: only its parent has not reaped it
+
+
+def _group_alive(pgid: int) -> bool:
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _command_mentions(pid: int, marker: str) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc (macOS): trust the PID file
+    return marker in command
