@@ -211,3 +211,14 @@ def test_query_as_json_prints_a_list_of_records(capsys, db_with_a_run: Path) -> 
     (record,) = json.loads(out)
     assert (record["run_id"], record["status"]) == ("run-1", "completed")
     assert datetime.fromisoformat(record["started_at"]) == datetime(2025, 3, 4, 8, 0, tzinfo=NY)
+
+
+def test_doctor_shows_the_paper_account(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.setenv("OPENBELL_DATA__DIR", str(tmp_path / "doctor"))
+
+    code = main(["doctor"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "paper, paper account" in out
+    assert "equity     $100,000.00" in out

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what runs, each deployment's next run, and whether today is a session")
     status.set_defaults(command=_status)
 
+    doctor = commands.add_parser("doctor", help="connect to the configured broker and show the account, or what is wrong")
+    doctor.set_defaults(command=_doctor)
+
     down = commands.add_parser("down", help="stop what `openbell up` started")
     down.set_defaults(command=_down)
     return parser
@@ -141,6 +144,15 @@ def _query(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2, default=_json_value))
     else:
         print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from openbell.calendar import NEW_YORK
+    from openbell.config import load_settings
+    from openbell.doctor import examine
+
+    print("\n".join(examine(load_settings(), datetime.now(NEW_YORK))))
     return 0
 
 

@@ -115,7 +115,15 @@ def _replay_source(minute: Path, daily: Path) -> ParquetReplaySource:
     return source
 
 
-def broker_for(settings: Settings, store: Store, market: MarketData, clock: Clock, day: date) -> Broker:
+def broker_for(settings: Settings, store: Store | None, market: MarketData | None, clock: Clock, day: date) -> Broker:
+    """The configured broker for `day`: the paper broker (default) or a real one, paper account unless live."""
+    settings.require_live_confirmed()
+    if settings.broker.kind == "alpaca":
+        from openbell.brokers.alpaca import AlpacaBroker  # the SDK loads only for those who use it
+
+        return AlpacaBroker(settings, clock, day)
+    if settings.broker.kind == "ibkr":
+        raise ConfigError("the Interactive Brokers adapter is not wired in yet; use broker kind 'paper' or 'alpaca'")
     return PaperBroker(store, market, clock, day, settings.broker.costs(), settings.broker.starting_cash)
 
 

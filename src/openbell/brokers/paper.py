@@ -75,6 +75,7 @@ class PaperBroker:
         costs: FillCosts = FillCosts(),
         starting_cash: Decimal = Decimal(100_000),
     ) -> None:
+        calendar.require_session(trade_date)
         self._store = store
         self._market = market
         self._clock = clock
