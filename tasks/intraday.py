@@ -11,7 +11,7 @@ from openbell import ledger
 from openbell import runtime as wiring
 from openbell.brokers import Broker
 from openbell.core.orders import liquidation, protective_exit
-from openbell.core.types import ClientOrderId, OrderStatus, Purpose, Side, client_order_id
+from openbell.core.types import ClientOrderId, Purpose, Side, client_order_id
 from openbell.errors import OrderRejected
 from openbell.store import Store
 from tasks.runs import RunContext
@@ -108,14 +108,18 @@ def _sell_what_we_opened(store: Store, broker: Broker, run: RunContext) -> int:
 def _protect_filled_entries(
     store: Store, broker: Broker, run: RunContext, entry_ids: set[ClientOrderId]
 ) -> set[ClientOrderId]:
-    """Place a target/stop pair for each filled entry that has none yet; returns the entries settled."""
+    """Place a target/stop pair for each entry that is done and holds shares; returns the entries settled.
+
+    An entry that filled only in part before it expired or was cancelled is protected for the shares
+    it got.
+    """
     day, settled, sent = run.trade_date, set(), []
     for entry_id in sorted(entry_ids):
         entry = broker.order(entry_id)
         if entry is None or entry.is_open():
             continue
         settled.add(entry_id)
-        if entry.status is not OrderStatus.FILLED:
+        if entry.filled_qty <= 0 or entry.avg_fill_price is None:
             continue  # unfilled (no opening print), cancelled or rejected: nothing to protect
         symbol = entry.intent.symbol
         if broker.order(client_order_id(day, symbol, Purpose.TARGET)) is not None:
