@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -152,6 +153,8 @@ def _doctor(args: argparse.Namespace) -> int:
     from openbell.config import load_settings
     from openbell.doctor import examine
 
+    for noisy in ("ib_async", "openbell", "urllib3"):  # connection retries: the verdict comes in one line below
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     print("\n".join(examine(load_settings(), datetime.now(NEW_YORK))))
     return 0
 

@@ -123,7 +123,9 @@ def broker_for(settings: Settings, store: Store | None, market: MarketData | Non
 
         return AlpacaBroker(settings, clock, day)
     if settings.broker.kind == "ibkr":
-        raise ConfigError("the Interactive Brokers adapter is not wired in yet; use broker kind 'paper' or 'alpaca'")
+        from openbell.brokers.ibkr import IbkrBroker
+
+        return IbkrBroker(settings, clock, day)
     return PaperBroker(store, market, clock, day, settings.broker.costs(), settings.broker.starting_cash)
 
 

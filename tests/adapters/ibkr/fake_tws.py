@@ -1,0 +1,616 @@
+"""A fake TWS on 127.0.0.1 that speaks the IB API wire protocol, so the real ib_async client can connect to it.
+
+Framing: the client opens with b"API\\0" and a length-prefixed version range ("v157..178"); the fake answers
+with server version 157 (old enough to keep messages short, new enough for ib_async 2.1) and a connection
+time. From then on every message, both ways, is a 4-byte big-endian length followed by NUL-terminated
+text fields, the first being the message id. Field orders follow ib_async's client.py (what it sends) and
+decoder.py (what it reads) at server version 157.
+
+Requests answered (id: request -> reply ids):
+    71 startApi          -> 15 managedAccounts, 9 nextValidId, 4 error 2104 (farm OK); or 4 error 326 + close
+    61 reqPositions      -> 61 position per holding, 62 positionEnd
+     5 reqOpenOrders     -> 5 openOrder + 3 orderStatus per open order of this client, 53 openOrderEnd
+    16 reqAllOpenOrders  -> the same for every client's open orders
+    15 reqAutoOpenOrders -> nothing
+    99 reqCompletedOrders-> 101 completedOrder per filled/cancelled/inactive order, 102 completedOrdersEnd
+     6 reqAccountUpdates -> 6 updateAccountValue per value, 8 updateAccountTime, 54 accountDownloadEnd
+    76 reqAccountUpdatesMulti -> 73 accountUpdateMulti per value, 74 accountUpdateMultiEnd
+    62 reqAccountSummary -> 63 accountSummary per requested tag, 64 accountSummaryEnd
+     7 reqExecutions     -> 11 execDetails + 59 commissionReport per execution, 55 execDetailsEnd
+     9 reqContractDetails-> 10 contractDetails + 52 contractDetailsEnd; or 4 error 200 (unknown symbol)
+     3 placeOrder        -> 5 openOrder + 3 orderStatus (PreSubmitted for OPG and STP, else Submitted);
+                            (+ 4 warning 399 first for an OPG order); scripted: 4 error 201 + 3 orderStatus
+                            Inactive, 4 error 100 (message dropped), no answer (order kept or lost), or every
+                            socket dropped before answering
+     4 cancelOrder       -> 3 orderStatus Cancelled + 4 error 202; 4 error 10148 when already done, 135 unknown
+     8 reqIds, 49 reqCurrentTime, 17 reqManagedAccts -> 9, 49, 15
+Anything else is recorded in `unhandled` and ignored.
+
+Scripted by the test: `fill(order_ref, price)` executes an order (11 execDetails with reqId -1, 59
+commissionReport, 3 orderStatus) and cancels the rest of its OCA group (3 orderStatus Cancelled);
+`reject_next`, `silence_next_order`, `lose_next_order`, `drop_after_next_order`, `drop_connections`,
+`notify` (errors such as 1100/1102 pushed to every client), `add_order` (orders that were there before).
+State (orders, executions, holdings) survives dropped connections, like a real TWS, so a reconnecting
+client finds it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+SERVER_VERSION = 157
+DONE = frozenset({"Filled", "Cancelled", "Inactive"})
+DEFAULT_SYMBOLS = {"ABC": 1001, "XYZ": 1002, "IBM": 8314}
+DEFAULT_ACCOUNT_VALUES = {
+    "NetLiquidation": ("100000.00", "USD"),
+    "TotalCashValue": ("100000.00", "USD"),
+    "BuyingPower": ("400000.00", "USD"),
+    "DayTradesRemaining": ("3", ""),
+    "AccountType": ("INDIVIDUAL", ""),
+}
+
+
+@dataclass
+class FakeOrder:
+    order_id: int
+    client_id: int
+    perm_id: int
+    account: str
+    symbol: str
+    con_id: int
+    action: str
+    qty: Decimal
+    order_type: str
+    lmt_price: str
+    aux_price: str
+    tif: str
+    oca_group: str
+    oca_type: int
+    order_ref: str
+    status: str = "Submitted"
+    filled: Decimal = Decimal(0)
+    avg_price: Decimal = Decimal(0)
+    last_price: Decimal = Decimal(0)
+    completed_time: str = ""
+    completed_status: str = ""
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.qty - self.filled
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in DONE
+
+
+@dataclass
+class FakeExecution:
+    exec_id: str
+    order: FakeOrder
+    shares: Decimal
+    price: Decimal
+    time: datetime
+    commission: Decimal
+    cum_qty: Decimal
+    avg_price: Decimal
+
+
+@dataclass
+class Holding:
+    symbol: str
+    qty: Decimal
+    avg_cost: Decimal
+
+
+@dataclass
+class _Session:
+    sock: socket.socket
+    client_id: int | None = None
+    alive: bool = True
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, *fields) -> None:
+        payload = "".join(f"{_text(f)}\0" for f in fields).encode()
+        with self.write_lock:
+            try:
+                self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+            except OSError:
+                self.alive = False
+
+    def close(self) -> None:
+        self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class FakeTws:
+    """A scripted TWS for one trading day. `now` stamps executions (New York time, tz-aware)."""
+
+    def __init__(
+        self,
+        now: Callable[[], datetime],
+        *,
+        accounts: tuple[str, ...] = ("DU1234567",),
+        holdings: tuple[Holding, ...] = (),
+        symbols: dict[str, int] | None = None,
+        account_values: dict[str, tuple[str, str]] | None = None,
+        account_updates: bool = True,
+    ) -> None:
+        self._now = now
+        self.accounts = accounts
+        self.holdings = {h.symbol: h for h in holdings}
+        self.symbols = dict(symbols or DEFAULT_SYMBOLS)
+        self.account_values = dict(account_values or DEFAULT_ACCOUNT_VALUES)
+        self._push_account_values = account_updates  # False: account values only through reqAccountSummary
+        self.orders: list[FakeOrder] = []
+        self.executions: list[FakeExecution] = []
+        self.place_requests: list[str] = []  # the orderRef of every placeOrder received, in order
+        self.contract_requests: list[str] = []  # the symbol of every reqContractDetails received
+        self.cancel_requests: list[tuple[int, int]] = []  # (client id, order id) of every cancelOrder received
+        self.unhandled: list[list[str]] = []
+        self.errors: list[str] = []  # the fake's own failures (a handler that raised), for the test to assert on
+        self.connections = 0
+        self._lock = threading.RLock()
+        self._sessions: list[_Session] = []
+        self._rejections: dict[str, tuple[int, str]] = {}
+        self._silence_next = False
+        self._drop_next = False
+        self._lose_next = False
+        self._next_perm_id = 900_000_001
+        self._next_exec = 1
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, name="fake-tws", daemon=True)
+        self._running = False
+        self._handlers = {
+            71: self._start_api, 61: self._positions, 5: self._open_orders, 16: self._all_open_orders,
+            15: self._ignore, 99: self._completed_orders, 6: self._account_updates, 76: self._account_updates_multi,
+            62: self._account_summary, 7: self._executions, 9: self._contract_details, 3: self._place_order,
+            4: self._cancel_order, 8: self._req_ids, 49: self._current_time, 17: self._managed_accounts,
+            63: self._ignore, 64: self._ignore, 59: self._ignore, 14: self._ignore,
+        }  # fmt: skip
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FakeTws:
+        self._running = True
+        self._acceptor.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._server.close()
+        self.drop_connections()
+
+    # --- scripting ---------------------------------------------------------------------------
+    def fill(self, order_ref: str, price: float | str | Decimal, qty: int | None = None) -> FakeExecution:
+        """Execute an open order with this orderRef (all of what remains by default); OCA siblings are cancelled."""
+        with self._lock:
+            order = self._open_order_with_ref(order_ref)
+            shares = Decimal(qty) if qty is not None else order.remaining
+            price = Decimal(str(price))
+            order.avg_price = (order.avg_price * order.filled + price * shares) / (order.filled + shares)
+            order.filled += shares
+            order.last_price = price
+            if not order.remaining:
+                self._finish(order, "Filled")
+            execution = FakeExecution(
+                exec_id=f"0000e0d5.{self._next_exec:08x}.01.01", order=order, shares=shares, price=price,
+                time=self._now(), commission=max(Decimal("1.00"), Decimal("0.005") * shares),
+                cum_qty=order.filled, avg_price=order.avg_price,
+            )  # fmt: skip
+            self._next_exec += 1
+            self.executions.append(execution)
+            self._book(order.symbol, shares if order.action == "BUY" else -shares, price)
+            session = self._session_of(order.client_id)
+            if session:
+                session.send(*_exec_details(-1, execution))
+                session.send(*_commission_report(execution))
+                session.send(*_order_status(order))
+            if order.status == "Filled" and order.oca_group:
+                for sibling in [o for o in self.orders if o.oca_group == order.oca_group and o.is_open]:
+                    self._finish(sibling, "Cancelled")
+                    sibling_session = self._session_of(sibling.client_id)
+                    if sibling_session:
+                        sibling_session.send(*_order_status(sibling))
+            return execution
+
+    def reject_next(self, symbol: str, reason: str, code: int = 201) -> None:
+        """The next order for `symbol` is refused with this error: 201 keeps it as an Inactive order (a rejection);
+        other codes (say 100, pacing) drop the message, as TWS does."""
+        with self._lock:
+            self._rejections[symbol] = (code, reason)
+
+    def notify(self, code: int, message: str) -> None:
+        """Send every client an error not tied to a request, e.g. 1100 (TWS lost IB's servers) or 1102 (back)."""
+        with self._lock:
+            for session in self._sessions:
+                session.send(4, 2, -1, code, message)
+
+    def silence_next_order(self) -> None:
+        """Accept the next order but send no answer at all (it shows up in later open-order requests)."""
+        with self._lock:
+            self._silence_next = True
+
+    def lose_next_order(self) -> None:
+        """The next placeOrder never arrives: no order, no answer (as if lost on the way)."""
+        with self._lock:
+            self._lose_next = True
+
+    def drop_after_next_order(self) -> None:
+        """Accept the next order, then drop every connection before answering."""
+        with self._lock:
+            self._drop_next = True
+
+    def drop_connections(self) -> None:
+        """Close every client socket, as a TWS restart or a network cut would; state is kept."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def add_order(
+        self,
+        *,
+        client_id: int,
+        symbol: str,
+        action: str,
+        qty: int,
+        order_type: str = "LMT",
+        lmt_price: str = "",
+        aux_price: str = "",
+        order_ref: str = "",
+        tif: str = "DAY",
+    ) -> FakeOrder:
+        """An order that was already working before the test (placed by another client or by hand)."""
+        with self._lock:
+            ids = [o.order_id for o in self.orders if o.client_id == client_id]
+            order = FakeOrder(
+                order_id=max(ids, default=0) + 1, client_id=client_id, perm_id=self._perm_id(), account=self.accounts[0],
+                symbol=symbol, con_id=self.symbols[symbol], action=action, qty=Decimal(qty), order_type=order_type,
+                lmt_price=lmt_price, aux_price=aux_price, tif=tif, oca_group="", oca_type=0, order_ref=order_ref,
+            )  # fmt: skip
+            self.orders.append(order)
+            return order
+
+    def orders_with_ref(self, order_ref: str) -> list[FakeOrder]:
+        with self._lock:
+            return [o for o in self.orders if o.order_ref == order_ref]
+
+    def clients(self) -> list[int]:
+        """Client ids of the sessions connected now."""
+        with self._lock:
+            return [s.client_id for s in self._sessions if s.alive and s.client_id is not None]
+
+    # --- sockets -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                sock, _ = self._server.accept()
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = _Session(sock)
+            with self._lock:
+                self.connections += 1
+                self._sessions.append(session)
+            threading.Thread(target=self._serve, args=(session,), name="fake-tws-session", daemon=True).start()
+
+    def _serve(self, session: _Session) -> None:
+        try:
+            if _recv_exact(session.sock, 4) != b"API\0":
+                return
+            versions = _recv_frame(session.sock).decode()  # "v157..178", maybe followed by connect options
+            low, high = (int(v) for v in versions[1:].split(" ")[0].split(".."))
+            if not low <= SERVER_VERSION <= high:
+                return
+            session.send(SERVER_VERSION, f"{self._now():%Y%m%d %H:%M:%S} EST")
+            while session.alive:
+                fields = _recv_frame(session.sock).decode().split("\0")[:-1]
+                handler = self._handlers.get(int(fields[0]))
+                with self._lock:
+                    if handler is None:
+                        self.unhandled.append(fields)
+                    else:
+                        handler(session, fields)
+        except OSError:  # the client went away, or the test dropped it
+            pass
+        except Exception:
+            self.errors.append(traceback.format_exc())
+        finally:
+            with self._lock:
+                if session in self._sessions:
+                    self._sessions.remove(session)
+            session.close()
+
+    def _session_of(self, client_id: int) -> _Session | None:
+        return next((s for s in self._sessions if s.alive and s.client_id == client_id), None)
+
+    # --- handlers (called with the lock held) ------------------------------------------------------
+    def _start_api(self, session: _Session, fields: list[str]) -> None:
+        client_id = int(fields[2])
+        if any(s.client_id == client_id and s.alive for s in self._sessions if s is not session):
+            session.send(
+                4, 2, -1, 326, "Unable to connect as the client id is already in use. Retry with a unique client id."
+            )
+            session.close()
+            return
+        session.client_id = client_id
+        session.send(15, 1, ",".join(self.accounts))
+        session.send(9, 1, self._next_order_id(client_id))
+        session.send(4, 2, -1, 2104, "Market data farm connection is OK:usfarm")
+
+    def _positions(self, session: _Session, fields: list[str]) -> None:
+        for h in self.holdings.values():
+            if h.qty:
+                session.send(61, 3, self.accounts[0], self.symbols[h.symbol], h.symbol, "STK", "", 0.0, "", "", "", "USD",
+                             h.symbol, "NMS", h.qty, h.avg_cost)  # fmt: skip
+        session.send(62, 1)
+
+    def _open_orders(self, session: _Session, fields: list[str], everyone: bool = False) -> None:
+        for order in self.orders:
+            if order.is_open and (everyone or order.client_id == session.client_id):
+                session.send(*_open_order(order))
+                session.send(*_order_status(order))
+        session.send(53, 1)
+
+    def _all_open_orders(self, session: _Session, fields: list[str]) -> None:
+        self._open_orders(session, fields, everyone=True)
+
+    def _completed_orders(self, session: _Session, fields: list[str]) -> None:
+        for order in self.orders:
+            if not order.is_open:
+                session.send(*_completed_order(order))
+        session.send(102)
+
+    def _account_updates(self, session: _Session, fields: list[str]) -> None:
+        _, _, subscribe, account = fields
+        if subscribe != "1":
+            return
+        for tag, (value, currency) in self.account_values.items() if self._push_account_values else ():
+            session.send(6, 2, tag, value, currency, account)
+        session.send(8, 1, f"{self._now():%H:%M}")
+        session.send(54, 1, account)
+
+    def _account_updates_multi(self, session: _Session, fields: list[str]) -> None:
+        req_id, account = fields[2], fields[3]
+        for tag, (value, currency) in self.account_values.items() if self._push_account_values else ():
+            session.send(73, 1, req_id, account, "", tag, value, currency)
+        session.send(74, 1, req_id)
+
+    def _account_summary(self, session: _Session, fields: list[str]) -> None:
+        req_id, tags = fields[2], set(fields[4].split(","))
+        for tag, (value, currency) in self.account_values.items():
+            if tag in tags:
+                session.send(63, 1, req_id, self.accounts[0], tag, value, currency)
+        session.send(64, 1, req_id)
+
+    def _executions(self, session: _Session, fields: list[str]) -> None:
+        req_id, client_filter = int(fields[2]), int(fields[3] or 0)
+        for execution in self.executions:
+            if not client_filter or execution.order.client_id == client_filter:
+                session.send(*_exec_details(req_id, execution))
+                session.send(*_commission_report(execution))
+        session.send(55, 1, req_id)
+
+    def _contract_details(self, session: _Session, fields: list[str]) -> None:
+        req_id, symbol = int(fields[2]), fields[4]
+        self.contract_requests.append(symbol)
+        if symbol not in self.symbols:
+            session.send(4, 2, req_id, 200, "No security definition has been found for the request")
+            return
+        session.send(*_contract_details(req_id, symbol, self.symbols[symbol]))
+        session.send(52, 1, req_id)
+
+    def _place_order(self, session: _Session, f: list[str]) -> None:
+        # placeOrder at v157: 3, orderId, 12 contract fields (conId symbol secType ... tradingClass), secIdType,
+        # secId, action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup, account, openClose, origin,
+        # orderRef, ... and ocaType at index 47 (after the FA fields and faProfile, sent below v177).
+        order_id, symbol, order_ref = int(f[1]), f[3], f[26]
+        self.place_requests.append(order_ref)
+        if self._lose_next:
+            self._lose_next = False
+            return
+        existing = next((o for o in self.orders if o.client_id == session.client_id and o.order_id == order_id), None)
+        if existing is not None and existing.is_open:  # a modification
+            existing.qty, existing.lmt_price, existing.aux_price = Decimal(f[17]), f[19], f[20]
+            session.send(*_open_order(existing))
+            session.send(*_order_status(existing))
+            return
+        refusal = self._rejections.pop(symbol, None)
+        if refusal is not None and refusal[0] != 201:
+            session.send(4, 2, order_id, *refusal)
+            return
+        order = FakeOrder(
+            order_id=order_id, client_id=session.client_id, perm_id=self._perm_id(), account=f[23] or self.accounts[0],
+            symbol=symbol, con_id=int(f[2] or 0), action=f[16], qty=Decimal(f[17]), order_type=f[18], lmt_price=f[19],
+            aux_price=f[20], tif=f[21], oca_group=f[22], oca_type=int(f[47] or 0), order_ref=order_ref,
+            status="PreSubmitted" if f[21] == "OPG" or f[18] == "STP" else "Submitted",
+        )  # fmt: skip
+        self.orders.append(order)
+        if refusal is not None:
+            self._finish(order, "Inactive", f"Rejected: {refusal[1]}")
+            session.send(4, 2, order_id, 201, f"Order rejected - reason:{refusal[1]}")
+            session.send(*_order_status(order))
+        elif self._silence_next:
+            self._silence_next = False
+        elif self._drop_next:
+            self._drop_next = False
+            self.drop_connections()
+        else:
+            if order.tif == "OPG":  # placed before the open, as TWS warns (a warning: the order stays live)
+                session.send(4, 2, order_id, 399, f"Order Message:\n{order.action} {order.qty} {symbol} NASDAQ.NMS\n"
+                             f"Warning: your order will not be placed at the exchange until {self._now():%Y-%m-%d} "
+                             "09:30:00 US/Eastern")  # fmt: skip
+            session.send(*_open_order(order))
+            session.send(*_order_status(order))
+
+    def _cancel_order(self, session: _Session, fields: list[str]) -> None:
+        order_id = int(fields[2])
+        self.cancel_requests.append((session.client_id, order_id))
+        order = next((o for o in self.orders if o.client_id == session.client_id and o.order_id == order_id), None)
+        if order is None:
+            session.send(4, 2, order_id, 135, f"Can't find order with id = {order_id}")
+        elif not order.is_open:
+            session.send(4, 2, order_id, 10148,
+                         f"OrderId {order_id} that needs to be cancelled cannot be cancelled, state: {order.status}.")  # fmt: skip
+        else:
+            self._finish(order, "Cancelled")
+            session.send(*_order_status(order))
+            session.send(4, 2, order_id, 202, "Order Canceled - reason:")
+
+    def _req_ids(self, session: _Session, fields: list[str]) -> None:
+        session.send(9, 1, self._next_order_id(session.client_id))
+
+    def _current_time(self, session: _Session, fields: list[str]) -> None:
+        session.send(49, 1, int(self._now().timestamp()))
+
+    def _managed_accounts(self, session: _Session, fields: list[str]) -> None:
+        session.send(15, 1, ",".join(self.accounts))
+
+    def _ignore(self, session: _Session, fields: list[str]) -> None:
+        pass
+
+    # --- state -------------------------------------------------------------------------------
+    def _open_order_with_ref(self, order_ref: str) -> FakeOrder:
+        matches = [o for o in self.orders if o.order_ref == order_ref and o.is_open]
+        if len(matches) != 1:
+            raise AssertionError(f"expected one open order with orderRef {order_ref}, found {len(matches)}")
+        return matches[0]
+
+    def _finish(self, order: FakeOrder, status: str, completed_status: str = "") -> None:
+        order.status = status
+        order.completed_time = f"{self._now():%Y%m%d %H:%M:%S} America/New_York"
+        order.completed_status = completed_status or status
+
+    def _book(self, symbol: str, shares: Decimal, price: Decimal) -> None:
+        holding = self.holdings.setdefault(symbol, Holding(symbol, Decimal(0), Decimal(0)))
+        total = holding.qty + shares
+        if shares > 0 and total:
+            holding.avg_cost = (holding.avg_cost * holding.qty + price * shares) / total
+        holding.qty = total
+        if not total:
+            holding.avg_cost = Decimal(0)
+
+    def _perm_id(self) -> int:
+        self._next_perm_id += 1
+        return self._next_perm_id - 1
+
+    def _next_order_id(self, client_id: int | None) -> int:
+        return max((o.order_id for o in self.orders if o.client_id == client_id), default=0) + 1
+
+
+# --- wire encoding: field lists in ib_async's decoder order at server version 157 ---------------------
+def _contract(order: FakeOrder) -> list:
+    """conId, symbol, secType, lastTradeDate, strike, right, multiplier, exchange, currency, localSymbol, tradingClass."""
+    return [order.con_id, order.symbol, "STK", "", 0.0, "", "", "SMART", "USD", order.symbol, "NMS"]
+
+
+def _order_status(o: FakeOrder) -> list:
+    # 3: orderId status filled remaining avgFillPrice permId parentId lastFillPrice clientId whyHeld mktCapPrice
+    return [3, o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id, 0, o.last_price, o.client_id, "", 0]
+
+
+def _open_order(o: FakeOrder) -> list:
+    return [
+        5, o.order_id, *_contract(o),
+        o.action, o.qty, o.order_type, o.lmt_price, o.aux_price, o.tif, o.oca_group, o.account, "", 0, o.order_ref,
+        o.client_id, o.perm_id, 0, 0, 0, "",  # outsideRth hidden discretionaryAmt goodAfterTime
+        "", "", "", "", "",  # sharesAllocation (skipped), faGroup faMethod faPercentage, faProfile (below v177)
+        "", "", "", "", "", 0, "", -1,  # modelCode goodTillDate rule80A percentOffset settlingFirm shortSaleSlot designatedLocation exemptCode
+        0, "", "", "", "", "",  # auctionStrategy startingPrice stockRefPrice delta stockRangeLower stockRangeUpper
+        0, 0, 0, 0, "", o.oca_type,  # displaySize blockOrder sweepToFill allOrNone minQty ocaType
+        0, 0, "", 0, 0, "", 0, "", "",  # eTradeOnly firmQuoteOnly nbboPriceCap parentId triggerMethod volatility volatilityType dnOrderType dnAuxPrice
+        0, 0, "", "", "", "", "",  # continuousUpdate referencePriceType trailStopPrice trailingPercent basisPoints basisPointsType comboLegsDescrip
+        0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+        "", "", "",  # scaleInitLevelSize scaleSubsLevelSize scalePriceIncrement
+        "",  # hedgeType
+        0, "", "", 0, 0,  # optOutSmartRouting clearingAccount clearingIntent notHeld deltaNeutralContract present
+        "",  # algoStrategy
+        0, 0, o.status, *[""] * 12, "", "", 0, 0,  # solicited whatIf status, 9 margins + 3 commissions, currency, warning, randomize x2
+        0,  # conditions
+        "", "", "", "", "", "", "", 0,  # adjustedOrderType triggerPrice trailStopPrice lmtPriceOffset adjustedStop(Limit)Price adjustedTrailingAmount adjustableTrailingUnit
+        "", "", "", "", 0, 0, 0, 0,  # softDollarTier name val displayName, cashQty, dontUseAutoPriceForHedge isOmsContainer discretionaryUpToLimitPrice usePriceMgmtAlgo
+    ]  # fmt: skip
+
+
+def _completed_order(o: FakeOrder) -> list:
+    return [
+        101, *_contract(o),
+        o.action, o.qty, o.order_type, o.lmt_price, o.aux_price, o.tif, o.oca_group, o.account, "", 0, o.order_ref,
+        o.perm_id, 0, 0, 0, "",  # permId outsideRth hidden discretionaryAmt goodAfterTime
+        "", "", "", "",  # faGroup faMethod faPercentage, faProfile (below v177)
+        "", "", "", "", "", 0, "", -1,  # modelCode goodTillDate rule80A percentOffset settlingFirm shortSaleSlot designatedLocation exemptCode
+        "", "", "", "", "",  # startingPrice stockRefPrice delta stockRangeLower stockRangeUpper
+        0, 0, 0, "", o.oca_type, 0, "", 0, "", "",  # displaySize sweepToFill allOrNone minQty ocaType triggerMethod volatility volatilityType dnOrderType dnAuxPrice
+        0, 0, "", "", "",  # continuousUpdate referencePriceType trailStopPrice trailingPercent comboLegsDescrip
+        0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+        "", "", "",  # scaleInitLevelSize scaleSubsLevelSize scalePriceIncrement
+        "",  # hedgeType
+        "", "", 0, 0,  # clearingAccount clearingIntent notHeld deltaNeutralContract present
+        "",  # algoStrategy
+        0, o.status, 0, 0,  # solicited status randomizeSize randomizePrice
+        0,  # conditions
+        "", "", "", 0, 0, "", o.filled, 0, 0, "", 0, 0, 0,  # trailStopPrice lmtPriceOffset cashQty dontUseAutoPrice isOms autoCancelDate filledQuantity refFuturesConId autoCancelParent shareholder imbalanceOnly routeMarketableToBbo parentPermId
+        o.completed_time, o.completed_status,
+    ]  # fmt: skip
+
+
+def _exec_details(req_id: int, e: FakeExecution) -> list:
+    o = e.order
+    return [
+        11, req_id, o.order_id, *_contract(o),
+        e.exec_id, f"{e.time:%Y%m%d %H:%M:%S} America/New_York", o.account, "ISLAND",
+        "BOT" if o.action == "BUY" else "SLD", e.shares, e.price, o.perm_id, o.client_id, 0, e.cum_qty, e.avg_price,
+        o.order_ref, "", "", "", 1,  # evRule evMultiplier modelCode lastLiquidity
+    ]  # fmt: skip
+
+
+def _commission_report(e: FakeExecution) -> list:
+    # 59: version execId commission currency realizedPNL yield yieldRedemptionDate
+    return [59, 1, e.exec_id, e.commission, "USD", "", "", ""]
+
+
+def _contract_details(req_id: int, symbol: str, con_id: int) -> list:
+    return [
+        10, 8, req_id, symbol, "STK", "", 0.0, "", "SMART", "USD", symbol, "NMS", "NMS", con_id, 0.01,
+        1,  # mdSizeMultiplier (dropped by ib_async below v164)
+        "", "ACTIVETIM,LMT,MKT,MOC,MOO,OCA,STP", "SMART,NASDAQ,NYSE", 1, 0, f"{symbol} INC", "NASDAQ", "",
+        "Technology", "Software", "Applications", "US/Eastern", "", "", "", "",  # ... timeZoneId tradingHours liquidHours evRule evMultiplier
+        0,  # secIdList
+        1, "", "", "26", "", "COMMON",  # aggGroup underSymbol underSecType marketRuleIds realExpirationDate stockType
+    ]  # fmt: skip
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    return str(value)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("client closed the connection")
+        data += chunk
+    return data
+
+
+def _recv_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">I", _recv_exact(sock, 4))
+    return _recv_exact(sock, size)
