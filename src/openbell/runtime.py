@@ -7,6 +7,7 @@ flows, tasks and core run the same code either way.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -80,9 +81,33 @@ def open_phase(settings: Settings, mode: Mode, day: date, starts: str) -> Phase:
     return Phase(when, store, market, clock, broker_for(settings, store, market, clock, day))
 
 
+_timelines: dict[date, SimClock] = {}
+_timelines_lock = threading.Lock()
+
+
 def clock_for(mode: Mode, start: datetime) -> Clock:
-    """A simulated clock at the phase's scheduled time for a replay; the wall clock when live."""
-    return SimClock(start) if mode == "replay" else WallClock()
+    """The wall clock when live; for a replay, the day's simulated timeline, moved to `start`.
+
+    The phases of a replayed day share one timeline in a process, the way they share the wall clock
+    when live, so anything else simulating that day (a fake broker in a test, say) can follow it with
+    `replay_time`. A phase that starts earlier than the timeline has got to begins a new replay.
+    """
+    if mode != "replay":
+        return WallClock()
+    day = start.astimezone(calendar.NEW_YORK).date()
+    with _timelines_lock:
+        clock = _timelines.get(day)
+        if clock is None or clock.now() > start:
+            clock = _timelines[day] = SimClock(start)
+        else:
+            clock.sleep_until(start)
+        return clock
+
+
+def replay_time(day: date) -> datetime | None:
+    """Where the replay of `day` has got to in this process, or None before it starts."""
+    clock = _timelines.get(day)
+    return clock.now() if clock else None
 
 
 def store_for(settings: Settings) -> Store:
