@@ -22,19 +22,16 @@ objects carry the API keys in their headers.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import pandas as pd
 import requests
 from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
-from alpaca.common.rest import RESTClient
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical.screener import ScreenerClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -45,6 +42,7 @@ from alpaca.data.timeframe import TimeFrame
 from pydantic import ValidationError
 
 from openbell import calendar
+from openbell.brokers.alpaca.rest import KEY_ENV, SECRET_ENV, Failure, api_failure, secret, transport_failure, tuned
 from openbell.calendar import NEW_YORK
 from openbell.clock import Clock, WallClock
 from openbell.config import Settings
@@ -53,8 +51,6 @@ from openbell.marketdata.base import DAILY_COLUMNS, MINUTE_COLUMNS, OPENING_PRIN
 
 log = logging.getLogger(__name__)
 
-KEY_ENV = "OPENBELL_BROKER__ALPACA__API_KEY"
-SECRET_ENV = "OPENBELL_BROKER__ALPACA__SECRET_KEY"
 SNAPSHOT_COLUMNS = ("symbol", "last_price", "bid", "ask", "prev_close", "day_volume")
 MOVER_COLUMNS = ("symbol", "percent_change", "price")
 SYMBOLS_PER_REQUEST = 200  # symbols travel in the query string: keep URLs well under common limits
@@ -63,43 +59,8 @@ MAX_MOVERS = 50  # the screener's largest `top`
 Feed = Literal["sip", "iex", "delayed_sip"]
 BarAdjustment = Literal["raw", "split", "dividend", "all"]
 
-_Client = TypeVar("_Client", bound=RESTClient)
 _NEW_YORK_TS = "datetime64[us, America/New_York]"  # what the replay source gives, so frames concatenate cleanly
 _BAR_FIELDS = {"t": "ts", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """What went wrong in one call to Alpaca, kept without the request (its headers carry the keys)."""
-
-    status: int | None  # None: no readable HTTP answer
-    message: str
-    unreadable: bool = False  # an answer came, but alpaca-py could not make sense of it
-
-    def __str__(self) -> str:
-        return self.message if self.status is None else f"HTTP {self.status}: {self.message}"
-
-
-class _TimeoutSession(requests.Session):
-    """A requests session with a default timeout: alpaca-py sets none, so a silent server would hang a flow."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.timeout_s = timeout_s
-
-    def request(self, method, url, **kwargs):
-        kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(method, url, **kwargs)
-
-
-def _tuned(client: _Client, timeout_s: float, retry_wait_s: float) -> _Client:
-    """Give an alpaca-py client a request timeout and a chosen pause between its own 429/504 retries.
-
-    Both are RESTClient attributes that the data clients' constructors do not pass through.
-    """
-    client._session = _TimeoutSession(timeout_s)
-    client._retry_wait = retry_wait_s
-    return client
 
 
 class AlpacaMarketData:
@@ -148,7 +109,7 @@ class AlpacaMarketData:
         retry_wait_s: float = 3.0,
     ) -> None:
         keys = settings.broker.alpaca
-        missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not _secret(value)]
+        missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not secret(value)]
         if missing:
             raise ConfigError(
                 f"Alpaca market data needs API keys: set {' and '.join(missing)} "
@@ -166,11 +127,11 @@ class AlpacaMarketData:
         self._universe = _unique(universe) if universe is not None else None
         self._timeout_s = timeout_s
         self._base_url = keys.data_url_override or BaseURL.DATA.value
-        credentials = {"api_key": _secret(keys.api_key), "secret_key": _secret(keys.secret_key), "raw_data": True}
-        self._stocks = _tuned(
+        credentials = {"api_key": secret(keys.api_key), "secret_key": secret(keys.secret_key), "raw_data": True}
+        self._stocks = tuned(
             StockHistoricalDataClient(url_override=keys.data_url_override, **credentials), timeout_s, retry_wait_s
         )
-        self._screener = _tuned(ScreenerClient(url_override=keys.data_url_override, **credentials), timeout_s, retry_wait_s)
+        self._screener = tuned(ScreenerClient(url_override=keys.data_url_override, **credentials), timeout_s, retry_wait_s)
 
     def __repr__(self) -> str:
         return f"AlpacaMarketData({self._base_url}, feed={self._feed.value}, adjustment={self._adjustment.value})"
@@ -367,20 +328,22 @@ class AlpacaMarketData:
             raise self._error(failure, what)  # raised here, outside the `except`, so nothing chains to Alpaca's error
         return result
 
-    def _call(self, call: Callable[..., Any], *args: Any) -> tuple[Any, _Failure | None]:
-        """Run one alpaca-py call; its exception is reduced to a _Failure so that nothing chains to it."""
+    def _call(self, call: Callable[..., Any], *args: Any) -> tuple[Any, Failure | None]:
+        """Run one alpaca-py call; its exception is reduced to a Failure so that nothing chains to it."""
         try:
             return call(*args), None
         except APIError as error:
-            return None, _api_failure(error)
+            return None, api_failure(error, with_code=False)
         except requests.JSONDecodeError as error:  # a 200 whose body is not JSON (a proxy's page, a cut answer)
-            return None, _Failure(None, f"unreadable answer ({_first_line(error)})", True)
+            return None, Failure(None, None, f"unreadable answer ({_first_line(error)})", unreadable=True)
         except requests.RequestException as error:
-            return None, _transport_failure(error, self._timeout_s)
+            return None, transport_failure(error, self._timeout_s)
         except (ValueError, KeyError, TypeError, AttributeError) as error:  # alpaca-py could not parse the answer
-            return None, _Failure(None, f"unreadable answer ({type(error).__name__}: {_first_line(error)})", True)
+            return None, Failure(
+                None, None, f"unreadable answer ({type(error).__name__}: {_first_line(error)})", unreadable=True
+            )
 
-    def _error(self, failure: _Failure, what: str) -> OpenbellError:
+    def _error(self, failure: Failure, what: str) -> OpenbellError:
         if failure.unreadable:
             return DataQualityError(f"Alpaca's answer while {what} could not be read: {failure}")
         if failure.status is None:
@@ -480,10 +443,6 @@ def _dtype(column: str) -> str:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
 def _unique(symbols: Collection[str]) -> list[str]:
     return sorted({s.strip() for s in symbols if s and s.strip()})
 
@@ -504,27 +463,3 @@ def _price(value: float | None) -> float:
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-
-
-def _api_failure(error: APIError) -> _Failure:
-    body = str(error)
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict) and payload.get("message"):
-        return _Failure(error.status_code, str(payload["message"]))
-    return _Failure(error.status_code, body.strip()[:300] or "no message")
-
-
-def _transport_failure(error: requests.RequestException, timeout_s: float) -> _Failure:
-    text = str(error).lower()
-    if isinstance(error, requests.ConnectTimeout):
-        reason = f"could not connect within {timeout_s:g} s"
-    elif isinstance(error, requests.Timeout) or "timed out" in text:
-        reason = f"no answer within {timeout_s:g} s"
-    elif isinstance(error, requests.ConnectionError):
-        reason = "connection refused" if "refused" in text else "connection dropped"
-    else:
-        reason = f"unreadable answer ({type(error).__name__})"
-    return _Failure(None, reason)

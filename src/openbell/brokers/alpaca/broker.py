@@ -17,10 +17,9 @@ Prefect runs these calls in sync tasks; nothing here starts an event loop or a T
 
 from __future__ import annotations
 
-import json
 import logging
 import time as wall
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 
 import requests
@@ -34,6 +33,7 @@ from alpaca.trading.requests import GetOrderByIdRequest, GetOrdersRequest, Order
 from openbell import calendar
 from openbell.brokers.alpaca import mapping
 from openbell.brokers.alpaca.mapping import Placed
+from openbell.brokers.alpaca.rest import KEY_ENV, SECRET_ENV, Failure, api_failure, secret, transport_failure, tuned
 from openbell.brokers.base import Account, MooWindow
 from openbell.clock import Clock
 from openbell.config import Settings
@@ -42,54 +42,9 @@ from openbell.errors import ConfigError, OpenbellError, OrderRejected, Transient
 
 log = logging.getLogger(__name__)
 
-KEY_ENV = "OPENBELL_BROKER__ALPACA__API_KEY"
-SECRET_ENV = "OPENBELL_BROKER__ALPACA__SECRET_KEY"
 OPG_OPENS = time(19, 0)  # Alpaca takes opening-auction orders from 19:00 New York the session before
 OPG_CUTOFF = time(9, 28)  # ... until 09:28, the exchanges' cutoff for market-on-open orders
 PAGE = 500  # Alpaca's largest page of orders
-
-
-class _TimeoutSession(requests.Session):
-    """A requests session with a default timeout: alpaca-py sets none, so a silent server would hang a flow."""
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__()
-        self.timeout_s = timeout_s
-
-    def request(self, method, url, **kwargs):
-        kwargs.setdefault("timeout", self.timeout_s)
-        return super().request(method, url, **kwargs)
-
-
-class _TradingClient(TradingClient):
-    """alpaca-py's TradingClient with a request timeout and a chosen wait between its own 429/504 retries.
-
-    Both are RESTClient settings that TradingClient's constructor does not pass through.
-    """
-
-    def __init__(self, *, timeout_s: float, retry_wait_s: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._session = _TimeoutSession(timeout_s)
-        self._retry_wait = retry_wait_s
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """What went wrong in one call to Alpaca, kept without the request (its headers carry the keys)."""
-
-    status: int | None  # None: no HTTP answer (refused, dropped, timed out)
-    code: int | str | None
-    message: str
-
-    @property
-    def transport(self) -> bool:
-        return self.status is None
-
-    def __str__(self) -> str:
-        if self.transport:
-            return self.message
-        code = f", code {self.code}" if self.code is not None else ""
-        return f"HTTP {self.status}{code}: {self.message}"
 
 
 class AlpacaBroker:
@@ -122,7 +77,7 @@ class AlpacaBroker:
     ) -> None:
         settings.require_live_confirmed()
         keys = settings.broker.alpaca
-        missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not _secret(value)]
+        missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not secret(value)]
         if missing:
             raise ConfigError(
                 f"the Alpaca broker needs API keys: set {' and '.join(missing)} "
@@ -134,13 +89,15 @@ class AlpacaBroker:
         self._date = trade_date
         self._timeout_s = timeout_s
         self._cancel_wait_s = cancel_wait_s
-        self._client = _TradingClient(
-            api_key=_secret(keys.api_key),
-            secret_key=_secret(keys.secret_key),
-            paper=self._paper,
-            url_override=keys.url_override,
-            timeout_s=timeout_s,
-            retry_wait_s=retry_wait_s,
+        self._client = tuned(
+            TradingClient(
+                api_key=secret(keys.api_key),
+                secret_key=secret(keys.secret_key),
+                paper=self._paper,
+                url_override=keys.url_override,
+            ),
+            timeout_s,
+            retry_wait_s,
         )
 
     def __repr__(self) -> str:
@@ -232,7 +189,7 @@ class AlpacaBroker:
         return mapping.to_account(self._read("reading the account", self._client.get_account), paper=self._paper)
 
     def close(self) -> None:
-        self._client._session.close()  # our own _TimeoutSession
+        self._client._session.close()  # our own TimeoutSession
 
     # --- guards ----------------------------------------------------------------------------
     def _require_ours(self, client_order_id: str) -> None:
@@ -351,17 +308,17 @@ class AlpacaBroker:
             raise self._read_error(failure, what)
         return result
 
-    def _call(self, call, *args) -> tuple[object, _Failure | None]:
-        """Run one alpaca-py call; its exception is reduced to a _Failure so that nothing chains to it."""
+    def _call(self, call, *args) -> tuple[object, Failure | None]:
+        """Run one alpaca-py call; its exception is reduced to a Failure so that nothing chains to it."""
         try:
             return call(*args), None
         except APIError as error:
-            return None, _api_failure(error)
+            return None, api_failure(error, with_code=True)
         except requests.RequestException as error:
-            return None, _transport_failure(error, self._timeout_s)
+            return None, transport_failure(error, self._timeout_s)
 
     # --- errors ----------------------------------------------------------------------------
-    def _read_error(self, failure: _Failure, what: str) -> OpenbellError:
+    def _read_error(self, failure: Failure, what: str) -> OpenbellError:
         if failure.transport:
             return TransientError(f"Alpaca at {self._base_url} did not answer while {what}: {failure}; retry later")
         if failure.status == 401 or failure.status == 403:
@@ -370,7 +327,7 @@ class AlpacaBroker:
             return TransientError(f"Alpaca is busy ({what}): {failure}, still after alpaca-py's retries; retry later")
         return OpenbellError(f"Alpaca refused {what}: {failure}")
 
-    def _submit_error(self, client_order_id: ClientOrderId, failure: _Failure) -> OpenbellError:
+    def _submit_error(self, client_order_id: ClientOrderId, failure: Failure) -> OpenbellError:
         if failure.transport:
             return TransientError(
                 f"{client_order_id}: Alpaca at {self._base_url} did not answer ({failure}) and has no such order; "
@@ -382,37 +339,9 @@ class AlpacaBroker:
             return TransientError(f"{client_order_id}: Alpaca is busy ({failure}) and has no such order; retrying is safe")
         return OrderRejected(client_order_id, failure.message, failure.code)
 
-    def _keys_refused(self, failure: _Failure, what: str) -> ConfigError:
+    def _keys_refused(self, failure: Failure, what: str) -> ConfigError:
         mode = "paper" if self._paper else "live"
         return ConfigError(
             f"Alpaca refused the API keys while {what} ({failure}): check {KEY_ENV} and {SECRET_ENV}, "
             f"and that they are {mode} keys (trading_mode={mode})"
         )
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
-def _api_failure(error: APIError) -> _Failure:
-    body = str(error)
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    if isinstance(payload, dict):
-        return _Failure(error.status_code, payload.get("code"), str(payload.get("message") or body))
-    return _Failure(error.status_code, None, body.strip()[:300] or "no message")
-
-
-def _transport_failure(error: requests.RequestException, timeout_s: float) -> _Failure:
-    text = str(error).lower()
-    if isinstance(error, requests.ConnectTimeout):
-        reason = f"could not connect within {timeout_s:g} s"
-    elif isinstance(error, requests.Timeout) or "timed out" in text:
-        reason = f"no answer within {timeout_s:g} s"
-    elif isinstance(error, requests.ConnectionError):
-        reason = "connection refused" if "refused" in text else "connection dropped"
-    else:
-        reason = f"unreadable answer ({type(error).__name__})"
-    return _Failure(None, None, reason)
