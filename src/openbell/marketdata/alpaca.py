@@ -47,12 +47,17 @@ from openbell.calendar import NEW_YORK
 from openbell.clock import Clock, WallClock
 from openbell.config import Settings
 from openbell.errors import ConfigError, DataQualityError, OpenbellError, TransientError
-from openbell.marketdata.base import DAILY_COLUMNS, MINUTE_COLUMNS, OPENING_PRINT_COLUMNS, PRICE_COLUMNS
+from openbell.marketdata.base import (
+    DAILY_COLUMNS,
+    MINUTE_COLUMNS,
+    MOVER_COLUMNS,
+    OPENING_PRINT_COLUMNS,
+    PRICE_COLUMNS,
+    SNAPSHOT_COLUMNS,
+)
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_COLUMNS = ("symbol", "last_price", "bid", "ask", "prev_close", "day_volume")
-MOVER_COLUMNS = ("symbol", "percent_change", "price")
 SYMBOLS_PER_REQUEST = 200  # symbols travel in the query string: keep URLs well under common limits
 MAX_MOVERS = 50  # the screener's largest `top`
 

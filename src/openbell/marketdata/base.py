@@ -12,6 +12,9 @@ MINUTE_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 DAILY_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "volume")
 OPENING_PRINT_COLUMNS = ("symbol", "open", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
+# Live sources add these: the latest quote per symbol, and the screener's gainers.
+SNAPSHOT_COLUMNS = ("symbol", "last_price", "bid", "ask", "prev_close", "day_volume")
+MOVER_COLUMNS = ("symbol", "percent_change", "price")
 
 
 @runtime_checkable

@@ -24,12 +24,23 @@ Requests answered (id: request -> reply ids):
                             socket dropped before answering
      4 cancelOrder       -> 3 orderStatus Cancelled + 4 error 202; 4 error 10148 when already done, 135 unknown
      8 reqIds, 49 reqCurrentTime, 17 reqManagedAccts -> 9, 49, 15
+    20 reqHistoricalData -> 17 historicalData with the scripted bars in the window (end - duration, end], regular
+                            hours only with useRTH; 4 error 162 "HMDS query returned no data" when there are none;
+                            scripted: one 4 error instead (162 pacing violation, 162 no permissions, ...)
+     1 reqMktData (snapshot) -> 4 error first when refused (354, 10168, ...; 10167 goes on with delayed data),
+                            58 marketDataType when delayed, 1 tickPrice bid/ask/last/close, 2 tickSize volume,
+                            46 tickString last timestamp (delayed tick ids 66-68, 75, 74, 88), 57 tickSnapshotEnd
+    22 reqScannerSubscription -> 20 scannerData: the scripted symbols in rank order, numberOfRows at most
+    59 reqMarketDataType -> nothing (the type is remembered: 3 and 4 make snapshots delayed)
+     2 cancelMktData, 23 cancelScannerSubscription, 25 cancelHistoricalData -> nothing (recorded)
 Anything else is recorded in `unhandled` and ignored.
 
 Scripted by the test: `fill(order_ref, price)` executes an order (11 execDetails with reqId -1, 59
 commissionReport, 3 orderStatus) and cancels the rest of its OCA group (3 orderStatus Cancelled);
 `reject_next`, `silence_next_order`, `lose_next_order`, `drop_after_next_order`, `drop_connections`,
 `notify` (errors such as 1100/1102 pushed to every client), `add_order` (orders that were there before).
+Market data: `add_daily_bar`, `add_minute_bar` (pre- and post-market bars too: useRTH filters them), `set_quote`,
+`set_scanner`, `fail_next_history` (once), `refuse_market_data` (every snapshot until cleared).
 State (orders, executions, holdings) survives dropped connections, like a real TWS, so a reconnecting
 client finds it.
 """
@@ -42,10 +53,18 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 SERVER_VERSION = 157
+NEW_YORK = ZoneInfo("America/New_York")
+PACING_VIOLATION = "Historical Market Data Service error message:Historical data request pacing violation"
+NOT_SUBSCRIBED = "Requested market data is not subscribed. Check API status by selecting the Account menu then under Management choose Market Data Subscription Manager"
+_LIVE_TICKS = {"bid": 1, "ask": 2, "last": 4, "close": 9, "volume": 8, "last_time": 45}
+_DELAYED_TICKS = {"bid": 66, "ask": 67, "last": 68, "close": 75, "volume": 74, "last_time": 88}
+_DURATION_UNITS = {"S": timedelta(seconds=1), "D": timedelta(days=1), "W": timedelta(weeks=1), "M": timedelta(days=30),
+                   "Y": timedelta(days=365)}  # fmt: skip
 DONE = frozenset({"Filled", "Cancelled", "Inactive"})
 DEFAULT_SYMBOLS = {"ABC": 1001, "XYZ": 1002, "IBM": 8314}
 DEFAULT_ACCOUNT_VALUES = {
@@ -109,6 +128,31 @@ class Holding:
     avg_cost: Decimal
 
 
+@dataclass(frozen=True)
+class Quote:
+    """What a market-data snapshot of one symbol carries; None: TWS sends no tick for it."""
+
+    last: float | None = None
+    bid: float | None = None
+    ask: float | None = None
+    close: float | None = None  # tick 9: the previous session's close
+    volume: int | None = None
+    last_time: datetime | None = None  # tick 45: when the last trade happened
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """One reqHistoricalData as received (the wire's text fields)."""
+
+    symbol: str
+    end: str
+    duration: str
+    bar_size: str
+    what_to_show: str
+    use_rth: bool
+    format_date: int
+
+
 @dataclass
 class _Session:
     sock: socket.socket
@@ -158,6 +202,17 @@ class FakeTws:
         self.contract_requests: list[str] = []  # the symbol of every reqContractDetails received
         self.cancel_requests: list[tuple[int, int]] = []  # (client id, order id) of every cancelOrder received
         self.unhandled: list[list[str]] = []
+        self.daily_bars: dict[str, list[tuple]] = {}  # symbol -> (date, open, high, low, close, volume)
+        self.minute_bars: dict[str, list[tuple]] = {}  # symbol -> (New York minute start, open, high, low, close, volume)
+        self.quotes: dict[str, Quote] = {}
+        self.scanner_symbols: list[str] = []
+        self.history_requests: list[HistoryRequest] = []
+        self.snapshot_requests: list[str] = []  # the symbol of every reqMktData received
+        self.scanner_requests: list[tuple[str, str, str, int]] = []  # (instrument, locationCode, scanCode, rows)
+        self.cancelled: list[tuple[str, int]] = []  # ("scanner" | "market data" | "history", request id)
+        self.market_data_type = 1  # 1 live; 3 delayed (reqMarketDataType)
+        self._history_failure: tuple[int, str] | None = None
+        self._market_data_refusal: tuple[int, str] | None = None
         self.errors: list[str] = []  # the fake's own failures (a handler that raised), for the test to assert on
         self.connections = 0
         self._lock = threading.RLock()
@@ -177,7 +232,9 @@ class FakeTws:
             15: self._ignore, 99: self._completed_orders, 6: self._account_updates, 76: self._account_updates_multi,
             62: self._account_summary, 7: self._executions, 9: self._contract_details, 3: self._place_order,
             4: self._cancel_order, 8: self._req_ids, 49: self._current_time, 17: self._managed_accounts,
-            63: self._ignore, 64: self._ignore, 59: self._ignore, 14: self._ignore,
+            63: self._ignore, 64: self._ignore, 59: self._market_data_type, 14: self._ignore,
+            20: self._historical_data, 1: self._market_data, 22: self._scanner_subscription,
+            2: self._cancel("market data"), 23: self._cancel("scanner"), 25: self._cancel("history"),
         }  # fmt: skip
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -281,6 +338,37 @@ class FakeTws:
             )  # fmt: skip
             self.orders.append(order)
             return order
+
+    def add_daily_bar(self, symbol: str, day: date, open_: float, high: float, low: float, close: float,
+                      volume: int) -> None:  # fmt: skip
+        with self._lock:
+            self.daily_bars.setdefault(symbol, []).append((day, open_, high, low, close, volume))
+
+    def add_minute_bar(self, symbol: str, start: datetime, open_: float, high: float, low: float, close: float,
+                       volume: int) -> None:  # fmt: skip
+        """A 1-minute bar starting at `start` (tz-aware); bars outside 09:30-16:00 New York are extended hours."""
+        with self._lock:
+            self.minute_bars.setdefault(symbol, []).append((start.astimezone(NEW_YORK), open_, high, low, close, volume))
+
+    def set_quote(self, symbol: str, **fields) -> None:
+        """What a snapshot of `symbol` sends (Quote's fields); a symbol without a quote gets only tickSnapshotEnd."""
+        with self._lock:
+            self.quotes[symbol] = Quote(**fields)
+
+    def set_scanner(self, symbols: list[str]) -> None:
+        """The scanner's answer, best first (every scan code gets the same list)."""
+        with self._lock:
+            self.scanner_symbols = list(symbols)
+
+    def fail_next_history(self, code: int = 162, message: str = PACING_VIOLATION) -> None:
+        """Answer the next reqHistoricalData with this error instead of bars (by default IB's pacing violation)."""
+        with self._lock:
+            self._history_failure = (code, message)
+
+    def refuse_market_data(self, code: int | None = 354, message: str = NOT_SUBSCRIBED) -> None:
+        """Send this error for every snapshot from now on (None: stop); 10167 is followed by delayed data, as TWS does."""
+        with self._lock:
+            self._market_data_refusal = None if code is None else (code, message)
 
     def orders_with_ref(self, order_ref: str) -> list[FakeOrder]:
         with self._lock:
@@ -480,6 +568,93 @@ class FakeTws:
     def _ignore(self, session: _Session, fields: list[str]) -> None:
         pass
 
+    def _market_data_type(self, session: _Session, fields: list[str]) -> None:
+        self.market_data_type = int(fields[2])
+
+    def _cancel(self, kind: str) -> Callable[[_Session, list[str]], None]:
+        def cancel(session: _Session, fields: list[str]) -> None:
+            self.cancelled.append((kind, int(fields[2])))
+
+        return cancel
+
+    def _historical_data(self, session: _Session, f: list[str]) -> None:
+        # reqHistoricalData at v157 (no version field): 20, reqId, 12 contract fields, includeExpired, endDateTime,
+        # barSizeSetting, durationStr, useRTH, whatToShow, formatDate, keepUpToDate, chartOptions.
+        req_id, symbol = int(f[1]), f[3]
+        request = HistoryRequest(symbol, f[15], f[17], f[16], f[19], f[18] == "1", int(f[20]))
+        self.history_requests.append(request)
+        if self._history_failure is not None:
+            code, message = self._history_failure
+            self._history_failure = None
+            session.send(4, 2, req_id, code, message)
+            return
+        end = _parse_end(request.end) or self._now()
+        start = end - _parse_duration(request.duration)
+        if request.bar_size == "1 day":
+            last_day, first_day = end.astimezone(NEW_YORK).date(), start.astimezone(NEW_YORK).date()
+            bars = [b for b in self.daily_bars.get(symbol, []) if first_day < b[0] <= last_day]
+            stamps = [f"{b[0]:%Y%m%d}" for b in bars]
+        elif request.bar_size == "1 min":
+            bars = [
+                b for b in self.minute_bars.get(symbol, [])
+                if start <= b[0] < end and (not request.use_rth or time(9, 30) <= b[0].time() < time(16))
+            ]  # fmt: skip
+            stamps = [_bar_time(b[0], request.format_date) for b in bars]
+        else:
+            self.unhandled.append(f)
+            return
+        if not bars:
+            session.send(4, 2, req_id, 162,
+                         f"Historical Market Data Service error message:HMDS query returned no data: {symbol}@SMART Trades")  # fmt: skip
+            return
+        fields: list = [17, req_id, f"{start:%Y%m%d %H:%M:%S}", f"{end:%Y%m%d %H:%M:%S}", len(bars)]
+        for stamp, (_, open_, high, low, close, volume) in sorted(zip(stamps, bars, strict=True), key=lambda p: p[1][0]):
+            fields += [stamp, open_, high, low, close, volume, round((high + low + close) / 3, 4), max(1, volume // 100)]
+        session.send(*fields)
+
+    def _market_data(self, session: _Session, f: list[str]) -> None:
+        # reqMktData at v157: 1, 11, reqId, 12 contract fields, deltaNeutralContract flag (+ 3 fields when set),
+        # genericTickList, snapshot, regulatorySnapshot, mktDataOptions.
+        req_id, symbol = int(f[2]), f[4]
+        snapshot = f[17 + (3 if f[15] == "1" else 0)] == "1"
+        self.snapshot_requests.append(symbol)
+        if not snapshot:  # the fake only answers snapshots
+            self.unhandled.append(f)
+            return
+        delayed = self.market_data_type in (3, 4)
+        if self._market_data_refusal is not None:
+            code, message = self._market_data_refusal
+            session.send(4, 2, req_id, code, message)
+            if code != 10167:
+                return
+            delayed = True  # "Displaying delayed market data"
+        ticks = _DELAYED_TICKS if delayed else _LIVE_TICKS
+        if delayed:
+            session.send(58, 1, req_id, 3)
+        quote = self.quotes.get(symbol, Quote())
+        for name in ("bid", "ask", "last", "close"):
+            price = getattr(quote, name)
+            if price is not None:  # tickPrice: 1, version, reqId, tickType, price, size, attrMask
+                session.send(1, 6, req_id, ticks[name], price, 0 if name == "close" else 100, 0)
+        if quote.volume is not None:  # tickSize: 2, version, reqId, tickType, size
+            session.send(2, 6, req_id, ticks["volume"], quote.volume)
+        if quote.last_time is not None:  # tickString: 46, version, reqId, tickType, value (epoch seconds)
+            session.send(46, 6, req_id, ticks["last_time"], int(quote.last_time.timestamp()))
+        session.send(57, 1, req_id)
+
+    def _scanner_subscription(self, session: _Session, f: list[str]) -> None:
+        # reqScannerSubscription at v157 (no version field): 22, reqId, numberOfRows, instrument, locationCode, scanCode, ...
+        req_id, rows = int(f[1]), int(f[2] or -1)
+        self.scanner_requests.append((f[3], f[4], f[5], rows))
+        symbols = self.scanner_symbols[: rows if rows > 0 else 50]
+        fields: list = [20, 3, req_id, len(symbols)]
+        for rank, symbol in enumerate(symbols):
+            # rank conId symbol secType lastTradeDate strike right exchange currency localSymbol marketName
+            # tradingClass distance benchmark projection legsStr
+            fields += [rank, self.symbols[symbol], symbol, "STK", "", "", "", "SMART", "USD", symbol, "NMS", "NMS",
+                       "", "", "", ""]  # fmt: skip
+        session.send(*fields)
+
     # --- state -------------------------------------------------------------------------------
     def _open_order_with_ref(self, order_ref: str) -> FakeOrder:
         matches = [o for o in self.orders if o.order_ref == order_ref and o.is_open]
@@ -589,6 +764,27 @@ def _contract_details(req_id: int, symbol: str, con_id: int) -> list:
         0,  # secIdList
         1, "", "", "26", "", "COMMON",  # aggGroup underSymbol underSecType marketRuleIds realExpirationDate stockType
     ]  # fmt: skip
+
+
+def _parse_end(text: str) -> datetime | None:
+    """reqHistoricalData's endDateTime: "" (now) or "yyyymmdd hh:mm:ss <zone>" (ib_async sends UTC)."""
+    if not text:
+        return None
+    day, clock, zone = text.split(" ", 2)
+    moment = datetime.strptime(f"{day} {clock}", "%Y%m%d %H:%M:%S")
+    return moment.replace(tzinfo=UTC if zone == "UTC" else ZoneInfo(zone))
+
+
+def _parse_duration(text: str) -> timedelta:
+    count, unit = text.split(" ")
+    return int(count) * _DURATION_UNITS[unit]
+
+
+def _bar_time(start: datetime, format_date: int) -> str:
+    """An intraday bar's time as TWS sends it: epoch seconds (formatDate 2) or New York time with its zone (1)."""
+    if format_date == 2:
+        return str(int(start.timestamp()))
+    return f"{start.astimezone(NEW_YORK):%Y%m%d %H:%M:%S} America/New_York"
 
 
 def _text(value) -> str:
