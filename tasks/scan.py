@@ -16,6 +16,7 @@ from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
 DAILY_LOOKBACK = timedelta(days=45)  # calendar days that hold the 20 sessions the scan needs
+MOVERS = 50  # how many of a live source's top gainers a scan considers
 
 
 @task(cache_policy=NO_CACHE)
@@ -24,9 +25,10 @@ def scan_candidates(run: RunContext) -> int:
     log = get_run_logger()
     market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings)
     prior = calendar.previous_session(run.trade_date)
-    daily = market.daily_bars(prior - DAILY_LOOKBACK, prior)
-    opening = market.opening_prints(run.trade_date)
-    features = scan.scan_features(daily, opening, prior, _last_minute_closes(market, prior))
+    universe = _universe(market, run)
+    daily = market.daily_bars(prior - DAILY_LOOKBACK, prior, universe)
+    opening = market.opening_prints(run.trade_date, universe)
+    features = scan.scan_features(daily, opening, prior, _last_minute_closes(market, prior, universe))
     features = scan.apply_filters(features, run.settings.scan.filters())
     store.replace(
         "candidates",
@@ -54,10 +56,18 @@ def scan_candidates(run: RunContext) -> int:
     return passed
 
 
-def _last_minute_closes(market: wiring.MarketData, prior) -> pd.Series | None:
+def _universe(market: wiring.MarketData, run: RunContext) -> list[str] | None:
+    """What to scan: the configured watchlist, else a live source's movers, else every symbol of a replay."""
+    if run.settings.data.universe:
+        return list(run.settings.data.universe)
+    movers = getattr(market, "movers", None)  # live sources rank the pre-market's gainers
+    return list(movers(top=MOVERS)["symbol"]) if movers else None
+
+
+def _last_minute_closes(market: wiring.MarketData, prior, universe: list[str] | None) -> pd.Series | None:
     """The prior session's last minute close per symbol: unadjusted like the minute bars."""
     try:
-        bars = market.minute_bars(prior)
+        bars = market.minute_bars(prior, universe)
     except DataQualityError:
         return None
     if bars.empty:

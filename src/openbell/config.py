@@ -30,6 +30,9 @@ class DataSettings(BaseModel):
     minute_bars: Path | None = Field(None, description="Minute-bar Parquet for replays; default: the synthetic market.")
     daily_bars: Path | None = Field(None, description="Daily-bar Parquet for replays; default: the synthetic market.")
     lock_timeout_s: float = Field(30.0, gt=0, description="How long to wait for a DuckDB file locked by another process.")
+    universe: list[str] | None = Field(
+        None, description="Symbols a live scan considers; empty: the broker's pre-market movers list."
+    )
 
     @property
     def database(self) -> Path:

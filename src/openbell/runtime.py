@@ -54,9 +54,10 @@ def phases(day: date, settings: Settings) -> Phases:
 
 
 LIVE_DATA_MISSING = (
-    "live mode needs live market data from a broker (Alpaca or Interactive Brokers), which is not configured; "
-    "run with mode='replay' to trade a recorded or synthetic day"
+    "live mode needs live market data from a broker: set OPENBELL_BROKER__KIND=alpaca or ibkr (the paper "
+    "broker only replays), or run with mode='replay' to trade a recorded or synthetic day"
 )
+_live_sources: dict[str, MarketData] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ def store_for(settings: Settings) -> Store:
 def market_for(settings: Settings, mode: Mode = "replay") -> MarketData:
     """The replay source of the settings' Parquet files, or of the synthetic market (generated once)."""
     if mode == "live":
-        raise ConfigError(LIVE_DATA_MISSING)
+        return _live_source(settings)
     data = settings.data
     if (data.minute_bars is None) != (data.daily_bars is None):
         raise ConfigError("give both minute_bars and daily_bars Parquet files, or neither for the synthetic market")
@@ -130,6 +131,24 @@ def market_for(settings: Settings, mode: Mode = "replay") -> MarketData:
     if not (minute.exists() and daily.exists()):
         generate_synthetic_market(folder)
     return _replay_source(minute, daily)
+
+
+def _live_source(settings: Settings) -> MarketData:
+    """The broker's market data, one per process and settings (IB allows one connection per client id)."""
+    key = settings.model_dump_json()
+    if key not in _live_sources:
+        universe = settings.data.universe
+        if settings.broker.kind == "alpaca":
+            from openbell.marketdata.alpaca import AlpacaMarketData  # the SDKs load only for those who use them
+
+            _live_sources[key] = AlpacaMarketData(settings, universe=universe)
+        elif settings.broker.kind == "ibkr":
+            from openbell.marketdata.ibkr import IbkrMarketData
+
+            _live_sources[key] = IbkrMarketData(settings, universe=universe)
+        else:
+            raise ConfigError(LIVE_DATA_MISSING)
+    return _live_sources[key]
 
 
 @lru_cache(maxsize=4)
