@@ -658,7 +658,17 @@ class IbkrBroker:
         return sorted(fills, key=lambda f: (f.ts, f.fill_id))
 
     async def _read(self, view: Callable[[], T]) -> T:
+        """A view of the book after one round trip to TWS.
+
+        ib_async applies TWS's messages in order, so once TWS answers, every fill and status it
+        pushed before has been applied: a read never misses what already happened, even when a
+        simulated clock moves faster than pushes travel.
+        """
         await self._ensure_ready()
+        try:
+            await asyncio.wait_for(self._ib.reqCurrentTimeAsync(), self._request_timeout)
+        except (ConnectionError, TimeoutError):
+            await self._ensure_ready()  # the link dropped under the read: the reconnect's resync rebuilds the book
         self._absorb()
         return view()
 

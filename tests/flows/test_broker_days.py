@@ -1,0 +1,182 @@
+"""A replayed day through the flows against the fake Alpaca and the fake TWS ends flat, with the paper broker's trades.
+
+The same Prefect flows trade 2018-03-01 three times: on the paper broker, then through the real alpaca-py
+client against the fake Alpaca, then through the real ib_async client against the fake TWS. Both fakes
+fill by the paper fill model (broker_bridge), so every trade must come out as on the paper broker; the
+commissions are each broker's own (Alpaca none, the fake TWS its per-share schedule), so trades are
+compared gross. Each fake account already holds 100 IBM, which the day must leave alone.
+
+alpaca-py asks for everything it reads, so the fake Alpaca catches up before each answer. ib_async reads
+what TWS pushed; the IBKR adapter makes a round trip to TWS before each read, so the fills the fake
+pushed as the replay's clock moved are in before the flows look (without it, a simulated minute outran
+the pushes and the liquidation's fills were missed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from broker_bridge import BridgedAlpaca, BridgedTws, Holding, PaperExchange
+from pydantic import SecretStr
+
+from openbell import calendar
+from openbell.brokers import Broker
+from openbell.clock import SimClock
+from openbell.config import AlpacaSettings, BrokerSettings, IbkrSettings, RunOptions, Settings
+from openbell.core.types import Position, Symbol
+from openbell.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+DAY = date(2018, 3, 1)
+# Stops early (NVAX at 09:31) and late (AAL, AAPL), targets (CLF, SIRI), held to the liquidation (KO, XOM),
+# and two entries without an opening print (BA and F open after 09:30): they expire unfilled.
+SYMBOLS = ["AAL", "AAPL", "BA", "CLF", "F", "KO", "NVAX", "SIRI", "XOM"]
+HELD = Position(Symbol("IBM"), 100, Decimal("140.00"))  # bought before openbell ran
+API_KEY, SECRET_KEY = "PKBRIDGE0KEY0ID", "bridge-secret"
+CLIENT_ID = 17
+
+
+@dataclass
+class BrokerDay:
+    """One day traded through a fake broker: its database, the fake, and a way to ask the broker afterwards."""
+
+    kind: str
+    store: Store
+    fake: BridgedAlpaca | BridgedTws
+    settings: Settings
+
+    def broker(self) -> Broker:
+        clock = SimClock(datetime(DAY.year, DAY.month, DAY.day, 17, tzinfo=calendar.NEW_YORK))
+        if self.kind == "alpaca":
+            from openbell.brokers.alpaca import AlpacaBroker
+
+            return AlpacaBroker(self.settings, clock, DAY)
+        from openbell.brokers.ibkr import IbkrBroker
+
+        return IbkrBroker(self.settings, clock, DAY)
+
+
+def _run_day(db: Path, shared_data) -> None:
+    """Run the whole trading day into `db`, the broker as the environment says."""
+    from flows.trading_day import trading_day
+
+    minute, daily = shared_data
+    trading_day(trade_date=DAY, symbols=SYMBOLS, options=RunOptions(db_path=str(db), minute_bars=str(minute),
+                                                                    daily_bars=str(daily)))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def paper_day(prefect_harness, shared_data, tmp_path_factory) -> Store:
+    db = tmp_path_factory.mktemp("paper") / "openbell.duckdb"
+    _run_day(db, shared_data)
+    return Store(db)
+
+
+@pytest.fixture(scope="module", params=["alpaca", "ibkr"])
+def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factory):
+    """The day through the fake of `request.param`, its broker chosen by environment variables as a user would."""
+    kind = request.param
+    engine = PaperExchange(DAY, *shared_data)
+    if kind == "alpaca":
+        fake = BridgedAlpaca(engine, api_key=API_KEY, secret_key=SECRET_KEY).start()
+        fake.hold(HELD.symbol, HELD.qty, HELD.avg_price)
+        env = {"KIND": "alpaca", "ALPACA__API_KEY": API_KEY, "ALPACA__SECRET_KEY": SECRET_KEY,
+               "ALPACA__URL_OVERRIDE": fake.url}  # fmt: skip
+        alpaca = AlpacaSettings(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET_KEY), url_override=fake.url)
+        settings = Settings(broker=BrokerSettings(kind="alpaca", alpaca=alpaca))
+    else:
+        symbols = {s: 1000 + i for i, s in enumerate([*SYMBOLS, HELD.symbol])}
+        fake = BridgedTws(engine, symbols=symbols, holdings=(Holding(HELD.symbol, Decimal(HELD.qty), HELD.avg_price),))
+        fake.start()
+        env = {"KIND": "ibkr", "IBKR__PORT": str(fake.port), "IBKR__CLIENT_ID": str(CLIENT_ID),
+               "IBKR__CONNECT_TIMEOUT_S": "5"}  # fmt: skip
+        settings = Settings(broker=BrokerSettings(kind="ibkr", ibkr=IbkrSettings(port=fake.port, client_id=CLIENT_ID + 1)))
+    db = tmp_path_factory.mktemp(kind) / "openbell.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(f"OPENBELL_BROKER__{name}", value)
+        _run_day(db, shared_data)
+    fake.stop_following()
+    yield BrokerDay(kind, Store(db), fake, settings)
+    fake.stop()
+
+
+def _trades(store: Store) -> dict[str, tuple]:
+    """Each trade as (shares, entry time and price, exit time and price, exit reason, gross P&L)."""
+    rows = store.query(
+        "SELECT symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reason, pnl + commission "
+        "FROM trades WHERE trade_date = ? ORDER BY symbol",
+        [DAY],
+    )
+    return {symbol: tuple(rest) for symbol, *rest in rows}
+
+
+def _orders(store: Store) -> dict[str, tuple]:
+    rows = store.query(
+        "SELECT client_order_id, status, qty, filled_qty, avg_fill_price, limit_price, stop_price FROM orders "
+        "WHERE trade_date = ? ORDER BY client_order_id",
+        [DAY],
+    )
+    return {cid: tuple(rest) for cid, *rest in rows}
+
+
+def test_the_paper_day_has_every_kind_of_exit_and_an_unfilled_entry(paper_day):
+    reasons = {reason for (reason,) in paper_day.query("SELECT DISTINCT exit_reason FROM trades")}
+    unfilled = paper_day.query("SELECT symbol FROM orders WHERE purpose = 'entry' AND status = 'expired' ORDER BY 1")
+    assert reasons == {"target", "stop", "eod"}
+    assert unfilled == [("BA",), ("F",)]
+
+
+def test_the_day_ends_flat_with_the_holding_from_before_untouched(broker_day):
+    broker = broker_day.broker()
+    try:
+        positions, working = broker.positions(), broker.open_orders()
+    finally:
+        broker.close()
+    assert positions == {HELD.symbol: HELD}
+    assert working == []
+
+
+def test_every_trade_is_the_paper_brokers_trade(broker_day, paper_day):
+    assert _trades(broker_day.store) == _trades(paper_day)
+
+
+def test_every_order_ends_as_on_the_paper_broker(broker_day, paper_day):
+    """Entries filled or expired, exits filled or cancelled, liquidations filled: the same orders, the same ends."""
+    assert _orders(broker_day.store) == _orders(paper_day)
+
+
+def test_commissions_are_the_brokers_own(broker_day):
+    charged = dict(broker_day.store.query("SELECT symbol, commission FROM trades WHERE trade_date = ?", [DAY]))
+    if broker_day.kind == "alpaca":
+        expected = {symbol: Decimal(0) for symbol in charged}
+    else:
+        expected = {}
+        for execution in broker_day.fake.executions:
+            expected[execution.order.symbol] = expected.get(execution.order.symbol, Decimal(0)) + execution.commission
+    assert charged == expected
+
+
+def test_every_order_reached_the_broker_once_under_its_own_client_order_id(broker_day):
+    ids = [cid for (cid,) in broker_day.store.query("SELECT client_order_id FROM orders WHERE trade_date = ?", [DAY])]
+    fake = broker_day.fake
+    if broker_day.kind == "alpaca":
+        sent = [cid for cid in ids if not cid.endswith("-stop")]  # a stop travels as the leg of its target's order
+        assert [len(fake.orders_with_client_id(cid)) for cid in sent] == [1] * len(sent)
+        assert fake.requests.count("POST /v2/orders") == len(sent)
+    else:
+        assert sorted(fake.place_requests) == sorted(ids)
+    assert len(ids) == len(set(ids)) > 0
+
+
+def test_the_fake_and_its_matching_engine_report_no_failure(broker_day):
+    fake = broker_day.fake
+    assert fake.engine.errors == []
+    if broker_day.kind == "ibkr":
+        assert fake.errors == []
+        assert fake.unhandled == []
