@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from openbell import ledger
 from openbell import runtime as wiring
 from openbell.brokers import Broker
+from openbell.clock import Clock
 from openbell.core.orders import liquidation, protective_exit
 from openbell.core.types import ClientOrderId, Purpose, Side, client_order_id
 from openbell.errors import OrderRejected
@@ -17,6 +18,7 @@ from openbell.store import Store
 from tasks.runs import RunContext
 
 MINUTE = timedelta(minutes=1)
+CANCEL_WAIT = timedelta(seconds=30)
 OFF_SCHEDULE = timedelta(minutes=10)  # a live run this long before its phase belongs to the other cron
 
 
@@ -65,7 +67,7 @@ def flatten_positions(run: RunContext) -> int:
             return 0
         clock.sleep_until(when.liquidation)
         with store.batch():
-            flattened = _sell_what_we_opened(store, broker, run)
+            flattened = _sell_what_we_opened(store, broker, clock, run)
         if run.dry_run:
             return 0
         deadline = when.close + 2 * MINUTE
@@ -80,12 +82,20 @@ def flatten_positions(run: RunContext) -> int:
         broker.close()
 
 
-def _sell_what_we_opened(store: Store, broker: Broker, run: RunContext) -> int:
-    """Cancel the system's open orders, then sell at market what its own fills left it holding."""
+def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunContext) -> int:
+    """Cancel the system's open orders, then sell at market what its own fills left it holding.
+
+    The sells wait until the broker confirms the cancels (Alpaca cancels asynchronously and refuses a
+    sell while the exits still hold the shares), for at most CANCEL_WAIT.
+    """
     day = run.trade_date
-    for order in broker.open_orders():
-        if ledger.is_ours(order.client_order_id, day) and not run.dry_run:
-            broker.cancel(order.client_order_id)
+    ours = [o.client_order_id for o in broker.open_orders() if ledger.is_ours(o.client_order_id, day)]
+    if not run.dry_run:
+        for order_id in ours:
+            broker.cancel(order_id)
+        deadline = clock.now() + CANCEL_WAIT
+        while _still_open(broker, ours) and clock.now() < deadline:
+            clock.sleep_until(clock.now() + timedelta(seconds=1))
     held = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
     positions = broker.positions()
     if run.dry_run:
@@ -103,6 +113,10 @@ def _sell_what_we_opened(store: Store, broker: Broker, run: RunContext) -> int:
             get_run_logger().error("could not flatten %s: %s", symbol, rejected)
     ledger.record_orders(store, day, orders, run.run_id)
     return len(orders)
+
+
+def _still_open(broker: Broker, order_ids: list[ClientOrderId]) -> bool:
+    return any((order := broker.order(i)) is not None and order.is_open() for i in order_ids)
 
 
 def _protect_filled_entries(

@@ -78,6 +78,8 @@ class FakeAlpaca:
         self._positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (qty, avg price)
         self._scripts: deque[_Script] = deque()
         self._rate_limits: dict[str | None, int] = {}
+        self._cancel_delay = 0  # requests a cancel stays pending_cancel (0: cancels at once)
+        self._pending_cancels: dict[str, int] = {}  # alpaca id -> requests left before it is canceled
         self._seq = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -157,8 +159,15 @@ class FakeAlpaca:
             return sum(1 for order_id in self._orders if order_id not in self._parent)
 
     # --- the API --------------------------------------------------------------------------
+    def slow_cancels(self, requests: int) -> None:
+        """From now on a cancel leaves the order `pending_cancel` for this many later requests, as Alpaca's
+        asynchronous cancels do (meanwhile its shares stay held: a sell of them is refused)."""
+        with self._lock:
+            self._cancel_delay = requests
+
     def respond(self, method: str, path: str, query: dict[str, str], body: dict | None) -> tuple[int, object]:
         with self._lock:
+            self._advance_pending_cancels()
             if path == "/v2/orders" and method == "POST":
                 return self._create(body or {})
             if path == "/v2/orders" and method == "GET":
@@ -294,9 +303,23 @@ class FakeAlpaca:
 
     def _cancel_one(self, order_id: str) -> None:
         order = self._orders[order_id]
-        if order["status"] in OPEN:
+        if order["status"] == "pending_cancel":
+            return
+        if order["status"] in OPEN and self._cancel_delay:
+            order.update(status="pending_cancel", updated_at=_iso(self.clock.now()))
+            self._pending_cancels[order_id] = self._cancel_delay
+        elif order["status"] in OPEN:
             now = _iso(self.clock.now())
             order.update(status="canceled", canceled_at=now, updated_at=now)
+
+    def _advance_pending_cancels(self) -> None:
+        for order_id, left in list(self._pending_cancels.items()):
+            if left > 1:
+                self._pending_cancels[order_id] = left - 1
+                continue
+            del self._pending_cancels[order_id]
+            now = _iso(self.clock.now())
+            self._orders[order_id].update(status="canceled", canceled_at=now, updated_at=now)
 
     def _render(self, order_id: str, *, nested: bool) -> dict:
         order = copy.deepcopy(self._orders[order_id])
