@@ -51,9 +51,12 @@ from openbell.marketdata.base import (
     DAILY_COLUMNS,
     MINUTE_COLUMNS,
     MOVER_COLUMNS,
+    NEW_YORK_TS,
     OPENING_PRINT_COLUMNS,
     PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
+    protocol_frame,
+    unique_symbols,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,6 @@ MAX_MOVERS = 50  # the screener's largest `top`
 Feed = Literal["sip", "iex", "delayed_sip"]
 BarAdjustment = Literal["raw", "split", "dividend", "all"]
 
-_NEW_YORK_TS = "datetime64[us, America/New_York]"  # what the replay source gives, so frames concatenate cleanly
 _BAR_FIELDS = {"t": "ts", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume"}
 
 
@@ -129,7 +131,7 @@ class AlpacaMarketData:
                 "adjustment one of raw, split, dividend, all"
             ) from None
         self._clock = clock or WallClock()
-        self._universe = _unique(universe) if universe is not None else None
+        self._universe = unique_symbols(universe) if universe is not None else None
         self._timeout_s = timeout_s
         self._base_url = keys.data_url_override or BaseURL.DATA.value
         credentials = {"api_key": secret(keys.api_key), "secret_key": secret(keys.secret_key), "raw_data": True}
@@ -206,7 +208,7 @@ class AlpacaMarketData:
             daily = snap.daily_bar
             volume = daily.volume if daily is not None and _new_york_date(daily.timestamp) == day else 0
             rows.append((symbol, float(trade.price), round(volume)))
-        return _frame(OPENING_PRINT_COLUMNS, rows)
+        return protocol_frame(OPENING_PRINT_COLUMNS, rows)
 
     def symbols(self) -> list[str]:
         """The configured universe, sorted.
@@ -255,7 +257,7 @@ class AlpacaMarketData:
                     day_volume,
                 )
             )
-        return _frame(SNAPSHOT_COLUMNS, rows)
+        return protocol_frame(SNAPSHOT_COLUMNS, rows)
 
     def movers(self, top: int = MAX_MOVERS) -> pd.DataFrame:
         """The day's top gainers by percent change from the previous close, biggest first.
@@ -277,7 +279,7 @@ class AlpacaMarketData:
         except (TypeError, ValidationError) as problem:
             raise DataQualityError(f"Alpaca's market movers could not be read: {_first_line(problem)}") from None
         rows = [(m.symbol, float(m.percent_change), float(m.price)) for m in movers.gainers]
-        frame = _frame(MOVER_COLUMNS, rows, sort_by=None)
+        frame = protocol_frame(MOVER_COLUMNS, rows, sort_by=None)
         frame = frame.sort_values(["percent_change", "symbol"], ascending=[False, True], ignore_index=True)
         updated = pd.Timestamp(movers.last_updated).tz_convert(NEW_YORK)
         frame.attrs["last_updated"] = updated
@@ -385,7 +387,7 @@ class AlpacaMarketData:
                     "symbols to fetch (e.g. from movers()), or give the source a universe=[...] when creating it"
                 )
             return list(self._universe)
-        return _unique([symbols] if isinstance(symbols, str) else symbols)
+        return unique_symbols([symbols] if isinstance(symbols, str) else symbols)
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -400,10 +402,10 @@ def _bars_frame(raw: dict[str, list], what: str) -> pd.DataFrame:
             for key, name in _BAR_FIELDS.items():
                 columns[name].append(bar.get(key) if isinstance(bar, dict) else None)
     if not columns["symbol"]:
-        return _frame(MINUTE_COLUMNS, [])
+        return protocol_frame(MINUTE_COLUMNS, [])
     frame = pd.DataFrame(columns)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce").dt.tz_convert(NEW_YORK)
-    frame["ts"] = frame["ts"].astype(_NEW_YORK_TS)
+    frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
     numbers = ["open", "high", "low", "close", "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
     prices = frame[list(PRICE_COLUMNS)]
@@ -426,30 +428,7 @@ def _regular_hours(bars: pd.DataFrame, opens: datetime, closes: datetime) -> pd.
     return bars.loc[in_session].reset_index(drop=True)
 
 
-def _frame(columns: tuple[str, ...], rows: list[tuple], *, sort_by: str | None = "symbol") -> pd.DataFrame:
-    """A frame of `rows` with the protocol's dtypes: symbol str, ts New York, prices float64, volumes int64."""
-    data = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
-    frame = pd.DataFrame({name: pd.Series(values, dtype=_dtype(name)) for name, values in zip(columns, data, strict=True)})
-    return frame.sort_values(sort_by, ignore_index=True) if sort_by else frame
-
-
-def _dtype(column: str) -> str:
-    if column == "symbol":
-        return "str"
-    if column == "ts":
-        return _NEW_YORK_TS
-    if column in ("volume", "day_volume"):
-        return "int64"
-    if column == "date":
-        return "object"
-    return "float64"
-
-
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _unique(symbols: Collection[str]) -> list[str]:
-    return sorted({s.strip() for s in symbols if s and s.strip()})
 
 
 def _batches(symbols: list[str]) -> Iterator[list[str]]:

@@ -15,6 +15,36 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 # Live sources add these: the latest quote per symbol, and the screener's gainers.
 SNAPSHOT_COLUMNS = ("symbol", "last_price", "bid", "ask", "prev_close", "day_volume")
 MOVER_COLUMNS = ("symbol", "percent_change", "price")
+NEW_YORK_TS = "datetime64[us, America/New_York]"  # what every source gives, so frames concatenate cleanly
+
+
+def column_dtype(column: str) -> str:
+    """The protocol's dtype of a column: symbol str, ts New York, volumes int64, dates objects, prices float64."""
+    if column == "symbol":
+        return "str"
+    if column == "ts":
+        return NEW_YORK_TS
+    if column in ("volume", "day_volume"):
+        return "int64"
+    if column == "date":
+        return "object"
+    return "float64"
+
+
+def protocol_frame(
+    columns: tuple[str, ...], rows: list[tuple], *, sort_by: str | list[str] | None = "symbol"
+) -> pd.DataFrame:
+    """A frame of `rows` (tuples in `columns` order) with the protocol's dtypes, sorted by `sort_by`."""
+    data = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
+    frame = pd.DataFrame(
+        {name: pd.Series(values, dtype=column_dtype(name)) for name, values in zip(columns, data, strict=True)}
+    )
+    return frame.sort_values(sort_by, ignore_index=True) if sort_by else frame
+
+
+def unique_symbols(symbols: Collection[str]) -> list[str]:
+    """Symbols asked for, stripped, without blanks or repeats, sorted."""
+    return sorted({s.strip() for s in symbols if s and s.strip()})
 
 
 @runtime_checkable

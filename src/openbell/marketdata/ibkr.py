@@ -61,9 +61,12 @@ from openbell.marketdata.base import (
     DAILY_COLUMNS,
     MINUTE_COLUMNS,
     MOVER_COLUMNS,
+    NEW_YORK_TS,
     OPENING_PRINT_COLUMNS,
     PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
+    protocol_frame,
+    unique_symbols,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,6 @@ NOT_SUBSCRIBED = 354
 DELAYED_INSTEAD = 10167  # "not subscribed. Displaying delayed market data": a warning, data follows
 SUBSCRIPTION_ERRORS = frozenset({NOT_SUBSCRIBED, DELAYED_INSTEAD, 10168, 10089, 10090, 10091})
 
-_NEW_YORK_TS = "datetime64[us, America/New_York]"  # as the replay and Alpaca sources give it
 _ONE_MINUTE = timedelta(minutes=1)
 _HISTORY_KEPT = 4096
 T = TypeVar("T")
@@ -245,7 +247,7 @@ class IbkrMarketData:
         self._client_id = ibkr.client_id + MARKET_DATA_CLIENT_ID_OFFSET if client_id is None else client_id
         self._connect_timeout = ibkr.connect_timeout_s
         self._clock = clock or WallClock()
-        self._universe = _unique(universe) if universe is not None else None
+        self._universe = unique_symbols(universe) if universe is not None else None
         self._delayed = delayed
         self._timeout = request_timeout_s
         self._pacing = pacing
@@ -354,7 +356,7 @@ class IbkrMarketData:
             if quote.last_time is not None and quote.last_time < day_starts:
                 continue  # last traded on an earlier day
             rows.append((symbol, quote.last, _shares(quote.volume)))
-        return _frame(OPENING_PRINT_COLUMNS, rows)
+        return protocol_frame(OPENING_PRINT_COLUMNS, rows)
 
     def symbols(self) -> list[str]:
         """The configured universe, sorted.
@@ -385,7 +387,7 @@ class IbkrMarketData:
         wanted = self._wanted(symbols, "snapshots")
         quotes = self._call(lambda: self._snapshots(wanted, "snapshots"), timeout=self._snapshot_budget(len(wanted)))
         rows = [(s, q.last, q.bid, q.ask, q.prev_close, _shares(q.volume)) for s, q in quotes.items()]
-        return _frame(SNAPSHOT_COLUMNS, rows)
+        return protocol_frame(SNAPSHOT_COLUMNS, rows)
 
     def movers(self, top: int = MAX_MOVERS) -> pd.DataFrame:
         """The top gainers by percent change, in IB's scanner order (TOP_PERC_GAIN over STK.US.MAJOR).
@@ -410,7 +412,7 @@ class IbkrMarketData:
         now = self._clock.now()
         end_at = min(datetime.combine(end, time(23, 59, 59), NEW_YORK), now)
         if end_at < datetime.combine(start, time(0), NEW_YORK):
-            return _frame(DAILY_COLUMNS, [])
+            return protocol_frame(DAILY_COLUMNS, [])
         days = (end_at.astimezone(NEW_YORK).date() - start).days + 1
         duration = f"{days} D" if days <= 365 else f"{math.ceil(days / 365)} Y"
         finished = end_at < now  # the whole range is in the past: IB's answer will not change
@@ -428,7 +430,7 @@ class IbkrMarketData:
         now = self._clock.now()
         last_minute_ends = min(closes, now.replace(second=0, microsecond=0))
         if last_minute_ends <= opens:
-            return _frame(MINUTE_COLUMNS, [])
+            return protocol_frame(MINUTE_COLUMNS, [])
         duration = f"{int((last_minute_ends - opens).total_seconds())} S"
         rows = []
         for symbol, contract in (await self._contracts_for(symbols)).items():
@@ -537,7 +539,7 @@ class IbkrMarketData:
             prev_close = quote.prev_close if quote is not None else math.nan
             change = (price / prev_close - 1) * 100 if price > 0 and prev_close > 0 else math.nan
             rows.append((symbol, change, price))
-        return _frame(MOVER_COLUMNS, rows, sort_by=None)
+        return protocol_frame(MOVER_COLUMNS, rows, sort_by=None)
 
     async def _contracts_for(self, symbols: list[str]) -> dict[str, Contract]:
         """The qualified contracts of the symbols IB knows; unknown ones are logged once and left out."""
@@ -738,7 +740,7 @@ class IbkrMarketData:
                     "fetch (e.g. from movers()), or give the source a universe=[...] when creating it"
                 )
             return list(self._universe)
-        return _unique([symbols] if isinstance(symbols, str) else symbols)
+        return unique_symbols([symbols] if isinstance(symbols, str) else symbols)
 
 
 # -- IB values ------------------------------------------------------------------------------------
@@ -809,7 +811,7 @@ def _day_is_over(day: date, now: datetime) -> bool:
 def _bars_frame(columns: tuple[str, ...], rows: list[tuple], *, what: str) -> pd.DataFrame:
     """Bars with the protocol's dtypes, sorted by (symbol, time); unusable and duplicate bars dropped."""
     if not rows:
-        return _frame(columns, [])
+        return protocol_frame(columns, [])
     key = columns[1]  # "ts" or "date"
     frame = pd.DataFrame(rows, columns=list(columns))
     numbers = [*PRICE_COLUMNS, "volume"]
@@ -824,28 +826,5 @@ def _bars_frame(columns: tuple[str, ...], rows: list[tuple], *, what: str) -> pd
     if bad.any():
         log.warning("dropped %d unusable %s (missing or non-positive values, high < low, duplicates)", bad.sum(), what)
         frame = frame.loc[~bad]
-    frame = frame.astype({"symbol": "str", "volume": "int64"} | ({"ts": _NEW_YORK_TS} if key == "ts" else {}))
+    frame = frame.astype({"symbol": "str", "volume": "int64"} | ({"ts": NEW_YORK_TS} if key == "ts" else {}))
     return frame.sort_values(["symbol", key], ignore_index=True)
-
-
-def _frame(columns: tuple[str, ...], rows: list[tuple], *, sort_by: str | list[str] | None = "symbol") -> pd.DataFrame:
-    """A frame of `rows` with the protocol's dtypes: symbol str, ts New York, prices float64, volumes int64."""
-    data = list(zip(*rows, strict=True)) if rows else [[] for _ in columns]
-    frame = pd.DataFrame({name: pd.Series(values, dtype=_dtype(name)) for name, values in zip(columns, data, strict=True)})
-    return frame.sort_values(sort_by, ignore_index=True) if sort_by else frame
-
-
-def _dtype(column: str) -> str:
-    if column == "symbol":
-        return "str"
-    if column == "ts":
-        return _NEW_YORK_TS
-    if column in ("volume", "day_volume"):
-        return "int64"
-    if column == "date":
-        return "object"
-    return "float64"
-
-
-def _unique(symbols: Collection[str]) -> list[str]:
-    return sorted({s.strip() for s in symbols if s and s.strip()})
