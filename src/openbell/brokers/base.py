@@ -7,7 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Position, Symbol
+from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, OrderType, Position, Symbol
+from openbell.errors import OrderRejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,18 @@ class MooWindow:
 
     def accepts(self, moment: datetime) -> bool:
         return self.opens <= moment <= self.cutoff
+
+
+def check_market_on_open(intent: OrderIntent, window: MooWindow, now: datetime) -> None:
+    """Refuse an opening-auction order that is not a market order, or that comes outside the broker's window."""
+    if intent.order_type is not OrderType.MARKET:
+        raise OrderRejected(intent.client_order_id, "only market orders can be market-on-open")
+    if not window.accepts(now):
+        raise OrderRejected(
+            intent.client_order_id,
+            f"market-on-open orders for {window.cutoff:%Y-%m-%d} are accepted from {window.opens:%Y-%m-%d %H:%M} "
+            f"to {window.cutoff:%H:%M} New York time",
+        )
 
 
 @dataclass(frozen=True, slots=True)

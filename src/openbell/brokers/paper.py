@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from openbell import calendar
-from openbell.brokers.base import Account, MooWindow
+from openbell.brokers.base import Account, MooWindow, check_market_on_open
 from openbell.clock import Clock
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitCode, bar_exits
@@ -289,15 +289,7 @@ class PaperBroker:
 
     def _check_acceptable(self, intent: OrderIntent, now: datetime) -> None:
         if intent.tif is TimeInForce.OPG:
-            if intent.order_type is not OrderType.MARKET:
-                raise OrderRejected(intent.client_order_id, "only market orders can be market-on-open")
-            window = self.moo_window(self._date)
-            if not window.accepts(now):
-                raise OrderRejected(
-                    intent.client_order_id,
-                    f"market-on-open orders for {self._date} are accepted from {window.opens:%Y-%m-%d %H:%M} "
-                    f"to {window.cutoff:%H:%M} New York time",
-                )
+            check_market_on_open(intent, self.moo_window(self._date), now)
         elif now >= self._at(self._close_s):
             raise OrderRejected(intent.client_order_id, "the session has closed")
         if intent.side is Side.BUY and intent.order_type is not OrderType.MARKET:

@@ -35,7 +35,7 @@ from ib_async import IB, Contract, Trade
 from ib_async import Fill as IbFill
 
 from openbell import calendar
-from openbell.brokers.base import Account, MooWindow
+from openbell.brokers.base import Account, MooWindow, check_market_on_open
 from openbell.brokers.ibkr import mapping
 from openbell.clock import Clock
 from openbell.config import Settings
@@ -45,7 +45,6 @@ from openbell.core.types import (
     Order,
     OrderIntent,
     OrderStatus,
-    OrderType,
     Position,
     Symbol,
     TimeInForce,
@@ -525,15 +524,7 @@ class IbkrBroker:
     def _check_acceptable(self, intent: OrderIntent) -> None:
         now = self._clock.now()
         if intent.tif is TimeInForce.OPG:
-            if intent.order_type is not OrderType.MARKET:
-                raise OrderRejected(intent.client_order_id, "only market orders can be market-on-open")
-            window = self.moo_window(self._date)
-            if not window.accepts(now):
-                raise OrderRejected(
-                    intent.client_order_id,
-                    f"market-on-open orders for {self._date} are accepted from {window.opens:%Y-%m-%d %H:%M} "
-                    f"to {window.cutoff:%H:%M} New York time",
-                )
+            check_market_on_open(intent, self.moo_window(self._date), now)
         elif now >= calendar.session_close(self._date):  # IB would keep a DAY order for the next session
             raise OrderRejected(intent.client_order_id, f"the {self._date} session has closed")
 
