@@ -1,15 +1,36 @@
-"""The ranking task: order the candidates (or take the user's symbols) into `rankings`."""
+"""The ranking task: order the candidates (or take the user's symbols) into `rankings`, and explain it.
+
+Every ranker scores the day's candidates: the quant baseline (gap x relative volume), each
+ensemble voter, the LLM when one is configured, and the ensemble that combines them. The one
+the settings ask for (`ranking.method`) decides what trades; the others are recorded next to
+it in `ranker_scores`, and `ranking_decisions` says which one traded and, when it is not the
+one asked for, why. Nothing the LLM does can fail the morning: it falls back to the quant ranker.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from openbell import calendar
 from openbell import runtime as wiring
-from openbell.core.ranking import GapVolumeRanker, fixed_ranking
+from openbell.core.ranking import GapVolumeRanker, RankedPick, fixed_ranking
+from openbell.core.voters import EXCLUDED_COLUMN, VOTERS, EnsembleRanker, vote
 from openbell.errors import ConfigError
+from openbell.llm import audit
+from openbell.llm.news import fetch_headlines
+from openbell.llm.prompt import Headline, prompt_candidates
+from openbell.llm.ranker import LlmOutcome, LlmRanker
+from openbell.store import Store
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
+
+VOTER_LOOKBACK = timedelta(days=120)  # calendar days holding the 50 sessions of SMA(50)
+MOO_MARGIN = timedelta(minutes=2)  # the LLM must be done this long before the MOO orders go out
+MIN_LLM_BUDGET_S = 5.0
 
 
 @task(cache_policy=NO_CACHE)
@@ -17,42 +38,235 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     """Rank the day's candidates; returns the selected symbols, best first."""
     log = get_run_logger()
     store = wiring.store_for(run.settings)
+    method = run.settings.ranking.method
     if symbols:
         _require_known(run, symbols)
-        ranker, picks = "fixed", fixed_ranking([s.strip().upper() for s in symbols])
-    else:
-        candidates = store.query_df("SELECT * FROM candidates WHERE trade_date = ?", [run.trade_date])
-        if candidates.empty:
-            raise ConfigError(f"no scan for {run.trade_date}: run premarket_scan first, or pass symbols")
-        ranker = GapVolumeRanker()
-        picks, ranker = ranker.rank(candidates, run.settings.scan.top_n), ranker.name
-    store.replace(
-        "rankings",
-        [
-            {
-                "trade_date": run.trade_date,
-                "ranker": ranker,
-                "rank": p.rank,
-                "symbol": p.symbol,
-                "score": p.score,
-                "reason": p.reason,
-                "selected": p.selected,
-                "run_id": run.run_id,
-            }
-            for p in picks
-        ],
-        where={"trade_date": run.trade_date},
+        picks = fixed_ranking([s.strip().upper() for s in symbols])
+        _record(store, run, "fixed", picks, [], requested=method, fallback_reason=None, llm_key=None)
+        return _publish(run, "fixed", picks, None)
+
+    candidates = store.query_df("SELECT * FROM candidates WHERE trade_date = ?", [run.trade_date])
+    if candidates.empty:
+        raise ConfigError(f"no scan for {run.trade_date}: run premarket_scan first, or pass symbols")
+    top_n = run.settings.scan.top_n
+    quant = GapVolumeRanker()
+    by_ranker: dict[str, list[RankedPick]] = {quant.name: quant.rank(candidates, top_n)}
+
+    outcome = None
+    if method in ("llm", "ensemble"):
+        by_ranker["llm"], outcome = _llm_ranking(run, store, candidates, quant)
+        if outcome is not None:
+            audit.record_calls(store, outcome.calls)  # at once: the audit survives anything that follows
+            if outcome.fallback_reason:
+                log.warning("LLM ranking not used, falling back to %s: %s", quant.name, outcome.fallback_reason)
+
+    votes, ensemble_failure = None, None
+    try:
+        votes, by_ranker["ensemble"] = _ensemble(run, candidates, outcome, top_n)
+    except Exception as exc:  # voters are advisory unless they decide the day
+        ensemble_failure = f"ensemble failed: {type(exc).__name__}: {exc}"
+        log.warning("%s", ensemble_failure)
+
+    ranker, reason = _decide(method, outcome, ensemble_failure)
+    picks = by_ranker[ranker]
+    scores = _score_rows(run, by_ranker, votes, outcome)
+    _record(store, run, ranker, picks, scores, requested=method, fallback_reason=reason, llm_key=_key(outcome))
+    return _publish(run, ranker, picks, reason)
+
+
+def _llm_ranking(
+    run: RunContext, store: Store, candidates: pd.DataFrame, fallback: GapVolumeRanker
+) -> tuple[list[RankedPick], LlmOutcome | None]:
+    """The LLM's ranking with the day's headlines and recorded replies, in a budget that keeps the MOO safe."""
+    settings = run.settings
+    when = wiring.phases(run.trade_date, settings)
+    now = wiring.clock_for(run.mode, when.scan).now()
+    left = (when.moo - MOO_MARGIN - now).total_seconds()
+    if settings.llm.configured and left < MIN_LLM_BUDGET_S:
+        reason = f"too close to the market-on-open orders at {when.moo:%H:%M} to ask the LLM ({max(left, 0):.0f} s left)"
+        return fallback.rank(candidates, settings.scan.top_n), LlmOutcome(None, [], reason, {})
+    headlines = _headlines(run, store, candidates, until=now) if settings.llm.configured else {}
+    llm = LlmRanker(
+        settings.llm,
+        trade_date=run.trade_date,
+        run_id=run.run_id,
+        fallback=fallback,
+        headlines=headlines,
+        cached=lambda key: audit.cached_reply(store, key),
+        budget_s=min(settings.llm.budget_s, left),
     )
+    return llm.rank(candidates, settings.scan.top_n), llm.outcome
+
+
+def _headlines(run: RunContext, store: Store, candidates: pd.DataFrame, until: datetime) -> dict[str, list[Headline]]:
+    """The day's recorded headlines (a replay sends the same prompt), else fresh ones from the provider."""
+    news = run.settings.news
+    if not news.configured:
+        return {}
+    if not run.settings.llm.fresh and (recorded := audit.recorded_headlines(store, run.trade_date)) is not None:
+        return recorded
+    symbols = [row["symbol"] for row in prompt_candidates(candidates, run.settings.llm.max_candidates)]
+    headlines, problem = fetch_headlines(news, symbols, until)
+    if problem:
+        get_run_logger().warning("no headlines from %s: %s; ranking without news", news.provider, problem)
+        return {}
+    audit.record_headlines(store, run.trade_date, headlines, news.provider, datetime.now(calendar.NEW_YORK))
+    return headlines
+
+
+def _ensemble(
+    run: RunContext, candidates: pd.DataFrame, outcome: LlmOutcome | None, top_n: int
+) -> tuple[pd.DataFrame, list[RankedPick]]:
+    """Every voter's score (all five, and the LLM's) and the ensemble's ranking by the configured weights."""
+    passed = candidates[candidates["passed"].astype(bool)]
+    prior = calendar.previous_session(run.trade_date)
+    symbols = sorted(passed["symbol"].astype(str))
+    daily = wiring.market_for(run.settings, run.mode).daily_bars(prior - VOTER_LOOKBACK, prior, symbols) if symbols else None
+    daily = daily if daily is not None else pd.DataFrame(columns=["symbol", "date", "close"])
+    llm_scores = pd.Series(outcome.scores if outcome else {}, dtype=float)
+    missing = {"llm": _llm_note(run, outcome)}
+    ranking = run.settings.ranking
+    ensemble = EnsembleRanker(
+        ranking.weights, ranking.min_agree, daily=daily, external={"llm": llm_scores}, missing_notes=missing
+    )
+    picks = ensemble.rank(candidates, top_n)
+    votes = vote(passed, daily) if symbols else pd.DataFrame()
+    return votes, picks
+
+
+def _llm_note(run: RunContext, outcome: LlmOutcome | None) -> str:
+    if outcome is None:
+        return "llm: not asked (ranking.method is quant)" if run.settings.llm.configured else "llm: not configured"
+    if outcome.fallback_reason:
+        return f"llm: {outcome.fallback_reason}"
+    return "llm: not shown this candidate"
+
+
+def _decide(method: str, outcome: LlmOutcome | None, ensemble_failure: str | None) -> tuple[str, str | None]:
+    """(the ranker whose picks trade, why it is not the one asked for)."""
+    if method == "quant":
+        return GapVolumeRanker.name, None
+    if method == "ensemble":
+        return ("ensemble", None) if ensemble_failure is None else (GapVolumeRanker.name, ensemble_failure)
+    if outcome is None or outcome.fallback_reason:
+        return GapVolumeRanker.name, outcome.fallback_reason if outcome else "the LLM was not asked"
+    return "llm", None
+
+
+def _key(outcome: LlmOutcome | None) -> str | None:
+    return outcome.request_key if outcome else None
+
+
+def _score_rows(
+    run: RunContext, by_ranker: dict[str, list[RankedPick]], votes: pd.DataFrame | None, outcome: LlmOutcome | None
+) -> list[dict]:
+    """One row per (ranker or voter, candidate): every score that went into the day's choice."""
+    rows = []
+    for ranker, picks in by_ranker.items():
+        if ranker == "llm" and (outcome is None or outcome.fallback_reason):
+            continue  # those picks are the fallback's, already recorded under its name
+        for p in picks:
+            score = outcome.scores.get(p.symbol) if ranker == "llm" else p.score
+            rows.append(_score_row(run, ranker, p.symbol, score, p.rank if score is not None else None, p.reason))
+    if votes is not None and not votes.empty:
+        for voter in VOTERS:
+            column = votes[voter].astype(float)
+            ranks = column.rank(ascending=False, method="min")
+            for symbol, score in column.items():
+                known = pd.notna(score)
+                note = "" if known else votes.at[symbol, EXCLUDED_COLUMN]
+                rows.append(
+                    _score_row(
+                        run, voter, str(symbol), float(score) if known else None, int(ranks[symbol]) if known else None, note
+                    )
+                )
+    return rows
+
+
+def _score_row(run: RunContext, ranker: str, symbol: str, score: float | None, rank: int | None, note: str) -> dict:
+    return {
+        "trade_date": run.trade_date,
+        "ranker": ranker,
+        "symbol": symbol,
+        "score": score,
+        "rank": rank,
+        "note": note,
+        "run_id": run.run_id,
+    }
+
+
+def _record(
+    store: Store,
+    run: RunContext,
+    ranker: str,
+    picks: list[RankedPick],
+    scores: list[dict],
+    *,
+    requested: str,
+    fallback_reason: str | None,
+    llm_key: str | None,
+) -> None:
+    day = run.trade_date
+    with store.batch():
+        store.replace(
+            "rankings",
+            [
+                {
+                    "trade_date": day,
+                    "ranker": ranker,
+                    "rank": p.rank,
+                    "symbol": p.symbol,
+                    "score": p.score,
+                    "reason": p.reason,
+                    "selected": p.selected,
+                    "confidence": p.confidence,
+                    "risk": p.risk,
+                    "run_id": run.run_id,
+                }
+                for p in picks
+            ],
+            where={"trade_date": day},
+        )
+        store.replace("ranker_scores", scores, where={"trade_date": day})
+        store.replace(
+            "ranking_decisions",
+            [
+                {
+                    "trade_date": day,
+                    "requested": requested,
+                    "ranker": ranker,
+                    "fallback_reason": fallback_reason,
+                    "llm_request_key": llm_key,
+                    "decided_at": datetime.now(calendar.NEW_YORK),
+                    "run_id": run.run_id,
+                }
+            ],
+            where={"trade_date": day},
+        )
+
+
+def _publish(run: RunContext, ranker: str, picks: list[RankedPick], fallback_reason: str | None) -> list[str]:
     selected = [p.symbol for p in picks if p.selected]
+    why = f" (fallback: {fallback_reason})" if fallback_reason else ""
     publish_table(
         "ranking",
         [
-            {"rank": p.rank, "symbol": p.symbol, "score": p.score, "selected": p.selected, "reason": p.reason}
+            {
+                "rank": p.rank,
+                "symbol": p.symbol,
+                "score": p.score,
+                "confidence": p.confidence,
+                "selected": p.selected,
+                "reason": p.reason,
+                "risk": p.risk,
+            }
             for p in picks[:50]
         ],
-        f"Ranking of {run.trade_date} by {ranker}: trading {', '.join(selected) or 'nothing'}",
+        f"Ranking of {run.trade_date} by {ranker}{why}: trading {', '.join(selected) or 'nothing'}",
     )
-    log.info("ranked %d candidates with %s; trading %s", len(picks), ranker, ", ".join(selected) or "nothing")
+    get_run_logger().info(
+        "ranked %d candidates with %s%s; trading %s", len(picks), ranker, why, ", ".join(selected) or "nothing"
+    )
     return selected
 
 

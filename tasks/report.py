@@ -9,8 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from openbell import runtime as wiring
 from openbell.core.pnl import DailyPnl, round_trips, summarize_day
+from openbell.core.quality import ranking_quality, realised_returns
 from openbell.core.types import ClientOrderId, Fill, Purpose, Side, Symbol, Trade, client_order_id
-from openbell.report import render_markdown, render_report
+from openbell.report import RankerQuality, RankingReview, render_markdown, render_report
+from openbell.store import Store
 from tasks.artifacts import publish_markdown
 from tasks.intraday import OFF_SCHEDULE
 from tasks.runs import RunContext
@@ -47,10 +49,42 @@ def build_report(run: RunContext) -> str:
     summary = summarize_day(day, trades, int(unfilled), int(skipped))
     store.replace("trades", [_trade_row(t) for t in trades], where={"trade_date": day})
     store.replace("daily_pnl", [_summary_row(summary, run.run_id)], where={"trade_date": day})
-    text = render_report(summary, trades)
+    review = _review_ranking(run, store, when)
+    text = render_report(summary, trades, review)
     log.info("end-of-day report for %s\n%s", day, text)
-    publish_markdown("eod-report", render_markdown(summary, trades), f"End-of-day report for {day}")
+    publish_markdown("eod-report", render_markdown(summary, trades, review), f"End-of-day report for {day}")
     return text
+
+
+def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> RankingReview | None:
+    """Score every ranker of the day against the candidates' realised returns into `ranking_quality`.
+
+    The review is analysis: when it cannot be made (no minute bars, say), the report says so and
+    the P&L above stands.
+    """
+    day = run.trade_date
+    decision = store.query("SELECT requested, ranker, fallback_reason FROM ranking_decisions WHERE trade_date = ?", [day])
+    if not decision:
+        return None
+    ((requested, ranker, fallback_reason),) = decision
+    scores = store.query_df("SELECT ranker, symbol, score FROM ranker_scores WHERE trade_date = ?", [day])
+    quality: tuple[RankerQuality, ...] = ()
+    if not scores.empty:
+        try:
+            symbols = sorted(scores["symbol"].unique())
+            bars = wiring.market_for(run.settings, run.mode).minute_bars(day, symbols)
+            table = ranking_quality(scores, realised_returns(bars, when.open, when.close))
+        except Exception as exc:  # analysis must not cost the day its report
+            get_run_logger().warning("no ranking quality for %s: %s: %s", day, type(exc).__name__, exc)
+        else:
+            store.replace("ranking_quality", table.assign(trade_date=day, run_id=run.run_id), where={"trade_date": day})
+            wide = table.pivot(index="ranker", columns="horizon", values="spearman")
+            n = table.groupby("ranker")["n"].max()
+            quality = tuple(
+                RankerQuality(r, int(n[r]), float(wide.at[r, "open_close"]), float(wide.at[r, "open_high"]))
+                for r in wide.index
+            )
+    return RankingReview(ranker, requested, fallback_reason, quality)
 
 
 def _trade_row(t: Trade) -> dict:

@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
     replay.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
     replay.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
+    replay.add_argument(
+        "--ranker",
+        choices=["llm", "ensemble", "quant"],
+        help="llm (default; the quant ranker when no LLM is configured), ensemble of voters and LLM, or quant",
+    )
+    replay.add_argument(
+        "--fresh-llm", action="store_true", help="ask the LLM again even if this prompt's reply was recorded"
+    )
     replay.set_defaults(command=_replay)
 
     query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
@@ -98,6 +106,8 @@ def _replay(args: argparse.Namespace) -> int:
             target_pct=args.target_pct,
             stop_pct=args.stop_pct,
             allocation=args.allocation,
+            ranker=args.ranker,
+            fresh_llm=args.fresh_llm or None,
         )
     except ValidationError as exc:
         flags = {"target_pct": "--target-pct", "stop_pct": "--stop-pct", "allocation": "--allocation"}
@@ -153,9 +163,15 @@ def _doctor(args: argparse.Namespace) -> int:
     from openbell.config import load_settings
     from openbell.doctor import examine
 
-    for noisy in ("ib_async", "openbell", "urllib3"):  # connection retries: the verdict comes in one line below
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    print("\n".join(examine(load_settings(), datetime.now(NEW_YORK))))
+    noisy = [logging.getLogger(name) for name in ("ib_async", "openbell", "urllib3")]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:  # connection retries: the verdict comes in one line below
+        logger.setLevel(logging.CRITICAL)
+    try:
+        print("\n".join(examine(load_settings(), datetime.now(NEW_YORK))))
+    finally:
+        for logger, level in zip(noisy, levels, strict=True):
+            logger.setLevel(level)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Settings, read once at the edge from the environment (prefix OPENBELL_) and passed down.
 
-Each area has its own model: data, scan, exits, sizing, broker, schedule. Nested fields are set with a
+Each area has its own model: data, scan, ranking, llm, news, exits, sizing, broker, schedule. Nested fields are set with a
 double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.duckdb.
 """
 
@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openbell.core.backtest import FillCosts
@@ -51,6 +51,84 @@ class ScanSettings(BaseModel):
 
     def filters(self) -> ScanFilters:
         return ScanFilters(**self.model_dump(exclude={"top_n"}))
+
+
+RANKERS = ("llm", "ensemble", "quant")
+ENSEMBLE_VOTERS = ("momentum", "rsi", "macd", "sma_trend", "mean_reversion", "llm")
+
+
+class RankingSettings(BaseModel):
+    model_config = _STRICT
+    method: Literal["llm", "ensemble", "quant"] = Field(
+        "llm",
+        description="llm: the LLM orders the candidates (the quant ranker when it is not configured or fails); "
+        "ensemble: the voters and the LLM combined by weights or consensus; quant: gap x relative volume only.",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=lambda: dict.fromkeys(ENSEMBLE_VOTERS, 1.0),
+        description="Ensemble weight per voter (momentum, rsi, macd, sma_trend, mean_reversion, llm); 0 leaves one out.",
+    )
+    min_agree: int | None = Field(
+        None,
+        ge=1,
+        le=len(ENSEMBLE_VOTERS),
+        description="Ensemble consensus: trade only where this many voters score >= 0.5.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _known_voters(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(ENSEMBLE_VOTERS))
+        if unknown:
+            raise ValueError(f"unknown voters {unknown}; choose from {list(ENSEMBLE_VOTERS)}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("weights must be >= 0 with at least one > 0")
+        return weights
+
+
+class LlmSettings(BaseModel):
+    model_config = _STRICT
+    model: str | None = Field(None, description="Chat model name, e.g. gpt-4o-mini or llama3.1; unset: no LLM ranking.")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:11434/v1 for Ollama; unset: OpenAI's."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="API key (a secret: never logged or stored); local servers need none."
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Seconds one request may take.")
+    budget_s: float = Field(
+        120.0, gt=0, le=1800, description="Seconds the whole ranking may take, retries included (never past the MOO time)."
+    )
+    max_tokens: int = Field(2_000, ge=64, le=32_000, description="Most tokens the reply may use.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 for the most repeatable ranking.")
+    max_candidates: int = Field(25, ge=1, le=200, description="How many candidates (best by the quant ranker) the LLM sees.")
+    structured_output: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto", description="auto: ask for a JSON schema and fall back to JSON mode for servers that lack it."
+    )
+    retry_backoff_s: float = Field(
+        1.0, ge=0, le=60, description="First wait before retrying a timeout, 429 or 5xx; doubles."
+    )
+    input_cost_per_mtok: float = Field(0.0, ge=0, description="Dollars per million prompt tokens, for the cost estimate.")
+    output_cost_per_mtok: float = Field(0.0, ge=0, description="Dollars per million reply tokens, for the cost estimate.")
+    fresh: bool = Field(False, description="Call the model even when a recorded reply to the same prompt exists.")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model)
+
+
+class NewsSettings(BaseModel):
+    model_config = _STRICT
+    provider: Literal["fmp", "polygon"] | None = Field(None, description="Headline source; unset: no news.")
+    api_key: SecretStr | None = Field(None, description="The provider's API key (sent as a header, never logged).")
+    url_override: str | None = Field(None, description="Talk to this news API instead of the provider's (tests: a fake).")
+    per_symbol: int = Field(3, ge=1, le=20, description="Most headlines per symbol.")
+    lookback_hours: int = Field(24, ge=1, le=24 * 14, description="Headlines published this many hours before the scan.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Seconds the news request may take.")
+
+    @property
+    def configured(self) -> bool:
+        return self.provider is not None and self.api_key is not None
 
 
 class ExitSettings(BaseModel):
@@ -135,6 +213,9 @@ class Settings(BaseSettings):
     live_confirmation: str | None = Field(None, description=f'Must read "{LIVE_CONFIRMATION}" to trade live.')
     data: DataSettings = DataSettings()
     scan: ScanSettings = ScanSettings()
+    ranking: RankingSettings = RankingSettings()
+    llm: LlmSettings = LlmSettings()
+    news: NewsSettings = NewsSettings()
     exits: ExitSettings = ExitSettings()
     sizing: SizingSettings = SizingSettings()
     broker: BrokerSettings = BrokerSettings()
@@ -186,6 +267,10 @@ class RunOptions(BaseModel):
     slippage_bps: Decimal | None = Field(
         None, ge=0, le=500, description="Paper slippage on market fills, basis points (default 0)."
     )
+    ranker: Literal["llm", "ensemble", "quant"] | None = Field(
+        None, description="How to rank: llm (default; the quant ranker when no LLM is configured), ensemble or quant."
+    )
+    fresh_llm: bool | None = Field(None, description="Call the LLM even when a recorded reply to the same prompt exists.")
 
     def settings(self) -> Settings:
         """The environment's settings with these options applied."""
@@ -195,4 +280,6 @@ class RunOptions(BaseModel):
             sizing={"allocation": self.allocation},
             scan={"top_n": self.top_n},
             broker={"slippage_bps": self.slippage_bps},
+            ranking={"method": self.ranker},
+            llm={"fresh": self.fresh_llm},
         )

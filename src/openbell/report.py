@@ -1,14 +1,87 @@
-"""The end-of-day report as text: the day's P&L and its trades, one line each."""
+"""The end-of-day report as text: the day's P&L, its trades one line each, and how well the rankers ranked."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 from openbell.core.pnl import DailyPnl
 from openbell.core.types import Trade
 
+BASELINE = "gap_x_rvol"
+
+
+@dataclass(frozen=True, slots=True)
+class RankerQuality:
+    """One ranker's Spearman correlation with the candidates' realised returns (NaN: too few to say)."""
+
+    ranker: str
+    n: int
+    open_close: float
+    open_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class RankingReview:
+    """Which ranker chose the day's trades, why it was not the one asked for, and how each ranker did."""
+
+    ranker: str
+    requested: str
+    fallback_reason: str | None
+    quality: tuple[RankerQuality, ...]
+
+    def ordered(self) -> list[RankerQuality]:
+        """The quant baseline first, then the ranker that traded, then the others by name."""
+        first = {BASELINE: 0, self.ranker: 1}
+        return sorted(self.quality, key=lambda q: (first.get(q.ranker, 2), q.ranker))
+
+
+def _rho(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _decision(review: RankingReview) -> str:
+    line = f"ranked by {review.ranker}"
+    if review.fallback_reason:
+        line += f" instead of {review.requested}: {review.fallback_reason}"
+    return line
+
+
+def _quality_lines(review: RankingReview) -> list[str]:
+    row = "{:<16} {:>10} {:>10} {:>4}"
+    lines = ["", _decision(review)]
+    if review.quality:
+        lines += ["ranking quality: Spearman rank correlation of scores with realised returns"]
+        lines += [row.format("ranker", "open→close", "open→high", "n")]
+        lines += [
+            row.format(q.ranker + (" *" if q.ranker == review.ranker else ""), _rho(q.open_close), _rho(q.open_high), q.n)
+            for q in review.ordered()
+        ]
+    return lines
+
+
+def _quality_markdown(review: RankingReview) -> list[str]:
+    lines = ["", f"**{_decision(review)}**"]
+    if review.quality:
+        lines += [
+            "",
+            "Ranking quality: Spearman rank correlation of each ranker's scores with the candidates' realised returns"
+            " (* traded; n/a: fewer than 3 candidates or no spread).",
+            "",
+            "| ranker | open→close | open→high | n |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {q.ranker}{' *' if q.ranker == review.ranker else ''} | {_rho(q.open_close)} | {_rho(q.open_high)} | {q.n} |"
+            for q in review.ordered()
+        ]
+    return lines
+
+
 _ROW = "{:<7} {:>6} {:>5} {:>10} {:>5} {:>10} {:<6} {:>10} {:>7}"
 
 
-def render_report(summary: DailyPnl, trades: list[Trade]) -> str:
+def render_report(summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None) -> str:
     lines = [
         f"openbell report for {summary.trade_date}",
         f"trades {summary.trades}   wins {summary.wins}   losses {summary.losses}   win rate {summary.win_rate:.0%}",
@@ -31,10 +104,12 @@ def render_report(summary: DailyPnl, trades: list[Trade]) -> str:
             )
             for t in trades
         ]
+    if review is not None:
+        lines += _quality_lines(review)
     return "\n".join(lines)
 
 
-def render_markdown(summary: DailyPnl, trades: list[Trade]) -> str:
+def render_markdown(summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None) -> str:
     """The same report as markdown, for the Prefect UI."""
     lines = [
         f"# openbell report for {summary.trade_date}",
@@ -55,4 +130,6 @@ def render_markdown(summary: DailyPnl, trades: list[Trade]) -> str:
             f"| {t.exit_price:,.2f} | {t.exit_reason.value} | {t.pnl:,.2f} | {t.return_pct:+.2f}% |"
             for t in trades
         ]
+    if review is not None:
+        lines += _quality_markdown(review)
     return "\n".join(lines)

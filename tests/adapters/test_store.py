@@ -15,6 +15,7 @@ import pytest
 
 from openbell.errors import ConfigError, StoreLockedError
 from openbell.store import DAY_TABLES, Store
+from openbell.store.migrations import MIGRATIONS
 
 NY = ZoneInfo("America/New_York")
 DAY = date(2024, 3, 5)
@@ -25,6 +26,11 @@ ALL_TABLES = {
     "runs",
     "candidates",
     "rankings",
+    "ranking_decisions",
+    "ranker_scores",
+    "ranking_quality",
+    "llm_calls",
+    "news_headlines",
     "sizing",
     "orders",
     "fills",
@@ -60,22 +66,25 @@ def test_migrate_creates_every_table_in_a_new_folder(tmp_path: Path) -> None:
 
     applied = store.migrate()
 
-    assert applied == ["initial schema"]
+    assert applied == [m.name for m in MIGRATIONS]
     assert table_names(store) == ALL_TABLES
 
 
 def test_migrate_again_applies_nothing(store: Store) -> None:
     assert store.migrate() == []
     assert store.migrate() == []
-    assert store.query("SELECT version, name FROM schema_migrations") == [(1, "initial schema")]
+    assert store.query("SELECT version, name FROM schema_migrations ORDER BY version") == [
+        (m.version, m.name) for m in MIGRATIONS
+    ]
 
 
-def test_day_tables_are_the_tables_with_a_trade_date_except_runs(store: Store) -> None:
+def test_day_tables_are_the_tables_with_a_trade_date_except_the_audit_logs(store: Store) -> None:
     with_date = {
         t for (t,) in store.query("SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'")
     }
 
-    assert set(DAY_TABLES) == with_date - {"runs"}
+    # runs, LLM calls and headlines outlive a re-run: they are what the re-run is audited and replayed from
+    assert set(DAY_TABLES) == with_date - {"runs", "llm_calls", "news_headlines"}
 
 
 def test_trades_reject_an_unknown_exit_reason(store: Store) -> None:

@@ -10,7 +10,9 @@ AAA, 25 sessions. Session k's "level" is 20 when k is even, 22 when odd; open = 
 - volume is 9,999,999 in sessions 0-4 (outside the last 20), then 300,000 on even and 480,000
   on odd sessions: avg_volume_20 = 390,000, i.e. 1,000 shares a minute; avg dollar volume =
   (20 x 300,000 + 22 x 480,000) / 2 = 8,280,000.
-- the last session (24) is even: prior close 20.
+- the last session (24) is even: prior close 20. Five sessions earlier (19, odd) closed at 22,
+  twenty earlier (4, even) at 20: ret_5d_pct = 20/22 - 1 = -9.09%, ret_20d_pct = 0; the last
+  bar's range is (21 - 19) / 20 = 10%.
 """
 
 from __future__ import annotations
@@ -91,6 +93,21 @@ def test_avg_dollar_volume_20_averages_close_times_volume(aaa):
 
 def test_rel_volume_is_open_volume_in_average_minutes(aaa):
     assert aaa["rel_volume"] == pytest.approx(2.5)  # 2,500 / (390,000 / 390)
+
+
+def test_recent_returns_compare_the_prior_close_with_5_and_20_sessions_earlier(aaa):
+    assert aaa["ret_5d_pct"] == pytest.approx((20 / 22 - 1) * 100)
+    assert aaa["ret_20d_pct"] == pytest.approx(0.0)
+
+
+def test_prior_range_pct_is_the_last_daily_bars_high_low_over_its_close(aaa):
+    assert aaa["prior_range_pct"] == pytest.approx(10.0)
+
+
+def test_recent_return_is_nan_without_enough_history():
+    features = features_of(daily_frame(steady_bars("NEW", sessions=SESSIONS[-4:])), opening_frame(("NEW", 51.0, 100)))
+
+    assert np.isnan(features.loc["NEW", "ret_5d_pct"])
 
 
 def test_clean_symbol_passes_the_quality_gate(aaa):

@@ -328,3 +328,40 @@ def test_ensemble_ranker_rejects_unknown_voters_and_impossible_min_agree():
         EnsembleRanker({"astrology": 1.0}, daily=bars({}))
     with pytest.raises(ValueError, match="min_agree"):
         EnsembleRanker({"rsi": 1.0}, min_agree=2, daily=bars({}))
+
+
+def test_ensemble_ranker_weighs_an_external_voter_like_its_own():
+    cands, daily = ranker_inputs()
+    llm = pd.Series({"DDD": 1.0, "CCC": 0.0})  # the LLM saw only CCC and DDD
+    ranker = EnsembleRanker({"momentum": 1.0, "llm": 3.0}, daily=daily, external={"llm": llm})
+
+    picks = ranker.rank(cands, top_n=1)
+
+    # DDD (0.5 + 3 x 1) / 4 = 0.875; AAA 1.0 and BBB 0.0 have momentum only; CCC (0.5 + 0) / 4 = 0.125
+    assert [(p.symbol, p.score) for p in picks] == [("AAA", 1.0), ("DDD", 0.875), ("CCC", 0.125), ("BBB", 0.0)]
+    assert ranker.votes.loc["DDD", "llm"] == 1.0 and math.isnan(ranker.votes.loc["AAA", "llm"])
+
+
+def test_ensemble_ranker_says_why_an_external_voter_gave_no_score():
+    cands, daily = ranker_inputs()
+    ranker = EnsembleRanker(
+        {"momentum": 1.0, "llm": 1.0},
+        daily=daily,
+        external={"llm": pd.Series(dtype=float)},
+        missing_notes={"llm": "llm: fell back (timeout)"},
+    )
+
+    picks = ranker.rank(cands, top_n=1)
+
+    assert picks[0].reason == "momentum 1.00, llm n/a → 1.00 (llm: fell back (timeout))"
+
+
+def test_ensemble_consensus_counts_the_external_voter():
+    cands, daily = ranker_inputs()
+    llm = pd.Series({"AAA": 0.0, "BBB": 0.9, "CCC": 0.9, "DDD": 0.1})
+    ranker = EnsembleRanker({"sma_trend": 1.0, "llm": 1.0}, min_agree=2, daily=daily, external={"llm": llm})
+
+    picks = ranker.rank(cands, top_n=5)
+
+    # at >= 0.5 both agree only on BBB (sma_trend 1.0, llm 0.9)
+    assert [p.symbol for p in picks if p.selected] == ["BBB"]

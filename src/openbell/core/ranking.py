@@ -22,6 +22,8 @@ class RankedPick:
     score: float
     reason: str
     selected: bool  # within the top N that will be traded
+    confidence: float | None = None  # an LLM's confidence in the pick, 0-1
+    risk: str | None = None  # the main risk an LLM sees in the pick
 
 
 class Ranker(Protocol):

@@ -8,6 +8,8 @@ Features, for a trade date D with previous session P:
 - atr14: mean true range of the 14 sessions up to P; atr_pct = atr14 / prior_close x 100
 - avg_volume_20, avg_dollar_volume_20: mean volume and close x volume of the 20 sessions up to P
 - rel_volume = open_volume / (avg_volume_20 / 390): the opening's volume in average minutes
+- ret_5d_pct, ret_20d_pct = (close of P / close 5 or 20 sessions earlier - 1) x 100, daily closes
+- prior_range_pct = (high - low) / close x 100 of P's daily bar
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ FEATURE_COLUMNS = [
     "avg_volume_20",
     "rel_volume",
     "avg_dollar_volume_20",
+    "ret_5d_pct",
+    "ret_20d_pct",
+    "prior_range_pct",
     "passed",
     "reject_reason",
 ]
@@ -73,7 +78,11 @@ def scan_features(
         np.maximum((history["high"] - prev_close).abs(), (history["low"] - prev_close).abs()),
     )
     history["dollar_volume"] = history["close"] * history["volume"]
-    last20 = history.groupby("symbol", sort=False).tail(HISTORY_SESSIONS)
+    by_symbol = history.groupby("symbol", sort=False)
+    for sessions in (5, 20):
+        history[f"ret_{sessions}d_pct"] = (history["close"] / by_symbol["close"].shift(sessions) - 1) * 100
+    history["prior_range_pct"] = (history["high"] - history["low"]) / history["close"] * 100
+    last20 = by_symbol.tail(HISTORY_SESSIONS)
     grouped = last20.groupby("symbol")
     stats = pd.DataFrame(
         {
@@ -82,6 +91,9 @@ def scan_features(
             "daily_close": grouped["close"].last(),
             "avg_volume_20": grouped["volume"].mean(),
             "avg_dollar_volume_20": grouped["dollar_volume"].mean(),
+            "ret_5d_pct": grouped["ret_5d_pct"].last(),
+            "ret_20d_pct": grouped["ret_20d_pct"].last(),
+            "prior_range_pct": grouped["prior_range_pct"].last(),
             "atr14": last20.groupby("symbol").tail(ATR_SESSIONS).groupby("symbol")["true_range"].mean(),
             "bad_bar": grouped.apply(_has_bad_bar, include_groups=False) if len(last20) else pd.Series(dtype=bool),
         }

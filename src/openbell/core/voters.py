@@ -237,30 +237,53 @@ class EnsembleRanker:
         min_agree: if given, only candidates where at least this many voters score >= 0.5 can
             be selected; the others are still ranked, with the reason saying so.
         daily: daily bars up to the prior session, for the technical voters.
+        external: scores from voters outside this module (the LLM), by name: a score in [0, 1]
+            per symbol; a symbol it lacks has no score from that voter.
+        missing_notes: why an external voter gave no score ("llm: fell back: timeout"), by name.
     Raises:
         ValueError: a weight names an unknown voter, or min_agree is outside 1..number of voters.
+
+    After `rank`, `votes` holds every voter's score per candidate and the combined score.
     """
 
     name = "ensemble"
     threshold = 0.5
 
     def __init__(
-        self, weights: Mapping[str, float] | None = None, min_agree: int | None = None, *, daily: pd.DataFrame
+        self,
+        weights: Mapping[str, float] | None = None,
+        min_agree: int | None = None,
+        *,
+        daily: pd.DataFrame,
+        external: Mapping[str, pd.Series] | None = None,
+        missing_notes: Mapping[str, str] | None = None,
     ) -> None:
-        self.weights = dict(weights) if weights is not None else dict.fromkeys(VOTERS, 1.0)
-        unknown = sorted(set(self.weights) - set(VOTERS))
+        self.external = dict(external or {})
+        self.weights = dict(weights) if weights is not None else dict.fromkeys([*VOTERS, *self.external], 1.0)
+        unknown = sorted(set(self.weights) - set(VOTERS) - set(self.external))
         if unknown:
-            raise ValueError(f"Unknown voters {unknown}; choose from {sorted(VOTERS)}.")
+            raise ValueError(f"Unknown voters {unknown}; choose from {sorted([*VOTERS, *self.external])}.")
         if min_agree is not None and not 1 <= min_agree <= len(self.weights):
             raise ValueError(f"min_agree must be between 1 and {len(self.weights)} (the voters), got {min_agree}.")
         self.min_agree = min_agree
         self.daily = daily
+        self.missing_notes = dict(missing_notes or {})
+        self.votes: pd.DataFrame | None = None
 
     def rank(self, candidates: pd.DataFrame, top_n: int) -> list[RankedPick]:
         passed = candidates[candidates["passed"].astype(bool)]
         if passed.empty:
             return []
-        votes = vote(passed, self.daily, {name: VOTERS[name] for name in self.weights})
+        votes = vote(passed, self.daily, {name: VOTERS[name] for name in self.weights if name in VOTERS})
+        for name in (n for n in self.weights if n not in VOTERS):
+            scores = self.external[name].astype(float)
+            votes.insert(len(votes.columns) - 1, name, scores.reindex(votes.index).to_numpy())
+            note = self.missing_notes.get(name, f"{name}: no score")
+            missing = votes[name].isna()
+            votes.loc[missing, EXCLUDED_COLUMN] = [
+                "; ".join(filter(None, [old, note])) for old in votes.loc[missing, EXCLUDED_COLUMN]
+            ]
+        self.votes = votes.assign(score=combine(votes, self.weights))
         table = votes.assign(score=combine(votes, self.weights), agree=agreeing_voters(votes, self.threshold))
         table = table.rename_axis("symbol").reset_index()
         table = table.sort_values(

@@ -182,13 +182,102 @@ CREATE TABLE paper_clock (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL_SCHEMA),)
+# Issue 5: ranking by an LLM and an ensemble of voters, audited and replayable.
+_RANKING_AUDIT = """
+ALTER TABLE candidates ADD COLUMN ret_5d_pct DOUBLE;
+ALTER TABLE candidates ADD COLUMN ret_20d_pct DOUBLE;
+ALTER TABLE candidates ADD COLUMN prior_range_pct DOUBLE;
+ALTER TABLE rankings ADD COLUMN confidence DOUBLE;
+ALTER TABLE rankings ADD COLUMN risk VARCHAR;
+
+-- Which ranker the day trades and, when it is not the one asked for, why.
+CREATE TABLE ranking_decisions (
+    trade_date DATE PRIMARY KEY,
+    requested VARCHAR,
+    ranker VARCHAR,
+    fallback_reason VARCHAR,
+    llm_request_key VARCHAR,
+    decided_at TIMESTAMPTZ,
+    run_id VARCHAR
+);
+
+-- Every ranker's and voter's score for every candidate, so a day's choice can be explained.
+CREATE TABLE ranker_scores (
+    trade_date DATE,
+    ranker VARCHAR,
+    symbol VARCHAR,
+    score DOUBLE,
+    rank INTEGER,
+    note VARCHAR,
+    run_id VARCHAR,
+    PRIMARY KEY (trade_date, ranker, symbol)
+);
+
+-- Spearman rank correlation of each ranker's scores with the candidates' realised returns.
+CREATE TABLE ranking_quality (
+    trade_date DATE,
+    ranker VARCHAR,
+    horizon VARCHAR CHECK (horizon IN ('open_close', 'open_high')),
+    n INTEGER,
+    spearman DOUBLE,
+    run_id VARCHAR,
+    PRIMARY KEY (trade_date, ranker, horizon)
+);
+
+-- Every request to an LLM and its reply. Not a day table: replays reuse these replies by request_key.
+CREATE TABLE llm_calls (
+    call_id VARCHAR PRIMARY KEY,
+    request_key VARCHAR NOT NULL,
+    prompt_hash VARCHAR NOT NULL,
+    trade_date DATE,
+    run_id VARCHAR,
+    attempt INTEGER,
+    requested_at TIMESTAMPTZ,
+    base_url VARCHAR,
+    model VARCHAR,
+    params JSON,
+    response_format VARCHAR,
+    template_version VARCHAR,
+    messages JSON,
+    inputs JSON,
+    raw_reply VARCHAR,
+    status VARCHAR CHECK (status IN ('ok', 'invalid', 'error', 'cached')),
+    error VARCHAR,
+    parsed JSON,
+    dropped JSON,
+    latency_ms DOUBLE,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    est_cost_usd DOUBLE,
+    cached_from VARCHAR
+);
+
+-- Headlines given to the LLM, kept so a replay sends the same prompt. Not a day table either.
+CREATE TABLE news_headlines (
+    trade_date DATE,
+    symbol VARCHAR,
+    published_at TIMESTAMPTZ,
+    title VARCHAR,
+    source VARCHAR,
+    url VARCHAR,
+    provider VARCHAR,
+    fetched_at TIMESTAMPTZ
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL_SCHEMA),
+    Migration(2, "LLM and ensemble ranking, audited", _RANKING_AUDIT),
+)
 
 # Every table keyed by a trading day, so a day can be wiped and re-run. `runs` is left out on
 # purpose: it is the audit log of every execution, including the ones that get re-run.
 DAY_TABLES: tuple[str, ...] = (
     "candidates",
     "rankings",
+    "ranking_decisions",
+    "ranker_scores",
+    "ranking_quality",
     "sizing",
     "orders",
     "fills",

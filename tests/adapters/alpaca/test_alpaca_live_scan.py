@@ -37,9 +37,7 @@ def market():
     server.stop()
 
 
-def test_a_live_scan_takes_its_universe_from_the_movers_and_finds_the_gapper(
-    prefect_harness, data_dir, market, monkeypatch
-):
+def test_a_live_scan_takes_its_universe_from_the_movers_and_finds_the_gapper(prefect_harness, data_dir, market, monkeypatch):
     from flows.premarket_scan import premarket_scan
 
     monkeypatch.setenv("OPENBELL_BROKER__KIND", "alpaca")

@@ -1,0 +1,1 @@
+"""The LLM ranker: prompt, reply validation, the chat client, audit and news."""
