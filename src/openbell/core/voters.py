@@ -44,9 +44,12 @@ def _logistic(x: float) -> float:
 
 def _closes_by_symbol(candidates: pd.DataFrame, daily: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each candidate's daily closes in date order (empty when it has no bars)."""
-    ordered = daily.sort_values(["symbol", "date"], kind="mergesort")
-    grouped = {str(s): g["close"].to_numpy(dtype=float) for s, g in ordered.groupby("symbol", sort=False)}
-    return {str(s): grouped.get(str(s), np.empty(0)) for s in candidates["symbol"]}
+    wanted = candidates["symbol"].astype(str)
+    ordered = daily[daily["symbol"].astype(str).isin(set(wanted))].sort_values(["symbol", "date"], kind="mergesort")
+    symbols, closes = ordered["symbol"].astype(str).to_numpy(), ordered["close"].to_numpy(dtype=float)
+    starts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1  # each symbol's rows are one run
+    grouped = {run[0]: c for run, c in zip(np.split(symbols, starts), np.split(closes, starts), strict=True) if len(run)}
+    return {s: grouped.get(s, np.empty(0)) for s in wanted}
 
 
 def _per_symbol(
