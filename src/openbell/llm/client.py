@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ FORMATS = ("json_schema", "json_object", "none")  # the order "auto" tries them 
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx, as the OpenAI SDK's own retries do
 UNSUPPORTED_STATUS = frozenset({400, 422})  # the answer of a server that lacks a response_format
 MIN_REQUEST_S = 1.0  # a retry is only sent with at least this long (or timeout_s, if shorter) left
+HARD_LIMIT_GRACE_S = 0.05  # past its timeout, a request still receiving a reply is abandoned after this
 _MAX_ERROR_CHARS = 300
 
 
@@ -153,15 +155,18 @@ class ChatClient:
         text = prompt_tokens = completion_tokens = None
         failure: _Failure | None = None
         try:
-            completion = self._openai.chat.completions.create(
-                model=self.settings.model or "",
-                messages=messages,  # type: ignore[arg-type]
-                timeout=timeout,
-                **self.params,
-                **extra,
+            completion = _within(
+                timeout + HARD_LIMIT_GRACE_S,
+                lambda: self._openai.chat.completions.create(
+                    model=self.settings.model or "",
+                    messages=messages,  # type: ignore[arg-type]
+                    timeout=timeout,
+                    **self.params,
+                    **extra,
+                ),
             )
             text, prompt_tokens, completion_tokens = _content(completion)
-        except openai.APITimeoutError:
+        except (openai.APITimeoutError, _TooLong):
             failure = _Failure(f"timeout after {timeout:.1f} s", "retry")
         except openai.APIConnectionError as exc:
             failure = _Failure(self._redact(f"connection failed: {_cause(exc)}"), "retry")
@@ -205,6 +210,37 @@ class ChatClient:
     def _redact(self, text: str) -> str:
         """`text` without the API key and cut to a length fit for a log line or a database column."""
         return redact(text, self._secret)
+
+
+class _TooLong(Exception):
+    """A request still running at its hard limit: a reply trickling in, whose reads each arrive in time."""
+
+
+def _within(limit_s: float, request: Callable[[], object]) -> object:
+    """`request()`'s result, or _TooLong once `limit_s` has passed.
+
+    The HTTP read timeout bounds the wait between two bytes, not the whole reply, so a server that
+    answers a byte at a time could hold a request far past its timeout and the MOO time with it. The
+    request runs on a daemon thread instead; one still running at the limit is abandoned (closing the
+    client ends it).
+    """
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = request()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="openbell-llm-request", daemon=True).start()
+    if not done.wait(limit_s):
+        raise _TooLong
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -8,7 +8,8 @@ symbols in the request's user-message JSON document, so a flow can simply be poi
 Replies: `good` (optionally in a given order), `text` (any content, e.g. malformed JSON),
 `hallucinated` (a good ranking with a symbol that is not a candidate ranked first), `obeys_injection`
 (ranks a non-candidate first and adds "position_size": 1.0, as a model fooled by a headline would),
-`slow` (answer after a delay the client will not wait for), and `status` (an HTTP error such as 429
+`slow` (answer after a delay the client will not wait for), `dribble` (headers at once, then the body
+a byte at a time, so no single read times out), and `status` (an HTTP error such as 429
 with Retry-After, 500, 503). A server without structured output (`json_schema=False`) answers 400 to
 any json_schema response_format, as many local servers do; `json_object=False` does the same for JSON
 mode. With `api_key` set, a request without that bearer key gets 401 and a message that echoes the key
@@ -64,6 +65,11 @@ def obeys_injection(symbol: str = "EVIL", *, position_size: bool = True) -> Repl
 def slow(seconds: float) -> Reply:
     """A good ranking, but only after `seconds` (the client has usually given up by then)."""
     return Reply("slow", seconds=seconds)
+
+
+def dribble(seconds: float) -> Reply:
+    """A good ranking whose body trickles out over `seconds`, a byte at a time: no read ever times out."""
+    return Reply("dribble", seconds=seconds)
 
 
 def status(code: int, message: str = "", headers: dict | None = None) -> Reply:
@@ -143,7 +149,8 @@ class FakeOpenAI:
             return code, payload, reply.headers
         if reply.kind == "slow":
             self._stopping.wait(reply.seconds)
-        return 200, self._completion(body, self._content(body, reply)), {}
+        headers = {"x-fake-dribble-s": reply.seconds} if reply.kind == "dribble" else {}
+        return 200, self._completion(body, self._content(body, reply)), headers
 
     def _content(self, body: dict, reply: Reply) -> str:
         if reply.kind == "text":
@@ -238,6 +245,14 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in headers.items():
                 self.send_header(name, str(value))
             self.end_headers()
-            self.wfile.write(data)
+            if "x-fake-dribble-s" not in headers:
+                self.wfile.write(data)
+                return
+            pause = float(headers["x-fake-dribble-s"]) / len(data)
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if self.fake._stopping.wait(pause):
+                    return
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up waiting (a slow reply)

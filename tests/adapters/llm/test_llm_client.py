@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fake_openai import API_KEY, FakeOpenAI, slow, status, text
+from fake_openai import API_KEY, FakeOpenAI, dribble, slow, status, text
 
 from openbell.llm.client import ChatClient, ChatFailed
 from openbell.llm.prompt import REPLY_SCHEMA
@@ -154,6 +154,17 @@ def test_a_request_never_waits_past_the_deadline(fake, llm_settings):
         client.complete(MESSAGES, started + 0.6)
 
     assert time.monotonic() - started < 0.6 + 0.25
+
+
+def test_a_reply_that_trickles_in_is_cut_off_at_the_deadline(fake, llm_settings):
+    fake.script(dribble(5), dribble(5), dribble(5))  # each read gets a byte in time: only a hard limit stops it
+    client = ChatClient(llm_settings(timeout_s=0.5))
+    started = time.monotonic()
+
+    with pytest.raises(ChatFailed, match=r"timeout after 0.5 s"):
+        client.complete(MESSAGES, started + 1.2)
+
+    assert time.monotonic() - started < 1.2 + 0.3
 
 
 def test_a_wrong_key_fails_at_once_without_retrying(fake, llm_settings):
