@@ -39,7 +39,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 SHARED = BENCH_DIR.parents[1] / "shared" / "data"
 MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
 DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
-sys.path.insert(0, str(BENCH_DIR.parent / "tests" / "adapters" / "llm"))
+sys.path[:0] = [str(BENCH_DIR.parent / "tests"), str(BENCH_DIR.parent / "tests" / "adapters" / "llm")]
 
 from fake_openai import FakeOpenAI  # noqa: E402
 

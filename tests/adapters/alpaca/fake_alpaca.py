@@ -25,8 +25,10 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackHttp
 
 from openbell import calendar
 from openbell.clock import Clock
@@ -58,7 +60,7 @@ class _Script:
     seconds: float = 0.0
 
 
-class FakeAlpaca:
+class FakeAlpaca(LoopbackHttp):
     """Alpaca's trading API in miniature; `start()` serves it, `url` is what `url_override` takes."""
 
     def __init__(
@@ -69,7 +71,6 @@ class FakeAlpaca:
         self.cash = cash
         self.account_fields: dict = {}  # extra /v2/account fields (Alpaca dropped pattern_day_trader in 2026)
         self.requests: list[str] = []  # "METHOD /path" of every request, in order
-        self.port = 0
         self._lock = threading.RLock()
         self._orders: dict[str, dict] = {}  # alpaca id -> order JSON (parents, simple orders and legs)
         self._legs: dict[str, list[str]] = {}  # parent id -> leg ids
@@ -81,29 +82,16 @@ class FakeAlpaca:
         self._cancel_delay = 0  # requests a cancel stays pending_cancel (0: cancels at once)
         self._pending_cancels: dict[str, int] = {}  # alpaca id -> requests left before it is canceled
         self._seq = 0
-        self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> FakeAlpaca:
         """Serve on a free port the first time, on the same port after a `stop`."""
-        handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.serve(_Handler)
         return self
 
     def stop(self) -> None:
         """Go away: new connections are refused until `start` (the books are kept)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.shutdown()
 
     # --- scripted trouble -----------------------------------------------------------------
     def reject_next_order(self, status: int = 403, code: int = 40310100, message: str = "trade denied due to pattern day trading protection") -> None:  # fmt: skip

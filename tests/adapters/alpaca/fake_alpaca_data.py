@@ -20,9 +20,11 @@ import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackHttp
 
 from openbell.clock import Clock
 
@@ -52,7 +54,7 @@ def quote(moment: datetime, bid: float, ask: float) -> dict:
             "c": ["R"], "z": "C"}  # fmt: skip
 
 
-class FakeAlpacaData:
+class FakeAlpacaData(LoopbackHttp):
     """Alpaca's market-data API in miniature; `start()` serves it, `url` is what `data_url_override` takes."""
 
     def __init__(
@@ -70,35 +72,21 @@ class FakeAlpacaData:
         self.plan = plan
         self.delay_s = 0.0
         self.requests: list[tuple[str, dict[str, str]]] = []  # (path, query) of every request, in order
-        self.port = 0
         self._lock = threading.Lock()
         self._bars: dict[str, dict[str, list[dict]]] = {tf: {} for tf in _TIMEFRAMES}  # timeframe -> symbol -> bars
         self._snapshots: dict[str, dict] = {}
         self._movers: dict = {"gainers": [], "losers": [], "market_type": "stocks", "last_updated": iso(clock.now())}
         self._rate_limits = 0
-        self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> FakeAlpacaData:
         """Serve on a free port the first time, on the same port after a `stop`."""
-        handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.serve(_Handler)
         return self
 
     def stop(self) -> None:
         """Go away: new connections are refused until `start`."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.shutdown()
 
     # --- data -----------------------------------------------------------------------------
     def add_bar(self, timeframe: str, symbol: str, moment: datetime, o: float, h: float, l: float, c: float, v: int) -> None:

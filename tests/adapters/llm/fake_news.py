@@ -17,8 +17,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackHttp
 
 
 @dataclass(frozen=True)
@@ -39,36 +41,22 @@ class _Script:
 
 
 @dataclass
-class FakeNews:
+class FakeNews(LoopbackHttp):
     """FMP and Polygon news in miniature; `start()` serves them, `url` is what `url_override` takes."""
 
     api_key: str
     fmp_articles: list[object] = field(default_factory=list)
     polygon_articles: dict[str, list[object]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
-    port: int = 0
     _scripts: deque[_Script] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeNews:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        self.serve(_Handler, poll_interval_s=0.01)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.shutdown()
 
     # --- scripted trouble -----------------------------------------------------------------
     def fail_next(self, status: int, body: str) -> None:

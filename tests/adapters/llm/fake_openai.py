@@ -22,7 +22,9 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackHttp
 
 PATH = "/v1/chat/completions"
 API_KEY = "sk-test-0123456789abcdefSECRET"  # the key the tests' settings send
@@ -76,7 +78,7 @@ def status(code: int, message: str = "", headers: dict | None = None) -> Reply:
     return Reply("status", status=code, message=message or f"fake error {code}", headers=headers or {})
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackHttp):
     """OpenAI's chat-completions endpoint in miniature; `start()` serves it, `url` is what base_url takes."""
 
     def __init__(
@@ -92,32 +94,22 @@ class FakeOpenAI:
         self.json_object = json_object
         self.usage = usage
         self.requests: list[dict] = []  # every request body, in order
-        self.port = 0
         self._lock = threading.Lock()
         self._script: deque[Reply] = deque()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeOpenAI:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
         self._stopping.clear()
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.serve(_Handler)
         return self
 
     def stop(self) -> None:
         self._stopping.set()  # wakes slow replies
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self.shutdown()
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order; then `good()` again."""
