@@ -18,6 +18,7 @@ from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitPolicy
 from openbell.core.scan import ScanFilters
 from openbell.core.sizing import SizingPolicy
+from openbell.core.voters import VOTERS
 from openbell.errors import ConfigError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -53,13 +54,13 @@ class ScanSettings(BaseModel):
         return ScanFilters(**self.model_dump(exclude={"top_n"}))
 
 
-RANKERS = ("llm", "ensemble", "quant")
-ENSEMBLE_VOTERS = ("momentum", "rsi", "macd", "sma_trend", "mean_reversion", "llm")
+RankerName = Literal["llm", "ensemble", "quant"]
+ENSEMBLE_VOTERS = (*VOTERS, "llm")  # the technical voters, and the LLM as one more
 
 
 class RankingSettings(BaseModel):
     model_config = _STRICT
-    method: Literal["llm", "ensemble", "quant"] = Field(
+    method: RankerName = Field(
         "llm",
         description="llm: the LLM orders the candidates (the quant ranker when it is not configured or fails); "
         "ensemble: the voters and the LLM combined by weights or consensus; quant: gap x relative volume only.",
@@ -267,7 +268,7 @@ class RunOptions(BaseModel):
     slippage_bps: Decimal | None = Field(
         None, ge=0, le=500, description="Paper slippage on market fills, basis points (default 0)."
     )
-    ranker: Literal["llm", "ensemble", "quant"] | None = Field(
+    ranker: RankerName | None = Field(
         None, description="How to rank: llm (default; the quant ranker when no LLM is configured), ensemble or quant."
     )
     fresh_llm: bool | None = Field(None, description="Call the LLM even when a recorded reply to the same prompt exists.")

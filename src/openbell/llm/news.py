@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from openbell.calendar import NEW_YORK  # FMP's publishedDate is New York wall time without an offset
 from openbell.config import NewsSettings
 from openbell.llm.prompt import Headline
 
@@ -27,7 +27,6 @@ POLYGON_URL = "https://api.polygon.io"
 FMP_PATH = "/stable/news/stock"
 POLYGON_PATH = "/v2/reference/news"
 
-_NEW_YORK = ZoneInfo("America/New_York")  # FMP's publishedDate is New York wall time without an offset
 _FMP_MAX_LIMIT = 250  # one page of /stable/news/stock; shared by all symbols of the request
 _SNIPPET_CHARS = 120
 
@@ -64,7 +63,7 @@ class FmpArticle(_Row):
         if not isinstance(value, str):
             raise ValueError("publishedDate must be a 'YYYY-MM-DD HH:MM:SS' string")
         moment = datetime.fromisoformat(value.strip())
-        return moment.replace(tzinfo=_NEW_YORK) if moment.tzinfo is None else moment
+        return moment.replace(tzinfo=NEW_YORK) if moment.tzinfo is None else moment
 
     def headline(self) -> Headline:
         return Headline(
@@ -189,8 +188,8 @@ _Get = Callable[[str, dict[str, str | int]], Any]
 def _fmp(get: _Get, wanted: tuple[str, ...], since: datetime, until: datetime, per_symbol: int) -> list[Headline]:
     params: dict[str, str | int] = {
         "symbols": ",".join(wanted),
-        "from": since.astimezone(_NEW_YORK).date().isoformat(),
-        "to": until.astimezone(_NEW_YORK).date().isoformat(),
+        "from": since.astimezone(NEW_YORK).date().isoformat(),
+        "to": until.astimezone(NEW_YORK).date().isoformat(),
         # the page is shared: leave room for busy symbols, rows outside the window and malformed rows
         "limit": min(_FMP_MAX_LIMIT, max(50, per_symbol * len(wanted) * 4)),
     }

@@ -232,11 +232,14 @@ REPLY_SCHEMA: dict = {
 
 def request_key(model: str, params: Mapping[str, object], messages: Sequence[Mapping]) -> str:
     """sha256 hex of canonical JSON of {"model", "params", "messages"}: the cache key of a prompt."""
-    canonical = json.dumps(
-        {"model": model, "params": dict(params), "messages": [dict(m) for m in messages]},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    return _sha256_json({"model": model, "params": dict(params), "messages": [dict(m) for m in messages]})
+
+
+def prompt_hash(messages: Sequence[Mapping]) -> str:
+    """sha256 hex of the canonical JSON of exactly the messages sent."""
+    return _sha256_json([dict(m) for m in messages])
+
+
+def _sha256_json(value: object) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

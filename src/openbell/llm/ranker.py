@@ -10,8 +10,6 @@ day's ranking can be explained and a replay can reuse a recorded reply instead o
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +21,7 @@ import pandas as pd
 from openbell.config import LlmSettings
 from openbell.core.ranking import RankedPick, Ranker
 from openbell.llm.client import Attempt, ChatClient, ChatFailed, redact
-from openbell.llm.prompt import TEMPLATE_VERSION, Headline, build_messages, prompt_candidates, request_key
+from openbell.llm.prompt import TEMPLATE_VERSION, Headline, build_messages, prompt_candidates, prompt_hash, request_key
 from openbell.llm.reply import ParsedReply, ReplyError, parse_reply
 
 logger = logging.getLogger(__name__)
@@ -333,12 +331,6 @@ class _Run:
             est_cost_usd=cost,
             cached_from=cached_from,
         )
-
-
-def prompt_hash(messages: Sequence[Mapping]) -> str:
-    """sha256 hex of the canonical JSON of exactly the messages sent."""
-    canonical = json.dumps([dict(m) for m in messages], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _inputs(trade_date: date, top_n: int, rows: list[dict], headlines: Mapping[str, Sequence[Headline]]) -> dict:

@@ -14,8 +14,8 @@ from fake_openai import API_KEY, FakeOpenAI, good, hallucinated, obeys_injection
 
 from openbell.core.ranking import GapVolumeRanker
 from openbell.llm.audit import cached_reply, record_calls, record_headlines, recorded_headlines
-from openbell.llm.prompt import TEMPLATE_VERSION, Headline, build_messages, prompt_candidates
-from openbell.llm.ranker import NOT_CHOSEN, NOT_CONFIGURED, LlmRanker, prompt_hash
+from openbell.llm.prompt import TEMPLATE_VERSION, Headline, build_messages, prompt_candidates, prompt_hash
+from openbell.llm.ranker import NOT_CHOSEN, NOT_CONFIGURED, LlmRanker
 
 DAY = date(2025, 3, 7)
 TOP_N = 2
