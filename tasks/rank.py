@@ -24,6 +24,7 @@ from openbell.llm import audit
 from openbell.llm.news import fetch_headlines
 from openbell.llm.prompt import Headline, prompt_candidates
 from openbell.llm.ranker import LlmOutcome, LlmRanker
+from openbell.marketdata.base import DAILY_COLUMNS
 from openbell.store import Store
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
@@ -70,7 +71,8 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     ranker, reason = _decide(method, outcome, ensemble_failure)
     picks = by_ranker[ranker]
     scores = _score_rows(run, by_ranker, votes, outcome)
-    _record(store, run, ranker, picks, scores, requested=method, fallback_reason=reason, llm_key=_key(outcome))
+    key = outcome.request_key if outcome else None
+    _record(store, run, ranker, picks, scores, requested=method, fallback_reason=reason, llm_key=key)
     return _publish(run, ranker, picks, reason)
 
 
@@ -121,8 +123,8 @@ def _ensemble(
     passed = candidates[candidates["passed"].astype(bool)]
     prior = calendar.previous_session(run.trade_date)
     symbols = sorted(passed["symbol"].astype(str))
-    daily = wiring.market_for(run.settings, run.mode).daily_bars(prior - VOTER_LOOKBACK, prior, symbols) if symbols else None
-    daily = daily if daily is not None else pd.DataFrame(columns=["symbol", "date", "close"])
+    market = wiring.market_for(run.settings, run.mode)
+    daily = market.daily_bars(prior - VOTER_LOOKBACK, prior, symbols) if symbols else pd.DataFrame(columns=DAILY_COLUMNS)
     llm_scores = pd.Series(outcome.scores if outcome else {}, dtype=float)
     missing = {"llm": _llm_note(run, outcome)}
     ranking = run.settings.ranking
@@ -151,10 +153,6 @@ def _decide(method: str, outcome: LlmOutcome | None, ensemble_failure: str | Non
     if outcome is None or outcome.fallback_reason:
         return GapVolumeRanker.name, outcome.fallback_reason if outcome else "the LLM was not asked"
     return "llm", None
-
-
-def _key(outcome: LlmOutcome | None) -> str | None:
-    return outcome.request_key if outcome else None
 
 
 def _score_rows(
