@@ -53,10 +53,13 @@ from openbell.marketdata.base import (
     MOVER_COLUMNS,
     NEW_YORK_TS,
     OPENING_PRINT_COLUMNS,
-    PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
     protocol_frame,
+    require_day_begun,
     unique_symbols,
+    universe_symbols,
+    unusable_bars,
+    wanted_symbols,
 )
 
 log = logging.getLogger(__name__)
@@ -195,11 +198,7 @@ class AlpacaMarketData:
             bars = self._bars(wanted, TimeFrame.Minute, opens, opens, f"reading the 09:30 bars of {day}")
             prints = bars.loc[bars["ts"] == opens, list(OPENING_PRINT_COLUMNS)]
             return prints.reset_index(drop=True)
-        if now < datetime.combine(day, time(0), NEW_YORK):
-            raise ConfigError(
-                f"opening prints of {day} are not known at {now:%Y-%m-%d %H:%M} New York time: ask on the morning of {day}"
-            )
-        day_starts = datetime.combine(day, time(0), NEW_YORK)
+        day_starts = require_day_begun(day, now)
         rows = []
         for symbol, snap in self._snapshots(wanted, f"reading the pre-market of {day}"):
             trade = snap.latest_trade
@@ -216,12 +215,7 @@ class AlpacaMarketData:
         Raises:
             ConfigError: no universe was given (a live source has no fixed list of symbols).
         """
-        if self._universe is None:
-            raise ConfigError(
-                "AlpacaMarketData has no fixed list of symbols: pass universe=[...] when creating it, "
-                "or take the day's candidates from movers()"
-            )
-        return list(self._universe)
+        return universe_symbols(self._universe, "AlpacaMarketData")
 
     # -- live extras --------------------------------------------------------------------------
 
@@ -380,14 +374,7 @@ class AlpacaMarketData:
         return OpenbellError(f"Alpaca refused {what}: {failure}")
 
     def _wanted(self, symbols: Collection[str] | None, method: str) -> list[str]:
-        if symbols is None:
-            if self._universe is None:
-                raise ConfigError(
-                    f"AlpacaMarketData.{method} needs symbols=[...]: Alpaca has no whole-market call. Pass the "
-                    "symbols to fetch (e.g. from movers()), or give the source a universe=[...] when creating it"
-                )
-            return list(self._universe)
-        return unique_symbols([symbols] if isinstance(symbols, str) else symbols)
+        return wanted_symbols(symbols, self._universe, asked=f"AlpacaMarketData.{method}", venue="Alpaca")
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -408,14 +395,7 @@ def _bars_frame(raw: dict[str, list], what: str) -> pd.DataFrame:
     frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
     numbers = ["open", "high", "low", "close", "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
-    prices = frame[list(PRICE_COLUMNS)]
-    bad = (
-        frame.isna().any(axis=1)
-        | (prices <= 0).any(axis=1)
-        | (frame["high"] < frame["low"])
-        | (frame["volume"] < 0)
-        | frame.duplicated(["symbol", "ts"], keep="last")
-    )
+    bad = unusable_bars(frame, "ts")
     if bad.any():
         log.warning("dropped %d unusable bars %s (missing or non-positive values, high < low, duplicates)", bad.sum(), what)
         frame = frame.loc[~bad]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import date
+from datetime import date, datetime, time
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
+
+from openbell.calendar import NEW_YORK
+from openbell.errors import ConfigError
 
 MINUTE_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 DAILY_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "volume")
@@ -45,6 +48,66 @@ def protocol_frame(
 def unique_symbols(symbols: Collection[str]) -> list[str]:
     """Symbols asked for, stripped, without blanks or repeats, sorted."""
     return sorted({s.strip() for s in symbols if s and s.strip()})
+
+
+def unusable_bars(bars: pd.DataFrame, key: str) -> pd.Series:
+    """Which bars from a live source cannot be used: a missing value, a non-positive price, high below low,
+    a negative volume, or a bar repeated later for the same (symbol, `key`)."""
+    return (
+        bars.isna().any(axis=1)
+        | (bars[list(PRICE_COLUMNS)] <= 0).any(axis=1)
+        | (bars["high"] < bars["low"])
+        | (bars["volume"] < 0)
+        | bars.duplicated(["symbol", key], keep="last")
+    )
+
+
+def wanted_symbols(symbols: Collection[str] | None, universe: list[str] | None, *, asked: str, venue: str) -> list[str]:
+    """What a live source fetches: the symbols asked for (one string is one symbol), else its universe.
+
+    Args:
+        asked: the method, for the message ("AlpacaMarketData.daily_bars").
+        venue: whose API has no whole-market call ("Alpaca", "IB").
+
+    Raises:
+        ConfigError: `symbols` is None and the source was given no universe.
+    """
+    if symbols is None:
+        if universe is None:
+            raise ConfigError(
+                f"{asked} needs symbols=[...]: {venue} has no whole-market call. Pass the symbols to fetch "
+                "(e.g. from movers()), or give the source a universe=[...] when creating it"
+            )
+        return list(universe)
+    return unique_symbols([symbols] if isinstance(symbols, str) else symbols)
+
+
+def universe_symbols(universe: list[str] | None, source: str) -> list[str]:
+    """A live source's `symbols()`: the universe it was given.
+
+    Raises:
+        ConfigError: no universe was given (a live source has no fixed list of symbols).
+    """
+    if universe is None:
+        raise ConfigError(
+            f"{source} has no fixed list of symbols: pass universe=[...] when creating it, "
+            "or take the day's candidates from movers()"
+        )
+    return list(universe)
+
+
+def require_day_begun(day: date, now: datetime) -> datetime:
+    """Midnight New York that starts `day`, once `now` has reached it: a live source's pre-market starts there.
+
+    Raises:
+        ConfigError: `now` is before `day`, whose opening prints nobody knows yet.
+    """
+    day_starts = datetime.combine(day, time(0), NEW_YORK)
+    if now < day_starts:
+        raise ConfigError(
+            f"opening prints of {day} are not known at {now:%Y-%m-%d %H:%M} New York time: ask on the morning of {day}"
+        )
+    return day_starts
 
 
 @runtime_checkable

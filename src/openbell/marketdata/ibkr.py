@@ -66,7 +66,11 @@ from openbell.marketdata.base import (
     PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
     protocol_frame,
+    require_day_begun,
     unique_symbols,
+    universe_symbols,
+    unusable_bars,
+    wanted_symbols,
 )
 
 log = logging.getLogger(__name__)
@@ -341,11 +345,7 @@ class IbkrMarketData:
                               timeout=self._history_budget(len(wanted)))  # fmt: skip
             prints = bars.loc[bars["ts"] == opens, list(OPENING_PRINT_COLUMNS)]
             return prints.reset_index(drop=True)
-        day_starts = datetime.combine(day, time(0), NEW_YORK)
-        if now < day_starts:
-            raise ConfigError(
-                f"opening prints of {day} are not known at {now:%Y-%m-%d %H:%M} New York time: ask on the morning of {day}"
-            )
+        day_starts = require_day_begun(day, now)
         quotes = self._call(
             lambda: self._snapshots(wanted, f"the pre-market of {day}"), timeout=self._snapshot_budget(len(wanted))
         )
@@ -364,12 +364,7 @@ class IbkrMarketData:
         Raises:
             ConfigError: no universe was given (a live source has no fixed list of symbols).
         """
-        if self._universe is None:
-            raise ConfigError(
-                "IbkrMarketData has no fixed list of symbols: pass universe=[...] when creating it, "
-                "or take the day's candidates from movers()"
-            )
-        return list(self._universe)
+        return universe_symbols(self._universe, "IbkrMarketData")
 
     # -- live extras --------------------------------------------------------------------------
 
@@ -448,10 +443,12 @@ class IbkrMarketData:
     ) -> list[BarData]:  # fmt: skip
         """One reqHistoricalData, paced; [] when IB has no bars for it."""
         key = (contract.conId, bar_size, duration, end)
-        if key in self._history:
-            self._history.move_to_end(key)
-            return self._history[key]
+        if (kept := self._kept_bars(key)) is not None:
+            return kept
         async with self._history_lock:
+            # A call running alongside may have fetched the same bars while this one waited for the lock.
+            if (kept := self._kept_bars(key)) is not None:
+                return kept
             await self._pacer.slot()
             ib = await self._ready()
             with self._watching(frozenset({contract.conId})) as watch:
@@ -473,6 +470,12 @@ class IbkrMarketData:
             if len(self._history) > _HISTORY_KEPT:
                 self._history.popitem(last=False)
         return bars
+
+    def _kept_bars(self, key: tuple) -> list[BarData] | None:
+        if key not in self._history:
+            return None
+        self._history.move_to_end(key)
+        return self._history[key]
 
     async def _snapshots(self, symbols: list[str], what: str) -> dict[str, Quote]:
         return await self._quotes(await self._contracts_for(symbols), what)
@@ -733,14 +736,7 @@ class IbkrMarketData:
         return f"{self._host}:{port}"
 
     def _wanted(self, symbols: Collection[str] | None, method: str) -> list[str]:
-        if symbols is None:
-            if self._universe is None:
-                raise ConfigError(
-                    f"IbkrMarketData.{method} needs symbols=[...]: IB has no whole-market call. Pass the symbols to "
-                    "fetch (e.g. from movers()), or give the source a universe=[...] when creating it"
-                )
-            return list(self._universe)
-        return unique_symbols([symbols] if isinstance(symbols, str) else symbols)
+        return wanted_symbols(symbols, self._universe, asked=f"IbkrMarketData.{method}", venue="IB")
 
 
 # -- IB values ------------------------------------------------------------------------------------
@@ -816,13 +812,7 @@ def _bars_frame(columns: tuple[str, ...], rows: list[tuple], *, what: str) -> pd
     frame = pd.DataFrame(rows, columns=list(columns))
     numbers = [*PRICE_COLUMNS, "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
-    bad = (
-        frame[numbers].isna().any(axis=1)
-        | (frame[list(PRICE_COLUMNS)] <= 0).any(axis=1)
-        | (frame["high"] < frame["low"])
-        | (frame["volume"] < 0)  # IB sends -1 when it has no volume
-        | frame.duplicated(["symbol", key], keep="last")
-    )
+    bad = unusable_bars(frame, key)  # a negative volume among them: IB sends -1 when it has no volume
     if bad.any():
         log.warning("dropped %d unusable %s (missing or non-positive values, high < low, duplicates)", bad.sum(), what)
         frame = frame.loc[~bad]
