@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -348,3 +350,38 @@ def test_read_only_opener_also_waits_for_a_writer(store: Store) -> None:
         holder.kill()
         holder.wait()
     assert frame["n"].tolist() == [0]
+
+
+# -- batches ----------------------------------------------------------------------------------------
+
+
+def test_a_batch_commits_its_writes_once_at_the_end(store: Store) -> None:
+    with store.batch():
+        store.insert("runs", [{"run_id": "r1", "flow": "scan"}])
+        store.insert("runs", [{"run_id": "r2", "flow": "rank"}])
+
+    assert store.query("SELECT run_id FROM runs ORDER BY run_id") == [("r1",), ("r2",)]
+
+
+def test_a_failing_flush_reaches_the_caller_and_leaves_the_store_usable(store: Store) -> None:
+    def flush() -> None:
+        store.insert("runs", [{"run_id": "dup", "flow": "again"}])  # violates the primary key
+
+    with pytest.raises(Exception, match="(?i)constraint|duplicate"):
+        with store.batch():
+            store.insert("runs", [{"run_id": "dup", "flow": "first"}])
+            store.before_commit(flush)
+
+    store.insert("runs", [{"run_id": "after", "flow": "next"}])
+    assert ("after",) in store.query("SELECT run_id FROM runs")
+
+
+def test_an_error_inside_a_batch_is_the_one_the_caller_sees(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="the block failed"):
+        with store.batch():
+            store.insert("runs", [{"run_id": "r1", "flow": "scan"}])
+            with contextlib.suppress(duckdb.Error):  # DuckDB aborts the transaction: the commit will fail
+                store.execute("INSERT INTO runs (run_id, flow) VALUES ('r1', 'dup')")
+            raise RuntimeError("the block failed")
+
+    assert store.query("SELECT count(*) FROM runs") == [(0,)]  # rolled back, and the store still answers

@@ -101,24 +101,40 @@ class Store:
             yield
             return
         self._batching = True
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             try:
                 for flush in self._before_commit:
                     flush()
-            finally:
+            except BaseException:
+                failed = True
+                raise
+            finally:  # even when something failed: a held connection left behind would take every later call
                 self._before_commit.clear()
                 self._batching = False
-            held, self._held = self._held, None
-            if held is not None:
-                try:
-                    held.execute("COMMIT")
-                except duckdb.Error:
-                    _rollback_quietly(held)
-                    raise
-                finally:
-                    held.close()
+                self._end_held(quiet=failed)
+
+    def _end_held(self, *, quiet: bool) -> None:
+        """Commit and close the batch's connection; a failed commit rolls back, and raises unless `quiet`.
+
+        `quiet` is for a batch that is already failing: its own error matters more than the commit's.
+        """
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            held.execute("COMMIT")
+        except duckdb.Error:
+            _rollback_quietly(held)
+            if not quiet:
+                raise
+        finally:
+            held.close()
 
     def before_commit(self, flush: Callable[[], None]) -> None:
         """Run `flush` (which writes through this store) once at the end of the current batch, or now.
