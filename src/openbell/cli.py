@@ -159,7 +159,6 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from openbell.calendar import NEW_YORK
     from openbell.config import load_settings
     from openbell.doctor import examine
 
@@ -168,7 +167,7 @@ def _doctor(args: argparse.Namespace) -> int:
     for logger in noisy:  # connection retries: the verdict comes in one line below
         logger.setLevel(logging.CRITICAL)
     try:
-        print("\n".join(examine(load_settings(), datetime.now(NEW_YORK))))
+        print("\n".join(examine(load_settings(), _now())))
     finally:
         for logger, level in zip(noisy, levels, strict=True):
             logger.setLevel(level)
