@@ -43,7 +43,7 @@ def watch_positions(run: RunContext) -> int:
                 fills = broker.fills_since(None)
                 if len(fills) != seen:
                     seen = len(fills)
-                    mirror.sync()
+                    mirror.sync(fills)
             clock.sleep_until(_next_minute(clock.now()))
         exits = [f for f in mirror.sync() if f.side is Side.SELL]
         log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))

@@ -70,7 +70,6 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
                 "run_id": run.run_id,
             }
             for s in sizes
-            if s is not None
         ],
         where={"trade_date": day},
     )

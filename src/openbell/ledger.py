@@ -11,16 +11,8 @@ from datetime import date, datetime
 
 from openbell import calendar
 from openbell.brokers import Broker
-from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Side, Symbol
+from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Side, Symbol, is_ours
 from openbell.store import Store
-
-
-def our_prefix(trade_date: date) -> str:
-    return f"ob-{trade_date:%Y%m%d}-"
-
-
-def is_ours(client_order_id: str, trade_date: date) -> bool:
-    return client_order_id.startswith(our_prefix(trade_date))
 
 
 def record_orders(store: Store, trade_date: date, orders: list[Order], run_id: str | None = None) -> None:
@@ -46,8 +38,13 @@ class BrokerMirror:
         self._written: dict[ClientOrderId, Order] = {}
         self._fill_ids: set[str] = set()
 
-    def sync(self) -> list[Fill]:
-        """Record the day's changed orders and new fills; returns all of the system's fills."""
+    def sync(self, fills: list[Fill] | None = None) -> list[Fill]:
+        """Record the day's changed orders and new fills; returns all of the system's fills.
+
+        Args:
+            fills: the broker's `fills_since(None)` when the caller has just read them, so that one
+                monitor tick asks the broker for its fills once; read here when None.
+        """
         ids = [
             ClientOrderId(r[0])
             for r in self._store.query(
@@ -58,7 +55,9 @@ class BrokerMirror:
         changed = [o for o in reported if self._written.get(o.client_order_id) != o]
         record_orders(self._store, self._date, changed)
         self._written.update({o.client_order_id: o for o in changed})
-        fills = [f for f in self._broker.fills_since(None) if is_ours(f.client_order_id, self._date)]
+        if fills is None:
+            fills = self._broker.fills_since(None)
+        fills = [f for f in fills if is_ours(f.client_order_id, self._date)]
         new = [f for f in fills if f.fill_id not in self._fill_ids]
         if new:
             self._store.upsert("fills", [

@@ -30,7 +30,7 @@ def check_market_on_open(intent: OrderIntent, window: MooWindow, now: datetime) 
         raise OrderRejected(
             intent.client_order_id,
             f"market-on-open orders for {window.cutoff:%Y-%m-%d} are accepted from {window.opens:%Y-%m-%d %H:%M} "
-            f"to {window.cutoff:%H:%M} New York time",
+            f"to {window.cutoff:%H:%M} New York time; it is {now:%Y-%m-%d %H:%M}",
         )
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from openbell.core.exits import ExitPolicy
 from openbell.core.prices import exit_levels
-from openbell.core.types import OrderIntent, OrderType, Purpose, Side, Symbol, TimeInForce, client_order_id
+from openbell.core.types import OrderIntent, OrderType, Purpose, Side, Symbol, TimeInForce, client_order_id, our_prefix
 
 
 def moo_entry(trade_date: date, symbol: Symbol, shares: int) -> OrderIntent:
@@ -28,7 +28,7 @@ def protective_exit(
 ) -> tuple[OrderIntent, OrderIntent]:
     """A one-cancels-other pair for a filled long entry: a target limit and a stop, from the fill price."""
     target, stop = exit_levels(entry_price, policy.target_pct, policy.stop_pct)
-    group = f"ob-{trade_date:%Y%m%d}-{symbol}-exit"
+    group = f"{our_prefix(trade_date)}{symbol}-exit"
     return (
         OrderIntent(
             client_order_id(trade_date, symbol, Purpose.TARGET),

@@ -69,7 +69,17 @@ def client_order_id(trade_date: date, symbol: str, purpose: Purpose) -> ClientOr
     The same inputs always give the same id, so a retried or replayed submission is recognised
     by the broker (and by the store) instead of creating a second order.
     """
-    return ClientOrderId(f"ob-{trade_date:%Y%m%d}-{symbol}-{purpose.value}")
+    return ClientOrderId(f"{our_prefix(trade_date)}{symbol}-{purpose.value}")
+
+
+def our_prefix(trade_date: date) -> str:
+    """Every client order id the system makes for `trade_date` starts with this."""
+    return f"ob-{trade_date:%Y%m%d}-"
+
+
+def is_ours(client_order_id: str, trade_date: date) -> bool:
+    """True for an id the system made for `trade_date`; anyone else's orders are never touched."""
+    return client_order_id.startswith(our_prefix(trade_date))
 
 
 @dataclass(frozen=True, slots=True)

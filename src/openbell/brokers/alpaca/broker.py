@@ -34,10 +34,21 @@ from openbell import calendar
 from openbell.brokers.alpaca import mapping
 from openbell.brokers.alpaca.mapping import Placed
 from openbell.brokers.alpaca.rest import KEY_ENV, SECRET_ENV, Failure, api_failure, secret, transport_failure, tuned
-from openbell.brokers.base import Account, MooWindow
+from openbell.brokers.base import Account, MooWindow, check_market_on_open
 from openbell.clock import Clock
 from openbell.config import Settings
-from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Position, Purpose, Symbol, TimeInForce
+from openbell.core.types import (
+    ClientOrderId,
+    Fill,
+    Order,
+    OrderIntent,
+    Position,
+    Purpose,
+    Symbol,
+    TimeInForce,
+    is_ours,
+    our_prefix,
+)
 from openbell.errors import ConfigError, OpenbellError, OrderRejected, TransientError
 
 log = logging.getLogger(__name__)
@@ -160,7 +171,7 @@ class AlpacaBroker:
         return self._settled(client_order_id, order)
 
     def order(self, client_order_id: ClientOrderId) -> Order | None:
-        if not mapping.is_ours(client_order_id, self._date):
+        if not is_ours(client_order_id, self._date):
             return None
         placed = self._lookup(client_order_id)
         return mapping.to_order(placed) if placed is not None else None
@@ -193,10 +204,10 @@ class AlpacaBroker:
 
     # --- guards ----------------------------------------------------------------------------
     def _require_ours(self, client_order_id: str) -> None:
-        if not mapping.is_ours(client_order_id, self._date):
+        if not is_ours(client_order_id, self._date):
             raise OrderRejected(
                 client_order_id,
-                f"not an openbell order of {self._date} (ids start with {mapping.our_prefix(self._date)}); "
+                f"not an openbell order of {self._date} (ids start with {our_prefix(self._date)}); "
                 "this adapter acts only on its own orders",
             )
 
@@ -204,13 +215,7 @@ class AlpacaBroker:
         """Refuse locally what Alpaca would take for another session than the trade date."""
         now = self._clock.now()
         if intent.tif is TimeInForce.OPG:
-            window = self.moo_window(self._date)
-            if not window.accepts(now):
-                raise OrderRejected(
-                    intent.client_order_id,
-                    f"Alpaca accepts market-on-open orders for {self._date} from {window.opens:%Y-%m-%d %H:%M} "
-                    f"to {window.cutoff:%H:%M} New York time; it is {now:%Y-%m-%d %H:%M}",
-                )
+            check_market_on_open(intent, self.moo_window(self._date), now)
         elif now >= calendar.session_close(self._date):
             raise OrderRejected(
                 intent.client_order_id,

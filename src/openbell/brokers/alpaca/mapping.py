@@ -49,6 +49,7 @@ from openbell.core.types import (
     Side,
     Symbol,
     TimeInForce,
+    is_ours,
 )
 
 # Alpaca's order states, grouped by what they mean for us. Together they cover every AlpacaStatus.
@@ -85,15 +86,6 @@ class Placed:
 
 
 # --- ids -------------------------------------------------------------------------------------
-def our_prefix(trade_date: date) -> str:
-    """Every client order id the system makes for `trade_date` starts with this."""
-    return f"ob-{trade_date:%Y%m%d}-"
-
-
-def is_ours(client_order_id: str, trade_date: date) -> bool:
-    return client_order_id.startswith(our_prefix(trade_date))
-
-
 def purpose_of(client_order_id: str) -> Purpose:
     """The purpose at the end of one of our ids (`ob-20250307-ABC-target` -> TARGET)."""
     suffix = client_order_id.rsplit("-", 1)[-1]

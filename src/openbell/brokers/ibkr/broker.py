@@ -48,6 +48,7 @@ from openbell.core.types import (
     Position,
     Symbol,
     TimeInForce,
+    our_prefix,
 )
 from openbell.errors import ConfigError, OpenbellError, OrderRejected, TransientError
 
@@ -122,7 +123,7 @@ class IbkrBroker:
         self._connect_timeout = ibkr.connect_timeout_s
         self._paper = settings.trading_mode == "paper"
         self._clock, self._date = clock, trade_date
-        self._prefix = f"ob-{trade_date:%Y%m%d}-"
+        self._prefix = our_prefix(trade_date)
         self._request_timeout, self._ack_timeout = request_timeout_s, ack_timeout_s
         self._delays = tuple(reconnect_delays_s) or (1.0,)
         self._commission_grace = commission_grace_s

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from zoneinfo import ZoneInfo
 
 from ib_async import AccountValue, Contract, LimitOrder, MarketOrder, Stock, StopOrder, Trade
 from ib_async import Fill as IbFill
@@ -24,6 +23,7 @@ from ib_async import Order as IbOrder
 from ib_async import Position as IbPosition
 
 from openbell.brokers.base import Account
+from openbell.calendar import NEW_YORK
 from openbell.core.prices import round_to_tick
 from openbell.core.types import (
     ClientOrderId,
@@ -40,7 +40,6 @@ from openbell.core.types import (
 )
 from openbell.errors import ConfigError, OpenbellError, OrderRejected, TransientError
 
-NEW_YORK = ZoneInfo("America/New_York")
 _UNSET_DOUBLE = 1.7976931348623157e308  # ib_async.util.UNSET_DOUBLE: IB's "no value"
 
 # --- IB order states, grouped by what they mean for us ------------------------------------------
