@@ -52,7 +52,7 @@ from ib_async import IB, BarData, Contract, ScannerSubscription, StartupFetchNON
 
 from openbell import calendar
 from openbell.brokers.ibkr import mapping
-from openbell.brokers.ibkr.broker import api_ports
+from openbell.brokers.ibkr.broker import api_ports, connect_unless_refused
 from openbell.calendar import NEW_YORK
 from openbell.clock import Clock, WallClock
 from openbell.config import Settings
@@ -640,32 +640,22 @@ class IbkrMarketData:
             ib = IB()
             ib.errorEvent += self._on_error
             self._refused.clear()
-            connecting = asyncio.ensure_future(
-                ib.connectAsync(self._host, port, clientId=self._client_id, timeout=self._connect_timeout,
-                                readonly=True, fetchFields=StartupFetchNONE)
-            )  # fmt: skip
-            refused = asyncio.ensure_future(self._refused.wait())
             try:
-                await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                refused.cancel()
-            if not connecting.done():  # TWS refused the client id: ib_async would wait for its timeout
-                connecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await connecting
-                ib.disconnect()
-                raise ConfigError(
-                    f"TWS/IB Gateway refused market-data client id {self._client_id}: it is in use by another "
-                    "connection. Pass IbkrMarketData(..., client_id=<a free id>) (the broker uses "
-                    "OPENBELL_BROKER__IBKR__CLIENT_ID; market data takes that + 1 by default)"
-                )
-            try:
-                connecting.result()
+                connected = await connect_unless_refused(
+                    ib, self._refused, self._host, port, clientId=self._client_id, timeout=self._connect_timeout,
+                    readonly=True, fetchFields=StartupFetchNONE,
+                )  # fmt: skip
             except ConnectionRefusedError as exc:  # nothing listens there: try the next default port
                 last = exc
                 continue
             except TimeoutError as exc:
                 raise OSError(f"no API handshake within {self._connect_timeout:g} s") from exc
+            if not connected:
+                raise ConfigError(
+                    f"TWS/IB Gateway refused market-data client id {self._client_id}: it is in use by another "
+                    "connection. Pass IbkrMarketData(..., client_id=<a free id>) (the broker uses "
+                    "OPENBELL_BROKER__IBKR__CLIENT_ID; market data takes that + 1 by default)"
+                )
             self._port = port
             if self._delayed:
                 ib.reqMarketDataType(DELAYED)

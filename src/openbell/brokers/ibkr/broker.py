@@ -61,6 +61,29 @@ _POLL_S = 0.01
 T = TypeVar("T")
 
 
+async def connect_unless_refused(ib: IB, refused: asyncio.Event, host: str, port: int, **options: Any) -> bool:
+    """ib_async's `connectAsync`, cut short when `refused` is set first.
+
+    TWS refuses a client id that is in use with an error, and ib_async would then wait for its whole
+    timeout; the caller's error handler sets `refused` instead. Returns False (disconnected) when the
+    refusal came first; the connect's own errors are raised as they are.
+    """
+    connecting = asyncio.ensure_future(ib.connectAsync(host, port, **options))
+    waiting = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await connecting
+        ib.disconnect()
+        return False
+    connecting.result()
+    return True
+
+
 def api_ports(settings: Settings) -> tuple[int, ...]:
     """The TWS/IB Gateway API ports to try, in order. Live ports only for a confirmed live setup.
 
@@ -304,22 +327,11 @@ class IbkrBroker:
         """ib_async's connect, cut short when TWS refuses the client id (it would otherwise wait for its timeout)."""
         self._client_id_refusal = None
         self._refused.clear()
-        connect = asyncio.ensure_future(
-            self._ib.connectAsync(self._host, port, clientId=self._client_id, timeout=self._connect_timeout,
-                                  account=self._wanted_account)
-        )  # fmt: skip
-        refused = asyncio.ensure_future(self._refused.wait())
-        try:
-            await asyncio.wait({connect, refused}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            refused.cancel()
-        if not connect.done():
-            connect.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await connect
-            self._ib.disconnect()
+        if not await connect_unless_refused(
+            self._ib, self._refused, self._host, port, clientId=self._client_id, timeout=self._connect_timeout,
+            account=self._wanted_account,
+        ):  # fmt: skip
             raise mapping.error_for(mapping.CLIENT_ID_IN_USE, self._client_id_refusal or "", client_id=self._client_id)
-        connect.result()
 
     def _pick_account(self, managed: list[str]) -> str:
         if self._wanted_account:
