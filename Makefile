@@ -34,6 +34,7 @@ browser:
 
 bench: setup
 	$(UV) run python benchmarks/bench_replay.py
+	$(UV) run python benchmarks/bench_day.py
 	$(UV) run python benchmarks/bench_ranking.py
 
 clean:

@@ -1,15 +1,12 @@
-"""Benchmark of the replay engine and of one trading day run through the Prefect flows.
+"""Benchmark of the replay engine: minute bars per second next to a plain numpy version of the same rule.
 
-(a) Replay engine throughput: a synthetic market of 500 symbols x 20 sessions of one-minute bars
-    (3.9M bars), each session bought at the open and exited at +2.6% / -0.9% or liquidated at
-    15:45. `openbell.core.backtest.replay_sessions` is timed next to a plain numpy version of the
-    same rule written in this file, and the two are checked to agree session by session.
-(b) Wall time of one replayed day through every Prefect flow: `openbell demo` end to end in a
-    fresh subprocess (Prefect's temporary API server start-up included), and a warm
-    `trading_day(mode="replay")` call timed inside a subprocess after a first, warm-up call.
+A synthetic market of 500 symbols x 20 sessions of one-minute bars (3.9M bars), each session bought
+at the open and exited at +2.6% / -0.9% or liquidated at 15:45. `openbell.core.backtest.replay_sessions`
+is timed next to a plain numpy version of the same rule written in this file, and the two are checked
+to agree session by session. (A day through the flows: benchmarks/bench_day.py.)
 
 Run:  uv run python benchmarks/bench_replay.py [--quick]
-      (--quick: 50 symbols and one timed repetition in (a), for a fast sanity check)
+      (--quick: 50 symbols and one timed repetition, for a fast sanity check)
 Prints a table and writes benchmarks/results/latest.json.
 """
 
@@ -19,9 +16,7 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,112 +317,6 @@ def bench_engine(n_symbols: int, repeats: int) -> dict:
     }
 
 
-# -- (b) a day through the Prefect flows -------------------------------------------------------
-
-TRADING_DAY_SNIPPET = """
-import json, time
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-    from flows.trading_day import trading_day
-
-    started = time.perf_counter()
-    trading_day(mode="replay")  # warm-up: starts Prefect's temporary API server
-    first_s = time.perf_counter() - started
-    started = time.perf_counter()
-    trading_day(mode="replay")
-    warm_s = time.perf_counter() - started
-print("BENCH_RESULT " + json.dumps({"first_s": first_s, "warm_s": warm_s}))
-"""
-
-
-def isolated_env(scratch: Path) -> dict[str, str]:
-    """This environment without PREFECT_ and OPENBELL_ settings, pointed at a scratch folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPENBELL_"))}
-    env.update(
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_HOME=str(scratch / "prefect"),
-        OPENBELL_DATA__DIR=str(scratch / "data"),
-    )
-    return env
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A subprocess that ran to the end: its wall time, when it started and ended, and its output."""
-
-    seconds: float
-    started: datetime  # local wall clock, as Prefect's log lines show it
-    ended: datetime
-    output: str  # stdout, then stderr
-
-
-def run_timed(command: list[str], env: dict[str, str], log: Path) -> Finished:
-    """Run a subprocess in the project folder; raises with the tail of its output when it fails."""
-    started_at, started = datetime.now(), time.perf_counter()
-    done = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
-    seconds, ended_at = time.perf_counter() - started, datetime.now()
-    output = f"{done.stdout}\n{done.stderr}"
-    log.write_text(f"$ {' '.join(command)}\n{output}")
-    if done.returncode != 0:
-        tail = "\n".join(output.splitlines()[-15:])
-        raise RuntimeError(f"{log.stem} exited with {done.returncode}; full log in {log}:\n{tail}")
-    return Finished(seconds, started_at, ended_at, output)
-
-
-def demo_phases(demo: Finished) -> dict[str, float] | None:
-    """Where the demo's time went, from the timestamps of Prefect's log lines (None if not found).
-
-    start-up: interpreter, imports, settings, synthetic market; server: Prefect's temporary API
-    server coming up; flows: the trading-day flow run and its sub-flows; shutdown: the rest.
-    """
-    marks = {
-        "server_up": "Starting temporary server",
-        "flows": "for flow 'trading-day'",
-        "down": "Stopping temporary server",
-    }
-    at: dict[str, datetime] = {}
-    for line in demo.output.splitlines():
-        for mark, text in marks.items():
-            if mark not in at and text in line:
-                clock = datetime.strptime(line.split(" | ")[0].strip(), "%H:%M:%S.%f").time()
-                at[mark] = datetime.combine(demo.started.date(), clock)
-    if len(at) < len(marks):
-        return None
-    seconds = lambda a, b: round((b - a).total_seconds(), 2)
-    return {
-        "startup_s": seconds(demo.started, at["server_up"]),
-        "server_start_s": seconds(at["server_up"], at["flows"]),
-        "flows_s": seconds(at["flows"], at["down"]),
-        "shutdown_s": seconds(at["down"], demo.ended),
-    }
-
-
-def bench_flows() -> dict:
-    """Part (b): `openbell demo` end to end, then a warm trading_day call, in one scratch folder."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="openbell-bench-") as scratch_dir:
-        scratch = Path(scratch_dir)
-        env = isolated_env(scratch)
-
-        started = time.perf_counter()
-        generate_synthetic_market(scratch / "default-market")  # what demo does first in a fresh data dir
-        generation_s = time.perf_counter() - started
-
-        demo = run_timed([sys.executable, "-m", "openbell.cli", "demo"], env, RESULTS_DIR / "demo.log")
-        snippet = run_timed([sys.executable, "-c", TRADING_DAY_SNIPPET], env, RESULTS_DIR / "trading_day.log")
-    line = next(line for line in snippet.output.splitlines() if line.startswith("BENCH_RESULT "))
-    trading_day = json.loads(line.removeprefix("BENCH_RESULT "))
-    return {
-        "demo_end_to_end_s": demo.seconds,
-        "demo_phases": demo_phases(demo),
-        "default_market_generation_s": generation_s,
-        "trading_day_first_call_s": trading_day["first_s"],
-        "trading_day_warm_s": trading_day["warm_s"],
-    }
-
-
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -444,7 +333,7 @@ def yes_no(ok: bool) -> str:
     return "yes" if ok else "NO"
 
 
-def print_report(info: dict, engine: dict, flows: dict | None, flows_error: str | None) -> None:
+def print_report(info: dict, engine: dict) -> None:
     print(f"\nmachine: {info['cpu_count']} cores, Python {info['python']}, numpy {info['numpy']}, {info['platform']}")
     counts = ", ".join(f"{n} sessions of {k} bars" for k, n in engine["bars_per_session"].items())
     print(
@@ -457,20 +346,9 @@ def print_report(info: dict, engine: dict, flows: dict | None, flows_error: str 
         ("plain numpy reference (this file)", f"{engine['numpy_s'] * 1000:.1f} ms", f"{numpy_rate:.1f} M bars/s"),
         ("engine time / numpy time", f"{engine['engine_over_numpy_time']:.2f}x", ""),
     ]
-    if flows is not None:
-        phases = flows["demo_phases"] or {}
-        rows += [
-            ("openbell demo, end to end (subprocess)", f"{flows['demo_end_to_end_s']:.1f} s", "fresh data dir and server"),
-            *[(f"  of which: {name.removesuffix('_s')}", f"{secs:.1f} s", "from the log") for name, secs in phases.items()],
-            ("  synthetic market (part of startup)", f"{flows['default_market_generation_s']:.1f} s", "timed separately"),
-            ("trading_day, first call (in-process)", f"{flows['trading_day_first_call_s']:.1f} s", "starts the server"),
-            ("trading_day, warm call (in-process)", f"{flows['trading_day_warm_s']:.1f} s", ""),
-        ]
     width = max(len(row[0]) for row in rows)
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>10}  {note}")
-    if flows_error:
-        print(f"  flows: FAILED\n{flows_error}")
 
     print(
         f"\nagreement: {engine['sessions_checked']:,} sessions checked "
@@ -482,30 +360,22 @@ def print_report(info: dict, engine: dict, flows: dict | None, flows_error: str 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 symbols and one timed repetition in (a)")
+    parser.add_argument("--quick", action="store_true", help="50 symbols and one timed repetition")
     args = parser.parse_args(argv)
 
     info = machine()
     engine = bench_engine(N_SYMBOLS_QUICK if args.quick else N_SYMBOLS, REPEATS_QUICK if args.quick else REPEATS)
-    flows, flows_error = None, None
-    try:
-        flows = bench_flows()
-    except (RuntimeError, StopIteration, OSError) as exc:
-        flows_error = str(exc) or repr(exc)
-
-    print_report(info, engine, flows, flows_error)
+    print_report(info, engine)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     results = {
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": info,
         "replay_engine": engine,
-        "flows": flows,
-        "flows_error": flows_error,
     }
     (RESULTS_DIR / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS_DIR / 'latest.json'}")
-    return 0 if engine["mismatches"] == 0 and flows_error is None else 1
+    return 0 if engine["mismatches"] == 0 else 1
 
 
 if __name__ == "__main__":

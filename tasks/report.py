@@ -28,6 +28,21 @@ def build_report(run: RunContext) -> str:
         log.info("the report is due at %s today; nothing to do at %s", f"{when.report:%H:%M}", f"{now:%H:%M}")
         return ""
     store = wiring.store_for(run.settings)
+    with store.batch():  # one connection for the day's reads and writes
+        text, summary, trades, review = _write_day(run, store, when)
+    log.info(
+        "end-of-day report for %s: %d trades, net P&L $%s (the whole report: the eod-report artifact)",
+        day, summary.trades, f"{summary.net_pnl:,.2f}",
+    )  # fmt: skip
+    publish_markdown("eod-report", render_markdown(summary, trades, review), f"End-of-day report for {day}")
+    return text
+
+
+def _write_day(
+    run: RunContext, store: Store, when: wiring.Phases
+) -> tuple[str, DailyPnl, list[Trade], RankingReview | None]:
+    """Round trips and P&L from the day's fills into `trades` and `daily_pnl`, and the ranking review."""
+    day = run.trade_date
     purposes = {
         ClientOrderId(cid): Purpose(p)
         for cid, p in store.query("SELECT client_order_id, purpose FROM orders WHERE trade_date = ?", [day])
@@ -50,10 +65,7 @@ def build_report(run: RunContext) -> str:
     store.replace("trades", [_trade_row(t) for t in trades], where={"trade_date": day})
     store.replace("daily_pnl", [_summary_row(summary, run.run_id)], where={"trade_date": day})
     review = _review_ranking(run, store, when)
-    text = render_report(summary, trades, review)
-    log.info("end-of-day report for %s\n%s", day, text)
-    publish_markdown("eod-report", render_markdown(summary, trades, review), f"End-of-day report for {day}")
-    return text
+    return render_report(summary, trades, review), summary, trades, review
 
 
 def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> RankingReview | None:

@@ -1,4 +1,7 @@
-"""The NYSE trading calendar (exchange_calendars XNYS): sessions, opens, early closes, holidays."""
+"""The NYSE trading calendar (exchange_calendars XNYS): sessions, opens, early closes, holidays.
+
+Every function taking a day raises ConfigError for a day outside FIRST_DAY..LAST_DAY.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +16,21 @@ from openbell.errors import ConfigError
 
 NEW_YORK = ZoneInfo("America/New_York")
 _FIRST_YEAR = 2010  # building the calendar from 2010 keeps start-up under half a second
+FIRST_DAY = date(_FIRST_YEAR, 1, 1)
+LAST_DAY = date(date.today().year + 2, 12, 31)
+"""The days this module answers for; any other day is a ConfigError."""
+_MARGIN = timedelta(days=31)  # the calendar reaches past both ends, so the first and last days have neighbours
 
 
 @lru_cache(maxsize=1)
 def _xnys() -> xcals.ExchangeCalendar:
-    today = date.today()
-    return xcals.get_calendar("XNYS", start=f"{_FIRST_YEAR}-01-01", end=f"{today.year + 2}-12-31")
+    return xcals.get_calendar("XNYS", start=pd.Timestamp(FIRST_DAY - _MARGIN), end=pd.Timestamp(LAST_DAY + _MARGIN))
 
 
 def _session(day: date) -> pd.Timestamp:
+    """`day` for exchange_calendars, which would raise its own DateOutOfBounds outside the calendar's range."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ConfigError(f"{day} is outside the exchange calendar ({FIRST_DAY} to {LAST_DAY}): choose a date in that range")
     return pd.Timestamp(day)
 
 

@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -117,24 +118,45 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int:
-    from openbell import runtime
+    from openbell.prefect_api import sigterm_interrupts
 
     settings = options.settings()
-    market = runtime.market_for(settings)
-    day = runtime.resolve_trade_date(trade_date, "replay", settings)
-    bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
-    if symbols:
-        unknown = sorted(set(symbols) - set(bars["symbol"]))
-        if unknown:
-            raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: no minute bars on {day}")
-    print(f"openbell: replaying {day} into {settings.data.database}", flush=True)
+    with sigterm_interrupts():  # a stopped run cleans up as after Ctrl-C: no temporary server left behind
+        return _replay_day(settings, trade_date, symbols, options)
 
-    trading_day = _flow("flows.trading_day", "trading_day")
-    with _quiet_prefect():
-        report = trading_day(trade_date=day, mode="replay", symbols=symbols, options=options)
+
+def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
+    from openbell import runtime
+
+    market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
+    day = runtime.resolve_trade_date(trade_date, "replay", settings)
+    api = _open_prefect_api(settings)  # a temporary server boots while the day's bars are read and the flows load
+    try:
+        bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
+        if symbols:
+            unknown = sorted(set(symbols) - set(bars["symbol"]))
+            if unknown:
+                raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: no minute bars on {day}")
+        print(f"openbell: replaying {day} into {settings.data.database}", flush=True)
+        trading_day = _flow("flows.trading_day", "trading_day")
+        with _flow_runs(api):
+            report = trading_day(trade_date=day, mode="replay", symbols=symbols, options=options)
+    finally:
+        api.stop()
     print(report)
     print(f"\nexplore it: openbell query --db {settings.data.database} \"SELECT * FROM trades WHERE trade_date = '{day}'\"")
     return 0
+
+
+def _open_prefect_api(settings):
+    """The API for this process's flow runs: the configured one, `openbell up`'s, or a temporary server."""
+    from openbell import prefect_api, service
+
+    files = service.ServiceFiles.of(settings)
+    api = prefect_api.open_api(service.running_api(settings), files.prefect_home, files.logs / "temporary-server.log")
+    if api.source == "openbell up":
+        print(f"openbell: the runs go to the server `openbell up` started: {api.url.removesuffix('/api')}/runs", flush=True)
+    return api
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -222,20 +244,22 @@ def _flow(module: str, name: str):
     return getattr(importlib.import_module(module), name)
 
 
-class _quiet_prefect:
-    """Run flows without the per-run heartbeat thread (about a second per flow) and analytics."""
+@contextmanager
+def _flow_runs(api) -> Iterator[None]:
+    """Flow runs against `api` (once it answers), without the per-run heartbeat thread (about a second
+    per flow) and analytics."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    def __enter__(self):
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from openbell.prefect_api import drain_workers
 
-        os.environ.setdefault("DO_NOT_TRACK", "1")
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        self._settings = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
-        self._settings.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._settings.__exit__(*exc)
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    url = api.wait_until_ready(say=lambda line: print(f"openbell: {line}", file=sys.stderr, flush=True))
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        try:
+            yield
+        finally:
+            drain_workers()
 
 
 def _date(text: str) -> date:

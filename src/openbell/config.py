@@ -2,17 +2,29 @@
 
 Each area has its own model: data, scan, ranking, llm, news, exits, sizing, broker, schedule. Nested fields are set with a
 double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.duckdb.
+
+`load_settings` checks every OPENBELL_ variable before it reads the settings: one that names no setting (pydantic-settings
+would ignore it) or holds JSON that does not parse is a ConfigError naming the variable and the one probably meant. The
+valid names come from the models' fields; the few OPENBELL_ variables that are not settings are listed in NOT_SETTINGS.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitPolicy
@@ -32,7 +44,9 @@ class DataSettings(BaseModel):
     daily_bars: Path | None = Field(None, description="Daily-bar Parquet for replays; default: the synthetic market.")
     lock_timeout_s: float = Field(30.0, gt=0, description="How long to wait for a DuckDB file locked by another process.")
     universe: list[str] | None = Field(
-        None, description="Symbols a live scan considers; empty: the broker's pre-market movers list."
+        None,
+        description="Symbols a live scan considers; empty: the broker's pre-market movers list.",
+        examples=[["AAPL", "TSLA"]],
     )
 
     @property
@@ -68,6 +82,7 @@ class RankingSettings(BaseModel):
     weights: dict[str, float] = Field(
         default_factory=lambda: dict.fromkeys(ENSEMBLE_VOTERS, 1.0),
         description="Ensemble weight per voter (momentum, rsi, macd, sma_trend, mean_reversion, llm); 0 leaves one out.",
+        examples=[{"momentum": 1, "llm": 2}],
     )
     min_agree: int | None = Field(
         None,
@@ -239,19 +254,175 @@ class Settings(BaseSettings):
 
 
 def load_settings(**changes: dict[str, Any]) -> Settings:
-    """Settings from the environment, with `area={field: value}` changes on top (None = keep)."""
-    settings = _validated(Settings)
+    """Settings from the environment, with `area={field: value}` changes on top (None = keep).
+
+    Raises:
+        ConfigError: an OPENBELL_ variable names no setting, does not parse, or holds an invalid value.
+    """
+    check_environment(os.environ)
+    settings = _validated(Settings, os.environ)
     return settings.updated(changes) if changes else settings
 
 
-def _validated(make):
+def _validated(make, environ: Mapping[str, str] | None = None):
+    """`make()`, its errors in one ConfigError line; a value read from `environ` is named by its variable."""
     try:
         return make()
+    except SettingsError as exc:  # pydantic-settings could not decode a value check_environment let through
+        raise ConfigError(f"invalid settings: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigError(
-            f"invalid settings: {problems} (environment variables use the OPENBELL_ prefix, e.g. OPENBELL_EXITS__TARGET_PCT)"
-        ) from None
+        given = {name.upper(): name for name in environ or ()}
+        problems, unnamed = [], False
+        for error in exc.errors(include_url=False):
+            where = _variable_at(error["loc"], given)
+            unnamed |= where is None
+            problems.append(f"{where or '.'.join(str(p) for p in error['loc'])}: {error['msg']}")
+        hint = " (environment variables use the OPENBELL_ prefix, e.g. OPENBELL_EXITS__TARGET_PCT)" if unnamed else ""
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}{hint}") from None
+
+
+# --- the environment, checked before the settings are read ------------------------------------------------------------
+
+NOT_SETTINGS = frozenset({"OPENBELL_TEST_ARTIFACTS"})
+"""OPENBELL_ variables that are not settings, left alone by check_environment.
+
+OPENBELL_TEST_ARTIFACTS: where tests/service/test_service.py saves the UI screenshot; the service it starts passes its
+environment on to the flows, which load the settings.
+"""
+
+_PREFIX = Settings.model_config["env_prefix"].upper()
+_DELIMITER = Settings.model_config["env_nested_delimiter"]
+_NOT_JSON = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SettingVariable:
+    """An environment variable the settings read: one field, or a group of fields (`group`, a nested model)."""
+
+    path: tuple[str, ...]
+    field: FieldInfo
+    group: type[BaseModel] | None
+
+
+@lru_cache(maxsize=1)
+def setting_variables() -> dict[str, SettingVariable]:
+    """Every environment variable the settings read, in upper case, walked from the Settings model's fields."""
+    return dict(_walk(Settings, _PREFIX, ()))
+
+
+def _walk(model: type[BaseModel], prefix: str, path: tuple[str, ...]) -> Iterator[tuple[str, SettingVariable]]:
+    for name, field in model.model_fields.items():
+        variable, group = f"{prefix}{name.upper()}", _model_of(field.annotation)
+        yield variable, SettingVariable((*path, name), field, group)
+        if group is not None:
+            yield from _walk(group, variable + _DELIMITER, (*path, name))
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse OPENBELL_ variables that name no setting or hold JSON that does not parse.
+
+    Names are compared in upper case: pydantic-settings reads them case-insensitively. A value is echoed only when it is
+    one of a field's fixed choices (OPENBELL_BROKER=ibkr), so a misplaced secret never ends up in a log.
+
+    Raises:
+        ConfigError: one line naming each such variable, what it expects and the variable probably meant.
+    """
+    problems = [
+        problem
+        for name, value in sorted(environ.items())
+        if name.upper().startswith(_PREFIX) and (problem := _problem(name, value)) is not None
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _problem(name: str, value: str) -> str | None:
+    key = name.upper()
+    if key in NOT_SETTINGS:
+        return None
+    variable = setting_variables().get(key)
+    if variable is None:
+        return _unknown(name)
+    if variable.group is not None:  # pydantic-settings takes a whole group as a JSON object
+        return None if isinstance(_json(value), dict) else _group_given_a_value(key, variable.group, value)
+    shape = _json_shape(variable.field.annotation)
+    if shape is None or isinstance(_json(value), (shape, types.NoneType)):
+        return None
+    kind = "a JSON list" if shape is list else "a JSON object"
+    if not variable.field.examples:
+        return f"{name} must be {kind}"
+    example = json.dumps(variable.field.examples[0])
+    return f"{name} must be {kind} like {example} (in a shell: {key}='{example}')"
+
+
+def _unknown(name: str) -> str:
+    fields = {key.removeprefix(_PREFIX): key for key, v in setting_variables().items() if v.group is None}
+    close = difflib.get_close_matches(name.upper().removeprefix(_PREFIX), fields, n=1)
+    if close:
+        meant = fields[close[0]]
+        about = " ".join((setting_variables()[meant].field.description or "").split())
+        return f"{name} names no setting and would be ignored; did you mean {meant}? ({about})"
+    top = [key for key, v in setting_variables().items() if len(v.path) == 1]
+    singles = ", ".join(key for key in top if setting_variables()[key].group is None)
+    areas = ", ".join(key.removeprefix(_PREFIX) for key in top if setting_variables()[key].group is not None)
+    return (
+        f"{name} names no setting and would be ignored; the settings are {singles} and "
+        f"{_PREFIX}<AREA>{_DELIMITER}<FIELD> for the areas {areas} (README.md, Configuration): rename or unset it"
+    )
+
+
+def _group_given_a_value(key: str, group: type[BaseModel], value: str) -> str:
+    """A group set like a field, e.g. OPENBELL_BROKER=ibkr: suggest the field whose choices hold the value."""
+    chosen = (
+        f"{key}{_DELIMITER}{name.upper()}={choice}"
+        for name, field in group.model_fields.items()
+        for choice in _choices(field.annotation)
+        if choice.lower() == value.strip().lower()
+    )
+    first = f"{key}{_DELIMITER}{next(iter(group.model_fields)).upper()}"
+    return f"{key} is a group of settings, set one of its fields, e.g. {next(chosen, first)}"
+
+
+def _variable_at(loc: tuple[int | str, ...], given: Mapping[str, str]) -> str | None:
+    """The variable, as the user spelled it, that set the value at `loc`, with the rest of `loc` as JSON keys."""
+    for cut in range(len(loc), 0, -1):
+        key = _PREFIX + _DELIMITER.join(str(part).upper() for part in loc[:cut])
+        if key in given and key in setting_variables():
+            return given[key] + "".join(f"[{json.dumps(part)}]" for part in loc[cut:])
+    return None
+
+
+def _json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _optional_of(annotation: Any) -> Any:
+    """`X` for `X | None`, else the annotation."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not types.NoneType]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    inner = _optional_of(annotation)
+    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+
+
+def _json_shape(annotation: Any) -> type | None:
+    """list or dict when pydantic-settings decodes the field's variable as JSON, else None."""
+    origin = get_origin(_optional_of(annotation)) or _optional_of(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return list
+    return dict if origin is dict else None
+
+
+def _choices(annotation: Any) -> tuple[str, ...]:
+    inner = _optional_of(annotation)
+    return tuple(a for a in get_args(inner) if isinstance(a, str)) if get_origin(inner) is Literal else ()
 
 
 class RunOptions(BaseModel):

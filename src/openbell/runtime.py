@@ -111,10 +111,28 @@ def replay_time(day: date) -> datetime | None:
     return clock.now() if clock else None
 
 
+_migrated: set[tuple[Path, int, int]] = set()
+_migrated_lock = threading.Lock()
+
+
 def store_for(settings: Settings) -> Store:
+    """The settings' store, migrated on its first use in this process (a replayed day asks about 20 times)."""
     store = Store(settings.data.database, lock_timeout=settings.data.lock_timeout_s)
-    store.migrate()
+    with _migrated_lock:
+        if _file_identity(store.path) not in _migrated:
+            store.migrate()
+            if (identity := _file_identity(store.path)) is not None:
+                _migrated.add(identity)
     return store
+
+
+def _file_identity(path: Path | str) -> tuple[Path, int, int] | None:
+    """The file's path, device and inode: a file deleted and created again is a new file to migrate."""
+    try:
+        stat = Path(path).stat()
+    except OSError:  # not created yet, or an in-memory database (always migrated)
+        return None
+    return Path(path).resolve(), stat.st_dev, stat.st_ino
 
 
 def market_for(settings: Settings, mode: Mode = "replay") -> MarketData:

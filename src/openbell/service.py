@@ -379,6 +379,13 @@ def api_url(port: int) -> str:
     return f"http://{HOST}:{port}/api"
 
 
+def running_api(settings: Settings) -> str | None:
+    """The API of the server `openbell up` runs for this data folder, when it answers; else None."""
+    files = ServiceFiles.of(settings)
+    port = _recorded_port(files) if _running_pid(SERVER, files) else None
+    return api_url(port) if port and _healthy(api_url(port)) else None
+
+
 def _healthy(api: str) -> bool:
     try:
         return httpx.get(f"{api}/health", timeout=API_TIMEOUT_S).status_code == 200

@@ -104,6 +104,22 @@ def pid_alive(pid: int) -> bool:
     return _state(pid) not in ("Z", "X", None)
 
 
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs of live processes whose environment sets `name` to `value`."""
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def group_alive(pgid: int) -> bool:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

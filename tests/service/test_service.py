@@ -126,27 +126,43 @@ def test_a_run_triggered_through_the_api_completes_with_artifacts(service: Servi
 
 
 def test_a_second_monitor_is_cancelled(service: Service, prefect_api: str):
+    import duckdb
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    first = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
-    # The serving process submits the runs of one poll concurrently, so two runs created back to back
-    # may reach the concurrency slot in either order; the second is created once the first holds it.
-    with get_client(sync_client=True) as client:
-        wait_for(
-            lambda: client.read_flow_run(first.id).state.type.value in {"PENDING", "RUNNING"},
-            60,
-            "the first monitor to be picked up",
-            interval=0.1,
-        )
-    second = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
+    # The first monitor holds the concurrency slot for as long as this test holds the database open for
+    # writing: its first task waits for the DuckDB lock. (A replayed monitor alone ends within a second,
+    # before the serving process's next poll picks up the second run.)
+    holder = duckdb.connect(str(service.data_dir / "openbell.duckdb"))
+    try:
+        first = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
+        # The serving process submits the runs of one poll concurrently, so two runs created back to back
+        # may reach the concurrency slot in either order; the second is created once the first holds it.
+        with get_client(sync_client=True) as client:
+            wait_for(
+                lambda: client.read_flow_run(first.id).state.type.value == "RUNNING",
+                60,
+                "the first monitor to be running",
+                interval=0.1,
+            )
+        second = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
+        second_final = _final_run(second.id, 60)
+        assert not _final_run_now(first.id)  # still waiting for the database
+    finally:
+        holder.close()
 
-    second_final = _final_run(second.id, 60)
     first_final = _final_run(first.id, 120)
     assert second_final.state.is_cancelled(), f"{second_final.state}\n{service.log('serve')}"
     assert "concurrency limit" in second_final.state.message
     assert first_final.state.is_completed(), f"{first_final.state}\n{service.log('serve')}"
     assert second_final.state.timestamp < first_final.state.timestamp  # cancelled while the first still ran
+
+
+def _final_run_now(flow_run_id: UUID) -> bool:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state.is_final()
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (CI installs Debian's chromium; see .ci/run)")
@@ -183,6 +199,16 @@ def test_up_refuses_while_the_service_runs(service: Service):
         f"openbell: already running: the Prefect server (pid {service.server_pid}) "
         f"and the serving process (pid {service.serve_pid})"
     )
+
+
+def test_a_replay_reports_to_the_services_server(service: Service):
+    done = openbell("demo", env=service.env, timeout=180)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"the runs go to the server `openbell up` started: http://127.0.0.1:{service.port}/runs" in done.stdout
+    runs = api_post(service.api, "/flow_runs/filter", {"flows": {"name": {"any_": ["trading-day"]}}})
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    assert not (service.data_dir / "logs" / "temporary-server.log").exists()  # no server of its own
 
 
 def test_up_status_down(service: Service):  # last: it stops the module's service

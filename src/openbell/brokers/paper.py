@@ -310,6 +310,10 @@ class PaperBroker:
         return self._bars[symbol]
 
     def _load(self) -> None:
+        with self._store.batch():  # one connection for the three reads
+            self._read_books()
+
+    def _read_books(self) -> None:
         orders = self._store.query_df(
             "SELECT * FROM paper_orders WHERE trade_date = ? ORDER BY submitted_at, client_order_id", [self._date]
         )

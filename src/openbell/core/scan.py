@@ -70,35 +70,8 @@ def scan_features(
     Returns one row per symbol of `opening` with FEATURE_COLUMNS; `passed` is False with a
     `reject_reason` where the data cannot be trusted (filters are applied by `apply_filters`).
     """
-    daily = daily[daily["date"] <= prior_session].sort_values(["symbol", "date"])
-    history = daily.groupby("symbol", sort=False).tail(HISTORY_SESSIONS + 1).copy()
-    prev_close = history.groupby("symbol", sort=False)["close"].shift(1)
-    history["true_range"] = np.maximum(
-        history["high"] - history["low"],
-        np.maximum((history["high"] - prev_close).abs(), (history["low"] - prev_close).abs()),
-    )
-    history["dollar_volume"] = history["close"] * history["volume"]
-    by_symbol = history.groupby("symbol", sort=False)
-    for sessions in (5, 20):
-        history[f"ret_{sessions}d_pct"] = (history["close"] / by_symbol["close"].shift(sessions) - 1) * 100
-    history["prior_range_pct"] = (history["high"] - history["low"]) / history["close"] * 100
-    last20 = by_symbol.tail(HISTORY_SESSIONS)
-    grouped = last20.groupby("symbol")
-    stats = pd.DataFrame(
-        {
-            "sessions": grouped.size(),
-            "last_date": grouped["date"].max(),
-            "daily_close": grouped["close"].last(),
-            "avg_volume_20": grouped["volume"].mean(),
-            "avg_dollar_volume_20": grouped["dollar_volume"].mean(),
-            "ret_5d_pct": grouped["ret_5d_pct"].last(),
-            "ret_20d_pct": grouped["ret_20d_pct"].last(),
-            "prior_range_pct": grouped["prior_range_pct"].last(),
-            "atr14": last20.groupby("symbol").tail(ATR_SESSIONS).groupby("symbol")["true_range"].mean(),
-            "bad_bar": grouped.apply(_has_bad_bar, include_groups=False) if len(last20) else pd.Series(dtype=bool),
-        }
-    )
-
+    daily = daily.loc[daily["symbol"].isin(opening["symbol"])]  # a symbol without an opening print is not scanned
+    stats = _history_stats(_recent_history(daily, prior_session))
     out = opening[["symbol", "open", "volume"]].rename(columns={"open": "open_price", "volume": "open_volume"})
     out = out.merge(stats, left_on="symbol", right_index=True, how="left")
     out["prior_close"] = out["daily_close"]
@@ -113,14 +86,45 @@ def scan_features(
     return out[FEATURE_COLUMNS].sort_values("symbol").reset_index(drop=True)
 
 
-def _has_bad_bar(bars: pd.DataFrame) -> bool:
-    prices = bars[["open", "high", "low", "close"]]
-    return bool(
-        prices.isna().any(axis=None)
-        or (prices <= 0).any(axis=None)
-        or (bars["high"] < bars["low"]).any()
-        or (bars["volume"] < 0).any()
+def _recent_history(daily: pd.DataFrame, prior_session: date) -> pd.DataFrame:
+    """The last 21 daily bars of each symbol up to `prior_session`, with the per-bar features.
+
+    21 bars give 20 true ranges and the 20-session return; `day` is the date as datetime64, on
+    which pandas aggregates in compiled code (on `date` objects it calls Python once per symbol).
+    """
+    days = pd.to_datetime(daily["date"]).to_numpy()
+    recent = daily.assign(day=days).loc[days <= np.datetime64(prior_session)].sort_values(["symbol", "day"])
+    history = recent.groupby("symbol", sort=False).tail(HISTORY_SESSIONS + 1)
+    by_symbol = history.groupby("symbol", sort=False)["close"]
+    prev_close = by_symbol.shift(1)
+    high, low, close = history["high"], history["low"], history["close"]
+    prices = history[["open", "high", "low", "close"]]
+    return history.assign(
+        true_range=np.maximum(high - low, np.maximum((high - prev_close).abs(), (low - prev_close).abs())),
+        dollar_volume=close * history["volume"],
+        ret_5d_pct=(close / by_symbol.shift(5) - 1) * 100,
+        ret_20d_pct=(close / by_symbol.shift(20) - 1) * 100,
+        prior_range_pct=(high - low) / close * 100,
+        invalid=prices.isna().any(axis=1) | (prices <= 0).any(axis=1) | (high < low) | (history["volume"] < 0),
     )
+
+
+def _history_stats(history: pd.DataFrame) -> pd.DataFrame:
+    """Per symbol, over its last 20 sessions: counts, averages, the latest values and ATR(14)."""
+    last20 = history.groupby("symbol", sort=False).tail(HISTORY_SESSIONS)
+    stats = last20.groupby("symbol").agg(
+        sessions=("close", "size"),
+        last_date=("day", "max"),
+        daily_close=("close", "last"),  # like every "last" here: the latest non-missing value
+        avg_volume_20=("volume", "mean"),
+        avg_dollar_volume_20=("dollar_volume", "mean"),
+        ret_5d_pct=("ret_5d_pct", "last"),
+        ret_20d_pct=("ret_20d_pct", "last"),
+        prior_range_pct=("prior_range_pct", "last"),
+        bad_bar=("invalid", "any"),
+    )
+    stats["atr14"] = last20.groupby("symbol", sort=False).tail(ATR_SESSIONS).groupby("symbol")["true_range"].mean()
+    return stats
 
 
 def _quality_reasons(rows: pd.DataFrame, prior_session: date) -> pd.Series:
@@ -128,7 +132,7 @@ def _quality_reasons(rows: pd.DataFrame, prior_session: date) -> pd.Series:
     checks = [
         (rows["sessions"].isna(), "no daily history"),
         (rows["sessions"] < HISTORY_SESSIONS, "fewer than 20 sessions of daily history"),
-        (rows["last_date"] != prior_session, f"no daily bar for the previous session {prior_session}"),
+        (rows["last_date"] != pd.Timestamp(prior_session), f"no daily bar for the previous session {prior_session}"),
         (
             rows["bad_bar"].fillna(False).astype(bool),
             "a daily bar in the last 20 sessions is invalid (NaN, <= 0 or high < low)",

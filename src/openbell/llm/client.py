@@ -9,13 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import openai
 
 from openbell.config import LlmSettings
 from openbell.errors import OpenbellError
 from openbell.llm.prompt import REPLY_SCHEMA
+
+if TYPE_CHECKING:
+    import openai
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class ChatClient:
         self.monotonic = monotonic
         self.wall_clock = wall_clock
         self.params: dict = {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
+        import openai  # loaded by the days that use an LLM only (half a second of start-up)
+
         self._secret = settings.api_key.get_secret_value() if settings.api_key is not None else None
         self._openai = openai.OpenAI(
             base_url=settings.base_url or None,
@@ -141,6 +145,8 @@ class ChatClient:
             self.sleep(wait)
 
     def _request(self, messages: list[dict], timeout: float) -> tuple[Attempt, _Failure | None]:
+        import openai
+
         response_format = self._formats[0]
         extra: dict = {}
         if response_format == "json_schema":

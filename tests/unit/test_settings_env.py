@@ -1,0 +1,322 @@
+"""OPENBELL_ environment variables: a mistake ends in one ConfigError line naming the variable, none is ignored.
+
+Every test sets real environment variables (monkeypatch.setenv) on an environment cleared of OPENBELL_ ones, and
+reads them through load_settings, the way every flow and the CLI do.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import time
+from decimal import Decimal
+from functools import reduce
+
+import pytest
+from pydantic import SecretStr
+
+from openbell.cli import main
+from openbell.config import NOT_SETTINGS, RunOptions, load_settings, setting_variables
+from openbell.errors import ConfigError
+
+SECRET = "sk-do-not-print-4f2a9c"
+
+
+@pytest.fixture(autouse=True)
+def no_openbell_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test from an environment with no OPENBELL_ variable (any case), as pydantic-settings reads them."""
+    for name in list(os.environ):
+        if name.upper().startswith("OPENBELL_"):
+            monkeypatch.delenv(name)
+
+
+def refusal(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> str:
+    """The ConfigError message load_settings raises with `variables` set; it must be one line."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "\n" not in message and message.strip() == message
+    return message
+
+
+# --- variables that name no setting --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("OPENBELL_EXIT__TARGET_PCT", "OPENBELL_EXITS__TARGET_PCT"),
+        ("OPENBELL_DB_PATH", "OPENBELL_DATA__DB_PATH"),
+        ("OPENBELL_EXITS__TARGT_PCT", "OPENBELL_EXITS__TARGET_PCT"),
+        ("OPENBELL_BROKER__IBKR_PORT", "OPENBELL_BROKER__IBKR__PORT"),
+        ("OPENBELL_RANKING__WEIGHTS__MOMENTUM", "OPENBELL_RANKING__WEIGHTS"),  # would replace all the weights
+    ],
+)
+def test_a_misspelled_variable_is_refused_with_the_one_probably_meant(monkeypatch, given, meant):
+    message = refusal(monkeypatch, {given: "5"})
+
+    assert message.startswith(f"{given} names no setting and would be ignored; did you mean {meant}?")
+
+
+def test_a_misspelled_target_is_refused_rather_than_trading_the_default_target(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_EXIT__TARGET_PCT": "5"})
+
+    assert "Profit target above the entry fill" in message  # what the suggested variable sets
+
+
+def test_a_variable_like_no_setting_lists_what_the_settings_are(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_FOO": "1"})
+
+    assert message.startswith("OPENBELL_FOO names no setting and would be ignored; the settings are ")
+    assert "OPENBELL_TRADING_MODE" in message and "OPENBELL_<AREA>__<FIELD>" in message
+    assert "EXITS" in message and "BROKER" in message
+    assert "did you mean" not in message
+
+
+def test_names_are_compared_in_any_case_as_pydantic_settings_reads_them(monkeypatch):
+    message = refusal(monkeypatch, {"openbell_exit__target_pct": "5"})
+
+    assert message.startswith("openbell_exit__target_pct names no setting")
+    assert "did you mean OPENBELL_EXITS__TARGET_PCT?" in message
+
+
+def test_a_lower_case_setting_still_loads(monkeypatch):
+    monkeypatch.setenv("openbell_exits__target_pct", "3.5")
+
+    assert load_settings().exits.target_pct == Decimal("3.5")
+
+
+def test_every_wrong_variable_is_named_in_the_one_line(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_FOO": "1", "OPENBELL_DB_PATH": "x"})
+
+    assert "OPENBELL_FOO names no setting" in message
+    assert "OPENBELL_DB_PATH names no setting" in message and "OPENBELL_DATA__DB_PATH" in message
+
+
+# --- a group of settings given a value -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["ibkr", "IBKR"])
+def test_a_group_set_like_a_field_suggests_the_field_that_takes_the_value(monkeypatch, value):
+    message = refusal(monkeypatch, {"OPENBELL_BROKER": value})
+
+    assert message == "OPENBELL_BROKER is a group of settings, set one of its fields, e.g. OPENBELL_BROKER__KIND=ibkr"
+
+
+def test_a_group_given_a_value_no_field_takes_suggests_one_of_its_fields(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_EXITS": "5"})
+
+    assert message.startswith("OPENBELL_EXITS is a group of settings, set one of its fields, e.g. OPENBELL_EXITS__")
+
+
+def test_a_group_given_as_a_json_object_still_loads(monkeypatch):
+    monkeypatch.setenv("OPENBELL_BROKER", '{"kind": "ibkr", "ibkr": {"port": 4002}}')
+
+    broker = load_settings().broker
+
+    assert (broker.kind, broker.ibkr.port) == ("ibkr", 4002)
+
+
+# --- JSON fields -----------------------------------------------------------------------------------------------------
+
+
+def test_weights_that_are_not_json_say_a_json_object_is_expected(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_RANKING__WEIGHTS": "abc"})
+
+    assert message.startswith('OPENBELL_RANKING__WEIGHTS must be a JSON object like {"momentum": 1, "llm": 2}')
+    assert """OPENBELL_RANKING__WEIGHTS='{"momentum": 1, "llm": 2}'""" in message  # quoted for a shell
+
+
+def test_a_universe_that_is_not_a_json_list_says_a_json_list_is_expected(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_DATA__UNIVERSE": "AAPL"})
+
+    assert message.startswith('OPENBELL_DATA__UNIVERSE must be a JSON list like ["AAPL", "TSLA"]')
+
+
+def test_a_json_object_where_a_list_belongs_is_refused(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_DATA__UNIVERSE": '{"AAPL": 1}'})
+
+    assert message.startswith("OPENBELL_DATA__UNIVERSE must be a JSON list")
+
+
+def test_json_fields_given_json_load(monkeypatch):
+    monkeypatch.setenv("OPENBELL_DATA__UNIVERSE", '["AAPL", "TSLA"]')
+    monkeypatch.setenv("OPENBELL_RANKING__WEIGHTS", '{"momentum": 1, "llm": 2}')
+
+    settings = load_settings()
+
+    assert settings.data.universe == ["AAPL", "TSLA"]
+    assert settings.ranking.weights == {"momentum": 1.0, "llm": 2.0}
+
+
+# --- invalid values --------------------------------------------------------------------------------------------------
+
+
+def test_an_invalid_value_names_its_variable(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_EXITS__TARGET_PCT": "-1"})
+
+    assert message == "invalid settings: OPENBELL_EXITS__TARGET_PCT: Input should be greater than 0"
+
+
+def test_an_invalid_value_is_named_as_the_user_spelled_its_variable(monkeypatch):
+    message = refusal(monkeypatch, {"openbell_broker__kind": "schwab"})
+
+    assert message.startswith("invalid settings: openbell_broker__kind: Input should be 'paper', 'alpaca' or 'ibkr'")
+
+
+def test_an_invalid_entry_of_a_json_field_names_the_variable_and_the_key(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_RANKING__WEIGHTS": '{"momentum": "lots"}'})
+
+    assert message.startswith('invalid settings: OPENBELL_RANKING__WEIGHTS["momentum"]: Input should be a valid number')
+
+
+def test_an_invalid_run_option_is_still_named_by_its_field(monkeypatch):
+    with pytest.raises(ConfigError) as refused:
+        load_settings(exits={"target_pct": Decimal(-1)})
+
+    assert str(refused.value).startswith("invalid settings: exits.target_pct: Input should be greater than 0")
+
+
+def test_flows_reading_settings_through_run_options_refuse_a_misspelled_variable(monkeypatch):
+    monkeypatch.setenv("OPENBELL_EXIT__TARGET_PCT", "5")
+
+    with pytest.raises(ConfigError, match=r"^OPENBELL_EXIT__TARGET_PCT names no setting.*OPENBELL_EXITS__TARGET_PCT"):
+        RunOptions(top_n=3).settings()
+
+
+# --- secrets ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"OPENBELL_LLM_API_KEY": SECRET},  # a misspelled secret
+        {"OPENBELL_BROKER__ALPACA": SECRET},  # a secret given to its group
+        {"OPENBELL_NEWS": SECRET},
+        {"OPENBELL_BROKER__ALPACA__API_KEY": SECRET, "OPENBELL_EXITS__TARGET_PCT": "-1"},  # beside another mistake
+        {"OPENBELL_BROKER": f'{{"alpaca": {{"api_key": "{SECRET}", "region": 1}}}}'},  # inside a refused JSON group
+        {"OPENBELL_BROKER__ALPACA__API_KEY": SECRET, "OPENBELL_FOO": "1"},
+        {"OPENBELL_BROKER": f'{{"alpaca": "{SECRET}"}}'},  # the secret is the invalid input itself
+        {"OPENBELL_LLM": f'{{"api_key": ["{SECRET}"]}}'},
+    ],
+)
+def test_a_secret_never_appears_in_the_message(monkeypatch, variables):
+    message = refusal(monkeypatch, variables)
+
+    assert SECRET not in message and SECRET[:8] not in message
+
+
+# --- what still loads ------------------------------------------------------------------------------------------------
+
+FULL_SET = {
+    "OPENBELL_TRADING_MODE": "live",
+    "OPENBELL_LIVE_CONFIRMATION": "I understand this trades real money",
+    "OPENBELL_DATA__DIR": "/tmp/openbell-data",
+    "OPENBELL_DATA__DB_PATH": "/tmp/openbell-data/ob.duckdb",
+    "OPENBELL_DATA__MINUTE_BARS": "minute.parquet",
+    "OPENBELL_DATA__DAILY_BARS": "daily.parquet",
+    "OPENBELL_DATA__LOCK_TIMEOUT_S": "5",
+    "OPENBELL_DATA__UNIVERSE": '["AAPL", "TSLA"]',
+    "OPENBELL_SCAN__MIN_PRICE": "3",
+    "OPENBELL_SCAN__MAX_PRICE": "500",
+    "OPENBELL_SCAN__MIN_GAP_PCT": "3",
+    "OPENBELL_SCAN__MAX_GAP_PCT": "40",
+    "OPENBELL_SCAN__MIN_AVG_DOLLAR_VOLUME": "1000000",
+    "OPENBELL_SCAN__MIN_REL_VOLUME": "1.5",
+    "OPENBELL_SCAN__TOP_N": "3",
+    "OPENBELL_RANKING__METHOD": "ensemble",
+    "OPENBELL_RANKING__WEIGHTS": '{"momentum": 1, "llm": 2}',
+    "OPENBELL_RANKING__MIN_AGREE": "2",
+    "OPENBELL_LLM__MODEL": "gpt-4o-mini",
+    "OPENBELL_LLM__BASE_URL": "http://127.0.0.1:11434/v1",
+    "OPENBELL_LLM__API_KEY": SECRET,
+    "OPENBELL_LLM__TIMEOUT_S": "20",
+    "OPENBELL_LLM__BUDGET_S": "60",
+    "OPENBELL_LLM__MAX_TOKENS": "1000",
+    "OPENBELL_LLM__TEMPERATURE": "0.5",
+    "OPENBELL_LLM__MAX_CANDIDATES": "10",
+    "OPENBELL_LLM__STRUCTURED_OUTPUT": "json_object",
+    "OPENBELL_LLM__RETRY_BACKOFF_S": "2",
+    "OPENBELL_LLM__INPUT_COST_PER_MTOK": "0.15",
+    "OPENBELL_LLM__OUTPUT_COST_PER_MTOK": "0.6",
+    "OPENBELL_LLM__FRESH": "true",
+    "OPENBELL_NEWS__PROVIDER": "fmp",
+    "OPENBELL_NEWS__API_KEY": "news-key",
+    "OPENBELL_NEWS__URL_OVERRIDE": "http://127.0.0.1:8001",
+    "OPENBELL_NEWS__PER_SYMBOL": "5",
+    "OPENBELL_NEWS__LOOKBACK_HOURS": "48",
+    "OPENBELL_NEWS__TIMEOUT_S": "5",
+    "OPENBELL_EXITS__TARGET_PCT": "3",
+    "OPENBELL_EXITS__STOP_PCT": "1",
+    "OPENBELL_EXITS__LIQUIDATION_TIME": "15:30",
+    "OPENBELL_EXITS__EARLY_CLOSE_OFFSET_MIN": "20",
+    "OPENBELL_SIZING__ALLOCATION": "5000",
+    "OPENBELL_SIZING__PCT_OF_EQUITY": "5",
+    "OPENBELL_SIZING__MAX_SHARES": "100",
+    "OPENBELL_SIZING__MAX_NOTIONAL": "8000",
+    "OPENBELL_BROKER__KIND": "alpaca",
+    "OPENBELL_BROKER__STARTING_CASH": "50000",
+    "OPENBELL_BROKER__COMMISSION_PER_SHARE": "0.01",
+    "OPENBELL_BROKER__COMMISSION_MIN": "2",
+    "OPENBELL_BROKER__SLIPPAGE_BPS": "5",
+    "OPENBELL_BROKER__ALPACA__API_KEY": "alpaca-key",
+    "OPENBELL_BROKER__ALPACA__SECRET_KEY": "alpaca-secret",
+    "OPENBELL_BROKER__ALPACA__URL_OVERRIDE": "http://127.0.0.1:8002",
+    "OPENBELL_BROKER__ALPACA__DATA_URL_OVERRIDE": "http://127.0.0.1:8003",
+    "OPENBELL_BROKER__IBKR__HOST": "10.0.0.2",
+    "OPENBELL_BROKER__IBKR__PORT": "4002",
+    "OPENBELL_BROKER__IBKR__CLIENT_ID": "3",
+    "OPENBELL_BROKER__IBKR__ACCOUNT": "DU123",
+    "OPENBELL_BROKER__IBKR__CONNECT_TIMEOUT_S": "5",
+    "OPENBELL_SCHEDULE__SCAN_TIME": "07:45",
+    "OPENBELL_SCHEDULE__MOO_TIME": "09:15",
+    "OPENBELL_SCHEDULE__MOO_CUTOFF": "09:25",
+    "OPENBELL_SCHEDULE__REPORT_DELAY_MIN": "30",
+    "OPENBELL_SCHEDULE__MODE": "replay",
+}
+
+
+def test_the_full_set_names_every_setting_including_the_nested_broker_ones():
+    fields = {name for name, variable in setting_variables().items() if variable.group is None}
+
+    assert set(FULL_SET) == fields
+    assert {"OPENBELL_BROKER__ALPACA__API_KEY", "OPENBELL_BROKER__IBKR__PORT"} <= fields
+
+
+def test_a_full_set_of_valid_variables_loads_and_every_one_takes_effect(monkeypatch):
+    for name, value in FULL_SET.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+
+    for name in FULL_SET:
+        variable = setting_variables()[name]
+        loaded = reduce(getattr, variable.path, settings)
+        assert loaded != variable.field.get_default(call_default_factory=True), f"{name} was ignored"
+    assert settings.exits.liquidation_time == time(15, 30)
+    assert settings.broker.alpaca.api_key == SecretStr("alpaca-key")
+    assert settings.llm.api_key.get_secret_value() == SECRET
+
+
+def test_the_variables_that_are_not_settings_are_left_alone(monkeypatch, tmp_path):
+    assert NOT_SETTINGS == {"OPENBELL_TEST_ARTIFACTS"}  # tests/service/test_service.py's screenshot folder
+    monkeypatch.setenv("OPENBELL_TEST_ARTIFACTS", str(tmp_path))
+
+    assert load_settings().exits.target_pct == Decimal("2.6")
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+
+def test_the_cli_prints_a_misspelled_variable_in_one_line_and_exits_2(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("OPENBELL_DATA__DIR", str(tmp_path))
+    monkeypatch.setenv("OPENBELL_BROKER", "ibkr")
+
+    code = main(["doctor"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        err == "openbell: OPENBELL_BROKER is a group of settings, set one of its fields, e.g. OPENBELL_BROKER__KIND=ibkr\n"
+    )
