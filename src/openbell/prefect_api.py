@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +103,7 @@ class _TemporaryServer:
         self.port = _free_port()
         self.starts += 1
         server = [
-            "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory", "prefect.server.api.server:create_app",
+            "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory", "openbell.prefect_api:create_app",
             "--host", _HOST, "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
         if sys.platform == "linux":
@@ -277,3 +277,26 @@ def _last_line(log: Path | None) -> str:
     except OSError:
         return ""
     return f" (last line: {lines[-1][:200]})" if lines else ""
+
+
+def create_app():
+    """Prefect's server app for the temporary server, with SQLite write transactions that queue instead of fail.
+
+    Prefect opens its SQLite transactions DEFERRED: one that reads, then writes while another connection
+    writes (the server's task-run recorder does so all the time) fails at once with "database is locked"
+    (Prefect issue #18934), the API answers 503, and the client waits 2, 4, 8... s before it retries, which
+    cost a replayed day seconds and a run of quick tasks minutes. Taken IMMEDIATE, as Prefect already does
+    for its SELECT ... FOR UPDATE transactions, a writer waits for the lock (busy_timeout) and goes on.
+    """
+    from prefect.server.api.server import create_app as prefect_app
+    from prefect.server.database.configurations import AioSqliteConfiguration
+
+    deferred = AioSqliteConfiguration.begin_transaction
+
+    @asynccontextmanager
+    async def immediate(self, session, with_for_update: bool = False):
+        async with deferred(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    AioSqliteConfiguration.begin_transaction = immediate
+    return prefect_app()

@@ -17,7 +17,7 @@ from service_support import ROOT, openbell, pid_alive, processes_with_env, quiet
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-SERVER_APP = "prefect.server.api.server:create_app"
+SERVER_APP = "openbell.prefect_api:create_app"
 
 
 @pytest.fixture(scope="module")
