@@ -39,7 +39,7 @@ STARTUP_NOTE_AFTER_S = 10.0  # say why we wait, once the wait is longer than usu
 STOP_TIMEOUT_S = 10.0
 _POLL_S = 0.05
 _STARTS = 3  # a port taken by another program between our check and the server's bind: try another
-_HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # every local Prefect server listens on loopback only
 
 # The child sets its parent-death signal, checks that its parent has not already gone in between,
 # then becomes the server (the signal survives exec).
@@ -97,14 +97,14 @@ class _TemporaryServer:
 
     @property
     def url(self) -> str:
-        return f"http://{_HOST}:{self.port}/api"
+        return f"http://{HOST}:{self.port}/api"
 
     def start(self) -> None:
         self.port = _free_port()
         self.starts += 1
         server = [
             "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory", "openbell.prefect_api:create_app",
-            "--host", _HOST, "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
+            "--host", HOST, "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
         if sys.platform == "linux":
             argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *server]
@@ -134,12 +134,12 @@ class _TemporaryServer:
                 assert self.process is not None, "the temporary server was stopped"
                 code = self.process.poll()
                 if code is not None:
-                    if not _port_is_free(self.port) and self.starts < _STARTS:  # another program took the port
+                    if not port_is_free(self.port) and self.starts < _STARTS:  # another program took the port
                         self.start()
                         continue
                     raise PrefectApiError(
                         f"the temporary Prefect server exited with code {code} while starting; see {self.log}"
-                        f"{_last_line(self.log)}"
+                        f"{last_line(self.log)}"
                     )
                 if _answers(client, self.url):
                     self.ready = True
@@ -246,15 +246,16 @@ def _answers(client: httpx.Client, url: str) -> bool:
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
+        sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on HOST:port (SO_REUSEADDR, as the server binds: TIME_WAIT is no obstacle)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((_HOST, port))
+            sock.bind((HOST, port))
         except OSError:
             return False
     return True
@@ -269,9 +270,8 @@ def _prefect_parent() -> str:
     return str(Path(spec.origin).parent.parent)
 
 
-def _last_line(log: Path | None) -> str:
-    if log is None:
-        return ""
+def last_line(log: Path) -> str:
+    """` (last line: ...)` of a log, for an error message that points at it; empty when there is none."""
     try:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,9 +30,9 @@ import openbell
 from openbell import calendar
 from openbell.config import Settings
 from openbell.errors import OpenbellError
+from openbell.prefect_api import HOST, last_line, port_is_free
 from openbell.schedule import next_runs, phase_schedules
 
-HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT_S = 60.0
 DEPLOYMENTS_TIMEOUT_S = 90.0  # the serving process imports the flows, then registers five deployments
@@ -224,7 +223,7 @@ def _wait_until(
         if code is not None:
             raise ServiceError(
                 f"{process.label} exited with code {code} before it {what}; see {process.log(files)}"
-                f"{_last_line(process.log(files))}"
+                f"{last_line(process.log(files))}"
             )
         if ready():
             return
@@ -237,14 +236,6 @@ def _wait_until_quietly(ready: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready() and time.monotonic() < deadline:
         time.sleep(0.5)
-
-
-def _last_line(log: Path) -> str:
-    try:
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return f" (last line: {lines[-1][:200]})" if lines else ""
 
 
 # -------------------------------------------------------------------------------------------- down
@@ -441,17 +432,6 @@ def _scheduled_runs(api: str, names: list[str]) -> tuple[dict[str, tuple[datetim
 
 
 # -------------------------------------------------------------------------------- processes and ports
-
-
-def port_is_free(port: int) -> bool:
-    """True when nothing listens on HOST:port (SO_REUSEADDR, as the server binds: TIME_WAIT is no obstacle)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def _recorded_port(files: ServiceFiles) -> int | None:
