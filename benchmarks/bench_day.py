@@ -9,9 +9,10 @@
     - the reference: the scan as first written (tests/unit/reference_scan.py, one pandas groupby().apply()
       per symbol) on the same inputs in the same run; the two results must be equal.
 (b) `openbell replay --date 2018-03-01` of the recorded data, each in a fresh process, as a user runs it:
-    the first in an empty data folder (its temporary Prefect server creates its database), then 5 more.
-    Next to it: `openbell demo` on a fresh machine (empty PREFECT_HOME and data folder), a process that
-    only imports the flows, and the temporary server's start on its own.
+    the first in an empty data folder (its temporary Prefect server creates its database), then 5 more;
+    then 5 with `openbell up` running (the runs go to its server). Next to it: `openbell demo` on a fresh
+    machine (empty PREFECT_HOME and data folder), a process that only imports the flows, and the
+    temporary server's start on its own.
 (c) The flows of a day once the API is up: `trading_day(mode="replay")` of 2018-03-01, median of 5 calls in
     one process after a warm-up, next to the same seven flows and nineteen tasks with empty bodies (what
     Prefect itself costs) against the same server.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -170,12 +172,21 @@ def bench_day(scratch: Path) -> dict:
     first = _cli(replay, env, "replay-first")
     runs = [_cli(replay, env, f"replay-{i}") for i in range(REPEATS)]
     demo = _cli(["demo"], _env(scratch / "demo-prefect-home", scratch / "demo-data"), "demo-fresh")
+    up_env = _env(scratch / "up-prefect-home", scratch / "up-data")
+    up_s = _cli(["up", "--port", str(_free_port())], up_env, "up")
+    try:
+        with_up = [_cli(replay, up_env, f"replay-up-{i}") for i in range(REPEATS)]
+    finally:
+        _cli(["down"], up_env, "down")
     imports = _wall([sys.executable, "-c", "import flows.trading_day"], env)
     return {
         "replay_first_s": first,
         "replay_s": statistics.median(runs),
         "replay_runs_s": runs,
         "demo_fresh_machine_s": demo,
+        "up_s": up_s,
+        "replay_with_up_s": statistics.median(with_up),
+        "replay_with_up_runs_s": with_up,
         "import_flows_s": imports,
         "server_start_s": _server_start(scratch / "data"),
     }
@@ -191,6 +202,14 @@ def _cli(args: list[str], env: dict[str, str], name: str) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"openbell {' '.join(args)} exited with {done.returncode}; see {log}")
     return seconds
+
+
+def _free_port() -> int:
+    from openbell.prefect_api import HOST
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
 
 def _wall(command: list[str], env: dict[str, str]) -> float:
@@ -301,6 +320,8 @@ def _print(r: dict) -> None:
         ("  first run, empty data folder (creates the server's database)", f"{d['replay_first_s']:.1f} s", ""),
         (f"  later runs (median of {REPEATS})", f"{d['replay_s']:.1f} s",
          "runs " + ", ".join(f"{x:.1f}" for x in d["replay_runs_s"])),
+        (f"  with `openbell up` running (median of {REPEATS})", f"{d['replay_with_up_s']:.1f} s",
+         f"openbell up itself {d['up_s']:.1f} s"),
         ("  openbell demo, fresh machine (empty PREFECT_HOME and data)", f"{d['demo_fresh_machine_s']:.1f} s", ""),
         ("  reference: a process that imports the flows", f"{d['import_flows_s']:.1f} s", ""),
         ("  reference: the temporary server's start, database there", f"{d['server_start_s']:.1f} s", ""),

@@ -102,10 +102,7 @@ class _TemporaryServer:
     def start(self) -> None:
         self.port = _free_port()
         self.starts += 1
-        server = [
-            "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory", "openbell.prefect_api:create_app",
-            "--host", HOST, "--port", str(self.port), "--log-level", "error", "--lifespan", "on",
-        ]  # fmt: skip
+        server = server_command(self.port, log_level="error")[1:]
         if sys.platform == "linux":
             argv = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *server]
         else:  # no parent-death signal: the server is stopped on the way out, not when this process is killed
@@ -170,6 +167,14 @@ class _TemporaryServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def server_command(port: int, log_level: str = "warning") -> list[str]:
+    """The command that serves Prefect's API and UI (`create_app` below) on HOST:port, as `prefect server start` does."""
+    return [
+        sys.executable, "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory", "openbell.prefect_api:create_app",
+        "--host", HOST, "--port", str(port), "--log-level", log_level, "--lifespan", "on",
+    ]  # fmt: skip
 
 
 def startup_timeout() -> float:
@@ -280,7 +285,7 @@ def last_line(log: Path) -> str:
 
 
 def create_app():
-    """Prefect's server app for the temporary server, with SQLite write transactions that queue instead of fail.
+    """Prefect's server app (`openbell up` and the temporary server), with SQLite writes that queue instead of fail.
 
     Prefect opens its SQLite transactions DEFERRED: one that reads, then writes while another connection
     writes (the server's task-run recorder does so all the time) fails at once with "database is locked"

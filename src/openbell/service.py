@@ -30,7 +30,7 @@ import openbell
 from openbell import calendar
 from openbell.config import Settings
 from openbell.errors import OpenbellError
-from openbell.prefect_api import HOST, last_line, port_is_free
+from openbell.prefect_api import HOST, last_line, port_is_free, server_command
 from openbell.schedule import next_runs, phase_schedules
 
 DEFAULT_PORT = 4200
@@ -87,7 +87,7 @@ class ServiceProcess:
         return files.logs / f"{self.name}.log"
 
 
-SERVER = ServiceProcess("server", "the Prefect server", "prefect")
+SERVER = ServiceProcess("server", "the Prefect server", "openbell.prefect_api:create_app")
 SERVE = ServiceProcess("serve", "the serving process", "serve.py")
 
 
@@ -156,8 +156,7 @@ def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] 
     started: list[tuple[ServiceProcess, subprocess.Popen]] = []
     try:
         say(f"starting the Prefect server on {HOST}:{port} (log {SERVER.log(files)})")
-        server_cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
-        server = _start(SERVER, server_cmd, env, files)
+        server = _start(SERVER, server_command(port), {**env, "PREFECT__SERVER_FINAL": "1"}, files)
         started.append((SERVER, server))
         files.port_file.write_text(f"{port}\n")
         _wait_until(lambda: _healthy(api), SERVER_START_TIMEOUT_S, SERVER, server, files)
