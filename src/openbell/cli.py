@@ -247,15 +247,18 @@ def _flow(module: str, name: str):
 @contextmanager
 def _flow_runs(api) -> Iterator[None]:
     """Flow runs against `api` (once it answers), without the per-run heartbeat thread (about a second
-    per flow) and analytics."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    per flow) and analytics; no "View at" links when the server has no UI (the temporary one)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_UI_URL, temporary_settings
 
     from openbell.prefect_api import drain_workers
 
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     url = api.wait_until_ready(say=lambda line: print(f"openbell: {line}", file=sys.stderr, flush=True))
-    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    updates = {PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if api.source == "temporary":
+        updates[PREFECT_UI_URL] = ""
+    with temporary_settings(updates=updates):
         try:
             yield
         finally:
