@@ -20,13 +20,14 @@ from prefect.schedules import Cron
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the flows package sits next to this folder
 
+from flows.backtest import backtest  # noqa: E402
 from flows.liquidate_eod import liquidate_eod  # noqa: E402
 from flows.monitor_exits import monitor_exits  # noqa: E402
 from flows.place_moo_orders import place_moo_orders  # noqa: E402
 from flows.report_eod import report_eod  # noqa: E402
 from flows.scan_and_rank import scan_and_rank  # noqa: E402
 from openbell.config import Settings, load_settings  # noqa: E402
-from openbell.schedule import NEW_YORK, phase_schedules  # noqa: E402
+from openbell.schedule import NEW_YORK, ON_DEMAND, phase_schedules  # noqa: E402
 
 FLOWS = {
     "scan-and-rank": scan_and_rank,
@@ -36,10 +37,12 @@ FLOWS = {
     "report-eod": report_eod,
 }
 ONE_AT_A_TIME = {"monitor-exits"}  # a second exit monitor would place exits twice: it is cancelled
+ON_DEMAND_FLOWS = {"backtest": (backtest, "Backtest a date range of the replay data; the Run button asks for the range.")}
 
 
 def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = None) -> list:
-    """The five deployments; `crons` replaces a deployment's schedules (tests use short ones)."""
+    """The five scheduled deployments and the research ones (no schedule); `crons` replaces a deployment's
+    schedules (tests use short ones)."""
     deployments = []
     for phase in phase_schedules(settings):
         limit = (
@@ -57,6 +60,9 @@ def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = N
                 tags=["openbell"],
             )
         )
+    for name in ON_DEMAND:
+        research_flow, description = ON_DEMAND_FLOWS[name]
+        deployments.append(research_flow.to_deployment(name=name, description=description, tags=["openbell", "research"]))
     return deployments
 
 

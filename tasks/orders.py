@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from prefect import get_run_logger, task
@@ -11,10 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from openbell import calendar, ledger
 from openbell import runtime as wiring
 from openbell.core.orders import moo_entry
-from openbell.core.prices import as_price
-from openbell.core.sizing import PositionSize, size_position
+from openbell.core.sizing import PositionSize, size_position, within_buying_power
 from openbell.core.types import Symbol
 from openbell.errors import OrderRejected
+from openbell.morning import NO_PRICE, reference_prices
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
@@ -48,15 +48,15 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         Symbol(r[0])
         for r in store.query("SELECT symbol FROM rankings WHERE trade_date = ? AND selected ORDER BY rank", [day])
     ]
-    prices = _reference_prices(market, day, picks)
-    equity = broker.account().equity
-    no_price = "no reference price: no opening indication and no prior close"
+    prices = reference_prices(market, day, picks)
+    account = broker.account()
     sizes = [
-        size_position(s, prices[s], equity, settings.sizing.policy())
+        size_position(s, prices[s], account.equity, settings.sizing.policy())
         if s in prices
-        else PositionSize(s, Decimal(0), 0, Decimal(0), no_price)
+        else PositionSize(s, Decimal(0), 0, Decimal(0), NO_PRICE)
         for s in picks
     ]
+    sizes = within_buying_power(sizes, account.buying_power)  # the rule the backtest applies too
     store.replace(
         "sizing",
         [
@@ -105,16 +105,3 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
     )  # fmt: skip
     return len(accepted)
-
-
-def _reference_prices(market, day, symbols: list[Symbol]) -> dict[Symbol, Decimal]:
-    """Sizing prices: the opening indication, else the prior close (the MOO may then go unfilled)."""
-    opening = market.opening_prints(day, symbols)
-    prices = {Symbol(r.symbol): as_price(r.open) for r in opening.itertuples()}
-    missing = [s for s in symbols if s not in prices]
-    if missing:
-        prior = calendar.previous_session(day)
-        daily = market.daily_bars(prior - timedelta(days=10), prior, missing)
-        for symbol, close in daily.groupby("symbol")["close"].last().items():
-            prices[Symbol(symbol)] = as_price(close)
-    return prices

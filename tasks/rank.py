@@ -18,18 +18,17 @@ from prefect.cache_policies import NO_CACHE
 from openbell import calendar
 from openbell import runtime as wiring
 from openbell.core.ranking import GapVolumeRanker, RankedPick, fixed_ranking
-from openbell.core.voters import EXCLUDED_COLUMN, VOTERS, EnsembleRanker, vote
+from openbell.core.voters import EXCLUDED_COLUMN, VOTERS
 from openbell.errors import ConfigError
 from openbell.llm import audit
 from openbell.llm.news import fetch_headlines
 from openbell.llm.prompt import Headline, prompt_candidates
 from openbell.llm.ranker import LlmOutcome, LlmRanker
-from openbell.marketdata.base import DAILY_COLUMNS
+from openbell.morning import rank_day
 from openbell.store import Store
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
-VOTER_LOOKBACK = timedelta(days=120)  # calendar days holding the 50 sessions of SMA(50)
 MOO_MARGIN = timedelta(minutes=2)  # the LLM must be done this long before the MOO orders go out
 MIN_LLM_BUDGET_S = 5.0
 
@@ -49,31 +48,25 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     candidates = store.query_df("SELECT * FROM candidates WHERE trade_date = ?", [run.trade_date])
     if candidates.empty:
         raise ConfigError(f"no scan for {run.trade_date}: run premarket_scan first, or pass symbols")
-    top_n = run.settings.scan.top_n
-    quant = GapVolumeRanker()
-    by_ranker: dict[str, list[RankedPick]] = {quant.name: quant.rank(candidates, top_n)}
+    outcomes: list[LlmOutcome] = []
 
-    outcome = None
-    if method in ("llm", "ensemble"):
-        by_ranker["llm"], outcome = _llm_ranking(run, store, candidates, quant)
-        if outcome is not None:
-            audit.record_calls(store, outcome.calls)  # at once: the audit survives anything that follows
-            if outcome.fallback_reason:
-                log.warning("LLM ranking not used, falling back to %s: %s", quant.name, outcome.fallback_reason)
+    def ask_llm(candidates: pd.DataFrame, top_n: int) -> tuple[list[RankedPick], dict[str, float], str | None]:
+        picks, outcome = _llm_ranking(run, store, candidates, GapVolumeRanker())
+        outcomes.append(outcome)
+        audit.record_calls(store, outcome.calls)  # at once: the audit survives anything that follows
+        if outcome.fallback_reason:
+            log.warning("LLM ranking not used, falling back to %s: %s", GapVolumeRanker.name, outcome.fallback_reason)
+        return picks, outcome.scores, outcome.fallback_reason
 
-    votes, ensemble_failure = None, None
-    try:
-        votes, by_ranker["ensemble"] = _ensemble(run, candidates, outcome, top_n)
-    except Exception as exc:  # voters are advisory unless they decide the day
-        ensemble_failure = f"ensemble failed: {type(exc).__name__}: {exc}"
-        log.warning("%s", ensemble_failure)
-
-    ranker, reason = _decide(method, outcome, ensemble_failure)
-    picks = by_ranker[ranker]
-    scores = _score_rows(run, by_ranker, votes, outcome)
+    market = wiring.market_for(run.settings, run.mode)
+    day = rank_day(candidates, run.trade_date, run.settings, market, llm=ask_llm)
+    if day.ensemble_failure:  # voters are advisory unless they decide the day
+        log.warning("%s", day.ensemble_failure)
+    outcome = outcomes[0] if outcomes else None
+    scores = _score_rows(run, day.by_ranker, day.votes, outcome)
     key = outcome.request_key if outcome else None
-    _record(store, run, ranker, picks, scores, requested=method, fallback_reason=reason, llm_key=key)
-    return _publish(run, ranker, picks, reason)
+    _record(store, run, day.ranker, day.picks, scores, requested=method, fallback_reason=day.fallback_reason, llm_key=key)
+    return _publish(run, day.ranker, day.picks, day.fallback_reason)
 
 
 def _llm_ranking(
@@ -114,45 +107,6 @@ def _headlines(run: RunContext, store: Store, candidates: pd.DataFrame, until: d
         return {}
     audit.record_headlines(store, run.trade_date, headlines, news.provider, datetime.now(calendar.NEW_YORK))
     return headlines
-
-
-def _ensemble(
-    run: RunContext, candidates: pd.DataFrame, outcome: LlmOutcome | None, top_n: int
-) -> tuple[pd.DataFrame, list[RankedPick]]:
-    """Every voter's score (all five, and the LLM's) and the ensemble's ranking by the configured weights."""
-    passed = candidates[candidates["passed"].astype(bool)]
-    prior = calendar.previous_session(run.trade_date)
-    symbols = sorted(passed["symbol"].astype(str))
-    market = wiring.market_for(run.settings, run.mode)
-    daily = market.daily_bars(prior - VOTER_LOOKBACK, prior, symbols) if symbols else pd.DataFrame(columns=DAILY_COLUMNS)
-    llm_scores = pd.Series(outcome.scores if outcome else {}, dtype=float)
-    missing = {"llm": _llm_note(run, outcome)}
-    ranking = run.settings.ranking
-    ensemble = EnsembleRanker(
-        ranking.weights, ranking.min_agree, daily=daily, external={"llm": llm_scores}, missing_notes=missing
-    )
-    picks = ensemble.rank(candidates, top_n)
-    votes = vote(passed, daily) if symbols else pd.DataFrame()
-    return votes, picks
-
-
-def _llm_note(run: RunContext, outcome: LlmOutcome | None) -> str:
-    if outcome is None:
-        return "llm: not asked (ranking.method is quant)" if run.settings.llm.configured else "llm: not configured"
-    if outcome.fallback_reason:
-        return f"llm: {outcome.fallback_reason}"
-    return "llm: not shown this candidate"
-
-
-def _decide(method: str, outcome: LlmOutcome | None, ensemble_failure: str | None) -> tuple[str, str | None]:
-    """(the ranker whose picks trade, why it is not the one asked for)."""
-    if method == "quant":
-        return GapVolumeRanker.name, None
-    if method == "ensemble":
-        return ("ensemble", None) if ensemble_failure is None else (GapVolumeRanker.name, ensemble_failure)
-    if outcome is None or outcome.fallback_reason:
-        return GapVolumeRanker.name, outcome.fallback_reason if outcome else "the LLM was not asked"
-    return "llm", None
 
 
 def _score_rows(

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar
 from openbell import runtime as wiring
-from openbell.core import scan
-from openbell.errors import DataQualityError
+from openbell.morning import scan_day
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
-DAILY_LOOKBACK = timedelta(days=45)  # calendar days that hold the 20 sessions the scan needs
 MOVERS = 50  # how many of a live source's top gainers a scan considers
 
 
@@ -24,12 +18,7 @@ def scan_candidates(run: RunContext) -> int:
     """Scan every symbol with an opening indication; returns how many passed."""
     log = get_run_logger()
     market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings)
-    prior = calendar.previous_session(run.trade_date)
-    universe = _universe(market, run)
-    daily = market.daily_bars(prior - DAILY_LOOKBACK, prior, universe)
-    opening = market.opening_prints(run.trade_date, universe)
-    features = scan.scan_features(daily, opening, prior, _last_minute_closes(market, prior, universe))
-    features = scan.apply_filters(features, run.settings.scan.filters())
+    features = scan_day(market, run.trade_date, run.settings, _universe(market, run))
     store.replace(
         "candidates",
         features.assign(trade_date=run.trade_date, run_id=run.run_id),
@@ -62,14 +51,3 @@ def _universe(market: wiring.MarketData, run: RunContext) -> list[str] | None:
         return list(run.settings.data.universe)
     movers = getattr(market, "movers", None)  # live sources rank the pre-market's gainers
     return list(movers(top=MOVERS)["symbol"]) if movers else None
-
-
-def _last_minute_closes(market: wiring.MarketData, prior, universe: list[str] | None) -> pd.Series | None:
-    """The prior session's last minute close per symbol: unadjusted like the minute bars."""
-    try:
-        bars = market.minute_bars(prior, universe)
-    except DataQualityError:
-        return None
-    if bars.empty:
-        return None
-    return bars.groupby("symbol")["close"].last()

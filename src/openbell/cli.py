@@ -49,22 +49,34 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="replay one day from Parquet bars through the flows")
     replay.add_argument("--date", required=True, type=_date, help="the session to replay, YYYY-MM-DD")
-    replay.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
-    replay.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
-    replay.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
-    replay.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
-    replay.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
-    replay.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
-    replay.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
-    replay.add_argument(
-        "--ranker",
-        choices=["llm", "ensemble", "quant"],
-        help="llm (default; the quant ranker when no LLM is configured), ensemble of voters and LLM, or quant",
-    )
-    replay.add_argument(
-        "--fresh-llm", action="store_true", help="ask the LLM again even if this prompt's reply was recorded"
-    )
+    _add_day_options(replay)
     replay.set_defaults(command=_replay)
+
+    backtest = commands.add_parser(
+        "backtest", help="backtest a date range of the replay data: the day's decisions on one account, metrics, a report"
+    )
+    backtest.add_argument("--start", required=True, type=_date, help="first session, YYYY-MM-DD")
+    backtest.add_argument("--end", required=True, type=_date, help="last session, YYYY-MM-DD")
+    _add_day_options(backtest)
+    backtest.add_argument("--slippage-bps", type=_decimal, help="market fills worse by this many basis points (default 0)")
+    backtest.add_argument("--starting-equity", type=_decimal, help="the account's equity at the start (default 100000)")
+    backtest.add_argument("--report", type=Path, help="the HTML report (default data/reports/<run id>.html)")
+    backtest.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="plan the sessions on this Dask scheduler, e.g. tcp://10.0.0.5:8786 (runs the flow)",
+    )
+    backtest.set_defaults(command=_backtest)
+
+    compare = commands.add_parser("compare", help="backtest a date range once per ranker, side by side")
+    compare.add_argument("--start", required=True, type=_date, help="first session, YYYY-MM-DD")
+    compare.add_argument("--end", required=True, type=_date, help="last session, YYYY-MM-DD")
+    _add_day_options(compare)
+    compare.add_argument(
+        "--rankers", type=_names, help="rankers to compare (default: gap_x_rvol, each voter, ensemble, llm if configured)"
+    )
+    compare.add_argument("--report", type=Path, help="the HTML report (default data/reports/<run id>.html)")
+    compare.set_defaults(command=_compare)
 
     query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
     query.add_argument("sql", help='e.g. "SELECT * FROM trades ORDER BY trade_date"')
@@ -88,33 +100,122 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """A replayed day through the flows, then a backtest of every session of the synthetic market."""
+    from openbell import runtime
     from openbell.config import RunOptions
+    from openbell.research import console, jobs
+    from openbell.research.backtest import BacktestSpec
 
     options = RunOptions(db_path=str(args.db) if args.db else None)
-    return _run_day(None, None, options)
+    _run_day(None, None, options)
+    settings = options.settings()
+    sessions = runtime.market_for(settings).sessions()
+    print(f"\nopenbell: backtesting the synthetic market's {len(sessions)} sessions, {sessions[0]} to {sessions[-1]}")
+    finished = jobs.backtest(BacktestSpec(settings, sessions[0], sessions[-1]))
+    console.print_backtest(finished, settings.data.database)
+    return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _add_day_options(command: argparse.ArgumentParser) -> None:
+    """The options of a replayed day that a backtest takes too."""
+    command.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
+    command.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
+    command.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
+    command.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    command.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
+    command.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
+    command.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
+    command.add_argument(
+        "--ranker",
+        choices=["llm", "ensemble", "quant"],
+        help="llm (default; the quant ranker when no LLM is configured), ensemble of voters and LLM, or quant",
+    )
+    command.add_argument(
+        "--fresh-llm", action="store_true", help="ask the LLM again even if this prompt's reply was recorded"
+    )
+
+
+def _run_options(args: argparse.Namespace):
+    """RunOptions from the command's flags; a bad value is one line naming the flag."""
     from openbell.config import RunOptions
 
     if (args.bars is None) != (args.daily is None):
-        raise ConfigError("give both --bars and --daily, or neither to replay the synthetic market")
+        raise ConfigError("give both --bars and --daily, or neither to use the synthetic market")
+    values = {
+        "db_path": str(args.db) if args.db else None,
+        "minute_bars": str(args.bars) if args.bars else None,
+        "daily_bars": str(args.daily) if args.daily else None,
+        "target_pct": args.target_pct,
+        "stop_pct": args.stop_pct,
+        "allocation": args.allocation,
+        "ranker": args.ranker,
+        "fresh_llm": args.fresh_llm or None,
+        "slippage_bps": getattr(args, "slippage_bps", None),
+        "starting_equity": getattr(args, "starting_equity", None),
+    }
     try:
-        options = RunOptions(
-            db_path=str(args.db) if args.db else None,
-            minute_bars=str(args.bars) if args.bars else None,
-            daily_bars=str(args.daily) if args.daily else None,
-            target_pct=args.target_pct,
-            stop_pct=args.stop_pct,
-            allocation=args.allocation,
-            ranker=args.ranker,
-            fresh_llm=args.fresh_llm or None,
-        )
+        return RunOptions(**values)
     except ValidationError as exc:
-        flags = {"target_pct": "--target-pct", "stop_pct": "--stop-pct", "allocation": "--allocation"}
-        problems = "; ".join(f"{flags.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise ConfigError(problems) from None
-    return _run_day(args.date, args.symbols, options)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    return _run_day(args.date, args.symbols, _run_options(args))
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from openbell.research import console, jobs
+    from openbell.research.backtest import BacktestSpec
+
+    options = _run_options(args)
+    settings = options.settings()
+    symbols = tuple(args.symbols) if args.symbols else None
+    spec = BacktestSpec(settings, args.start, args.end, symbols, fresh_llm=args.fresh_llm)
+    if address := args.dask or settings.research.dask_address:
+        return _backtest_on_dask(args, options, address)
+    with console.session_progress("planning sessions") as progress:
+        finished = jobs.backtest(spec, report_to=args.report, progress=progress)
+    console.print_backtest(finished, settings.data.database)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from openbell.research import console, jobs
+    from openbell.research.backtest import BacktestSpec
+    from openbell.research.compare import RANKERS
+
+    if args.symbols:
+        raise ConfigError("compare ranks the scan's candidates: leave out --symbols")
+    settings = _run_options(args).settings()
+    spec = BacktestSpec(settings, args.start, args.end, fresh_llm=args.fresh_llm)
+    with console.session_progress("scanning and ranking sessions") as progress:
+        finished = jobs.compare(spec, rankers=tuple(args.rankers or RANKERS), report_to=args.report, progress=progress)
+    console.print_comparison(finished, settings.data.database)
+    return 0
+
+
+def _backtest_on_dask(args: argparse.Namespace, options, address: str) -> int:
+    """The backtest flow, its sessions planned on the Dask cluster at `address`, reporting to a Prefect API."""
+    from prefect_dask import DaskTaskRunner
+
+    from openbell.prefect_api import sigterm_interrupts
+    from openbell.research import console
+
+    settings = options.settings()
+    backtest = _flow("flows.backtest", "backtest").with_options(task_runner=DaskTaskRunner(address=address))
+    with sigterm_interrupts():
+        api = _open_prefect_api(settings)
+        try:
+            with _flow_runs(api):
+                summary = backtest(
+                    start=args.start, end=args.end, symbols=args.symbols, options=options, fresh_llm=args.fresh_llm,
+                    report_path=str(args.report) if args.report else None,
+                )  # fmt: skip
+        finally:
+            api.stop()
+    console.print_summary(summary, settings.data.database)
+    return 0
 
 
 def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int:
@@ -277,6 +378,13 @@ def _decimal(text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give names separated by commas, e.g. gap_x_rvol,ensemble")
+    return names
 
 
 def _port(text: str) -> int:

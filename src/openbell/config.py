@@ -218,6 +218,15 @@ class ScheduleSettings(BaseModel):
     mode: Literal["live", "replay"] = Field("live", description="The mode scheduled runs use (runs from the UI choose).")
 
 
+class ResearchSettings(BaseModel):
+    model_config = _STRICT
+    dask_address: str | None = Field(
+        None,
+        description="A Dask scheduler (tcp://host:8786) that backtests and sweeps fan their sessions out to; "
+        "unset: everything runs in-process.",
+    )
+
+
 LIVE_CONFIRMATION = "I understand this trades real money"
 
 
@@ -236,6 +245,7 @@ class Settings(BaseSettings):
     sizing: SizingSettings = SizingSettings()
     broker: BrokerSettings = BrokerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    research: ResearchSettings = ResearchSettings()
 
     def require_live_confirmed(self) -> None:
         """Refuse live trading unless it was switched on deliberately, twice."""
@@ -442,6 +452,9 @@ class RunOptions(BaseModel):
     ranker: RankerName | None = Field(
         None, description="How to rank: llm (default; the quant ranker when no LLM is configured), ensemble or quant."
     )
+    starting_equity: Decimal | None = Field(
+        None, gt=0, description="The paper account's starting cash, and a backtest's starting equity (default 100,000)."
+    )
     fresh_llm: bool | None = Field(None, description="Call the LLM even when a recorded reply to the same prompt exists.")
 
     def settings(self) -> Settings:
@@ -451,7 +464,7 @@ class RunOptions(BaseModel):
             exits={"target_pct": self.target_pct, "stop_pct": self.stop_pct},
             sizing={"allocation": self.allocation},
             scan={"top_n": self.top_n},
-            broker={"slippage_bps": self.slippage_bps},
+            broker={"slippage_bps": self.slippage_bps, "starting_cash": self.starting_equity},
             ranking={"method": self.ranker},
             llm={"fresh": self.fresh_llm},
         )

@@ -31,7 +31,7 @@ from openbell import calendar
 from openbell.config import Settings
 from openbell.errors import OpenbellError
 from openbell.prefect_api import HOST, last_line, port_is_free, server_command
-from openbell.schedule import next_runs, phase_schedules
+from openbell.schedule import ON_DEMAND, next_runs, phase_schedules
 
 DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT_S = 60.0
@@ -122,6 +122,11 @@ def project_root() -> Path:
 
 
 def deployment_names(settings: Settings) -> list[str]:
+    """Every deployment served: the phases of the day on their schedules, then the research ones run on demand."""
+    return [*scheduled_names(settings), *ON_DEMAND]
+
+
+def scheduled_names(settings: Settings) -> list[str]:
     return [phase.deployment for phase in phase_schedules(settings)]
 
 
@@ -167,7 +172,7 @@ def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] 
         _wait_until(
             lambda: _served(api, names), DEPLOYMENTS_TIMEOUT_S, SERVE, serve, files, what="registered its deployments"
         )
-        _wait_until_quietly(lambda: _all_planned(api, names), SCHEDULED_RUNS_WAIT_S)
+        _wait_until_quietly(lambda: _all_planned(api, scheduled_names(settings)), SCHEDULED_RUNS_WAIT_S)
     except BaseException:
         for process, popen in reversed(started):
             with contextlib.suppress(ServiceError):  # the reason up failed matters more than a stubborn process
@@ -286,7 +291,7 @@ def status(settings: Settings, now: datetime) -> ServiceStatus:
     server_pid = _running_pid(SERVER, files)
     serve_pid = _running_pid(SERVE, files)
     port = _recorded_port(files) if server_pid else None
-    names = deployment_names(settings)
+    names = scheduled_names(settings)
     scheduled: dict[str, tuple[datetime, str] | None] = {}
     paused: dict[str, bool] = {}
     problem = None

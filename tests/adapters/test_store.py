@@ -42,6 +42,10 @@ ALL_TABLES = {
     "paper_fills",
     "paper_holdings",
     "paper_clock",
+    "backtest_runs",
+    "backtest_trades",
+    "backtest_daily",
+    "backtest_metrics",
 }
 
 
@@ -85,8 +89,30 @@ def test_day_tables_are_the_tables_with_a_trade_date_except_the_audit_logs(store
         t for (t,) in store.query("SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'")
     }
 
-    # runs, LLM calls and headlines outlive a re-run: they are what the re-run is audited and replayed from
-    assert set(DAY_TABLES) == with_date - {"runs", "llm_calls", "news_headlines"}
+    # runs, LLM calls and headlines outlive a re-run: they are what the re-run is audited and replayed from;
+    # research results live under their own run ids, apart from the days
+    research = {"backtest_trades", "backtest_daily"}
+    assert set(DAY_TABLES) == with_date - {"runs", "llm_calls", "news_headlines"} - research
+
+
+def test_an_all_or_nothing_batch_that_fails_leaves_nothing(store: Store) -> None:
+    with pytest.raises(ValueError, match="unknown column"):
+        with store.batch(all_or_nothing=True):
+            store.insert("backtest_runs", [{"run_id": "r1", "kind": "backtest"}])
+            store.insert("backtest_metrics", [{"run_id": "r1", "metric": "sharpe", "value": 1.0}])
+            store.insert("backtest_daily", [{"run_id": "r1", "no_such_column": 1}])
+
+    assert store.query("SELECT count(*) FROM backtest_runs") == [(0,)]
+    assert store.query("SELECT count(*) FROM backtest_metrics") == [(0,)]
+
+
+def test_a_plain_batch_that_fails_keeps_what_it_wrote(store: Store) -> None:
+    with pytest.raises(ValueError, match="unknown column"):
+        with store.batch():
+            store.insert("backtest_runs", [{"run_id": "r1", "kind": "backtest"}])
+            store.insert("backtest_daily", [{"run_id": "r1", "no_such_column": 1}])
+
+    assert store.query("SELECT count(*) FROM backtest_runs") == [(1,)]
 
 
 def test_trades_reject_an_unknown_exit_reason(store: Store) -> None:

@@ -15,7 +15,8 @@ from typing import TypeVar
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOYMENTS = ["scan-and-rank", "place-moo-orders", "monitor-exits", "liquidate-eod", "report-eod"]
+SCHEDULED = ["scan-and-rank", "place-moo-orders", "monitor-exits", "liquidate-eod", "report-eod"]
+DEPLOYMENTS = [*SCHEDULED, "backtest"]  # the research deployment runs on demand
 T = TypeVar("T")
 
 

@@ -17,6 +17,7 @@ from uuid import UUID
 import pytest
 from service_support import (
     DEPLOYMENTS,
+    SCHEDULED,
     api_post,
     deployments_by_name,
     free_port,
@@ -38,6 +39,7 @@ CRONS = {
     "monitor-exits": {"30 9 * * 1-5"},
     "liquidate-eod": {"45 15 * * 1-5", "45 12 * * 1-5"},
     "report-eod": {"15 16 * * 1-5", "15 13 * * 1-5"},
+    "backtest": set(),  # on demand
 }
 NEW_YORK_TIME = re.compile(r"\w{3} \d{4}-\d{2}-\d{2} \d{2}:\d{2} E[SD]T")
 
@@ -123,6 +125,30 @@ def test_a_run_triggered_through_the_api_completes_with_artifacts(service: Servi
     assert {a.key for a in artifacts} >= {"candidates", "ranking"}
     ranking = next(a for a in artifacts if a.key == "ranking")
     assert ranking.type == "table" and "2025-03-07" in ranking.description  # the synthetic market's last session
+
+
+def test_the_backtest_deployment_runs_from_the_run_button(service: Service, prefect_api: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.deployments import run_deployment
+
+    from openbell.store import Store
+
+    run = run_deployment(
+        name="backtest/backtest", parameters={"start": "2025-03-03", "end": "2025-03-07"}, timeout=180
+    )  # the synthetic market's five sessions
+
+    assert run.state.is_completed(), f"{run.state}\n{service.log('serve')}"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert {a.type for a in artifacts} >= {"markdown", "progress"}
+    ((progress,),) = [[a.data for a in artifacts if a.type == "progress"]]
+    assert progress == 100.0
+    runs = Store(service.data_dir / "openbell.duckdb").query(
+        "SELECT kind, start_date, end_date, report_path FROM backtest_runs"
+    )
+    assert [(kind, str(start), str(end)) for kind, start, end, _ in runs] == [("backtest", "2025-03-03", "2025-03-07")]
+    assert Path(runs[0][3]).is_file()
 
 
 def test_a_second_monitor_is_cancelled(service: Service, prefect_api: str):
@@ -227,13 +253,13 @@ def test_up_status_down(service: Service):  # last: it stops the module's servic
     for name, deployment in deployments.items():
         schedules = [s["schedule"] for s in deployment["schedules"]]
         assert {s["cron"] for s in schedules} == CRONS[name], name
-        assert {s["timezone"] for s in schedules} == {"America/New_York"}, name
+        assert {s["timezone"] for s in schedules} == ({"America/New_York"} if CRONS[name] else set()), name
         assert all(s["active"] for s in deployment["schedules"]) and not deployment["paused"], name
     monitor = deployments["monitor-exits"]
     assert monitor["global_concurrency_limit"]["limit"] == 1
     assert monitor["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     planned = api_post(service.api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}})
-    assert {r["deployment_id"] for r in planned} == {d["id"] for d in deployments.values()}
+    assert {r["deployment_id"] for r in planned} == {deployments[name]["id"] for name in SCHEDULED}
 
     stopped = openbell("down", env=service.env, timeout=60)
 
@@ -246,7 +272,7 @@ def test_up_status_down(service: Service):  # last: it stops the module's servic
 
 
 def _assert_deployment_rows(output: str) -> None:
-    rows = {line.split()[0]: line for line in output.splitlines() if line.split() and line.split()[0] in DEPLOYMENTS}
-    assert sorted(rows) == sorted(DEPLOYMENTS), output
+    rows = {line.split()[0]: line for line in output.splitlines() if line.split() and line.split()[0] in SCHEDULED}
+    assert sorted(rows) == sorted(SCHEDULED), output
     for row in rows.values():  # the next scheduled run (Prefect) and the next acting time (calendar)
         assert len(NEW_YORK_TIME.findall(row)) == 2, row

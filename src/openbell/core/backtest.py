@@ -137,3 +137,62 @@ def replay_sessions(
         commission=commission,
         pnl=np.where(filled, (exit_price - entry) * shares - commission, 0),
     )
+
+
+def select_sessions(bars: SessionBars, sessions: np.ndarray) -> SessionBars:
+    """The bars of `sessions` (indexes into `bars.starts`), laid out one after another in that order."""
+    sessions = np.asarray(sessions, dtype=np.int64)
+    starts, lengths = bars.starts[sessions], (bars.ends - bars.starts)[sessions]
+    new_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64) if len(sessions) else sessions
+    # Each kept bar's index in `bars`: its session's start plus its offset within the session.
+    index = np.repeat(starts - new_starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return SessionBars(
+        starts=new_starts,
+        minute=bars.minute[index],
+        open=bars.open[index],
+        high=bars.high[index],
+        low=bars.low[index],
+        close=bars.close[index],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Excursions:
+    """How far each filled session's price went while held, and on its whole day; units, 0 where unfilled."""
+
+    highest: np.ndarray  # highest high from the entry bar to the exit bar (the session's end after a last-close exit)
+    lowest: np.ndarray  # lowest low over the same bars
+    day_high: np.ndarray  # highest high of the whole session (the "missed move" from the opening print)
+    high_before_liquidation: np.ndarray  # highest high from the entry to the liquidation time, whatever the exit
+
+
+def excursions(bars: SessionBars, results: SessionResults, liquidation_minute: np.ndarray | int) -> Excursions:
+    """Best and worst prices while each position was held, and what the session offered (for MFE, MAE, missed moves).
+
+    The entry bar counts whole (the position is held from its open), and so does the exit bar.
+    """
+    starts, ends = bars.starts, bars.ends
+    filled = results.filled & (ends > starts)
+    held_end = np.where(results.exit_index >= 0, results.exit_index + 1, ends)
+    liquidation = np.broadcast_to(np.asarray(liquidation_minute, dtype=np.int32), (len(starts),))
+    before = bars.minute < np.repeat(liquidation, ends - starts)
+    first_after = first_true(~before, starts, ends)
+    open_end = np.where(first_after >= 0, first_after, ends)
+    return Excursions(
+        highest=_ranged(np.maximum, bars.high, starts, held_end, filled),
+        lowest=_ranged(np.minimum, bars.low, starts, held_end, filled),
+        day_high=_ranged(np.maximum, bars.high, starts, ends, filled),
+        high_before_liquidation=_ranged(np.maximum, bars.high, starts, np.maximum(open_end, starts + 1), filled),
+    )
+
+
+def _ranged(ufunc: np.ufunc, values: np.ndarray, begins: np.ndarray, ends: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`ufunc.reduce` of values[begins[i]:ends[i]] for every i where mask holds (ranges in order, not empty); else 0."""
+    out = np.zeros(len(begins), dtype=values.dtype)
+    if not mask.any():
+        return out
+    b, e = begins[mask], ends[mask]
+    bounds = np.column_stack((b, e)).ravel()
+    padded = np.append(values, values[-1:])  # reduceat may point one past the end
+    out[mask] = ufunc.reduceat(padded, bounds)[::2]
+    return out

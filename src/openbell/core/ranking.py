@@ -61,3 +61,22 @@ def fixed_ranking(symbols: Sequence[str]) -> list[RankedPick]:
         RankedPick(symbol=s, rank=i, score=0.0, reason="fixed symbols given by the user", selected=True)
         for i, s in enumerate(dict.fromkeys(symbols), start=1)
     ]
+
+
+def choose_ranker(
+    method: str, *, llm_asked: bool, llm_fallback: str | None, ensemble_failure: str | None
+) -> tuple[str, str | None]:
+    """The ranker whose picks trade, and why it is not the one `method` asks for (None when it is).
+
+    The quant ranker is the fallback of both others: of the LLM when it was not asked or its ranking
+    could not be used (`llm_fallback` says why), of the ensemble when it failed.
+    """
+    if method == "quant":
+        return GapVolumeRanker.name, None
+    if method == "ensemble":
+        return ("ensemble", None) if ensemble_failure is None else (GapVolumeRanker.name, ensemble_failure)
+    if not llm_asked:
+        return GapVolumeRanker.name, "the LLM was not asked"
+    if llm_fallback:
+        return GapVolumeRanker.name, llm_fallback
+    return "llm", None

@@ -53,3 +53,20 @@ def size_position(symbol: str, ref_price: Decimal, equity: Decimal, policy: Sizi
         reason = f"${budget:,.2f} buys less than one share at ${ref_price}"
         return PositionSize(symbol, ref_price, 0, Decimal(0), reason)
     return PositionSize(symbol, ref_price, shares, shares * ref_price)
+
+
+def within_buying_power(sizes: list[PositionSize], buying_power: Decimal) -> list[PositionSize]:
+    """The sizes in rank order, each kept while the notional so far fits in `buying_power`; later ones skipped.
+
+    A broker refuses an order it cannot pay for: the backtest, and the orders sent on a trading day,
+    skip it instead, with the reason, and keep any later pick that still fits.
+    """
+    left, out = buying_power, []
+    for size in sizes:
+        if size.shares and size.notional > left:
+            reason = f"needs ${size.notional:,.2f}, ${max(left, Decimal(0)):,.2f} of buying power left"
+            out.append(PositionSize(size.symbol, size.ref_price, 0, Decimal(0), reason))
+            continue
+        left -= size.notional
+        out.append(size)
+    return out

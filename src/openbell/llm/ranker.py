@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 NOT_CONFIGURED = "no LLM configured (set OPENBELL_LLM__MODEL)"
 NOT_CHOSEN = "not chosen by the LLM"
+NOT_RECORDED = "no recorded LLM reply to this prompt (a backtest asks the model only when told to: --fresh-llm)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class LlmRanker:
         budget_s: float | None = None,
         client: ChatClient | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recorded_only: bool = False,
     ) -> None:
         self.settings = settings
         self.trade_date = trade_date
@@ -110,6 +112,7 @@ class LlmRanker:
         self.budget_s = budget_s if budget_s is not None else settings.budget_s
         self.wall_clock = wall_clock
         self.outcome: LlmOutcome | None = None
+        self.recorded_only = recorded_only  # a backtest: a recorded reply or the fallback, never a request
         self._client = client
         self._secret = settings.api_key.get_secret_value() if settings.api_key is not None else None
 
@@ -182,6 +185,8 @@ class _Run:
         self.key = request_key(self.settings.model or "", self.client.params, self.messages)
         if not self.settings.fresh and (reused := self._recorded()) is not None:
             return reused
+        if ranker.recorded_only:
+            raise _Fallback(NOT_RECORDED)
         raw = self._ask(self.messages, deadline, None)
         try:
             return self._accept(raw, self.messages)

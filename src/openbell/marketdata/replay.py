@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from openbell.calendar import NEW_YORK, is_session
+from openbell.core.backtest import SessionBars
+from openbell.core.prices import to_units
 from openbell.errors import ConfigError, DataQualityError
 from openbell.marketdata.base import (
     DAILY_COLUMNS,
@@ -119,6 +121,64 @@ class ParquetReplaySource:
             bars = self._minute_day(day)
         return _select_symbols(bars, symbols)
 
+    def minute_bars_between(self, start: date, end: date, symbols: Collection[str] | None = None) -> pd.DataFrame:
+        """The valid 1-minute bars of every day from `start` to `end`, in one read of the file.
+
+        Sorted by (symbol, ts), so each (symbol, day) session is one run. Not part of the MarketData
+        protocol, and not cached: a backtest asks for its range once. An empty frame when the range
+        holds no valid bar.
+
+        Raises:
+            ConfigError: `start` is after `end`, or the minute file is missing or malformed.
+        """
+        if start > end:
+            raise ConfigError(f"minute_bars_between: start {start} is after end {end}; pass start <= end")
+        with self._lock:
+            loaded, rejected = self._read(_MINUTE, self._days_filter(start, end))
+            self._remember_rejected(_MINUTE, start, end, rejected)
+        return _select_symbols(loaded, symbols)
+
+    def session_bars_between(
+        self, start: date, end: date, symbols: Collection[str] | None = None
+    ) -> tuple[SessionBars, pd.DataFrame]:
+        """The valid minute bars of `start`..`end` laid out for the replay engine, in one read of the file.
+
+        A session is one symbol on one day; sessions follow each other (by symbol, then day), each in
+        time order. Returns the bars and a frame with one row per session: `day` (datetime.date) and
+        `symbol`. Bad rows are dropped and recorded as `minute_bars` does; no pandas frame of the bars is
+        built, so a backtest over millions of bars holds them once.
+
+        Raises:
+            ConfigError: `start` is after `end`, or the minute file is missing or malformed.
+        """
+        if start > end:
+            raise ConfigError(f"session_bars_between: start {start} is after end {end}; pass start <= end")
+        with self._lock:
+            rows = self._read_sorted(_MINUTE, self._days_filter(start, end))
+            bad = rows.failed > 0
+            if bad.any():
+                rejected = rows.table.filter(pa.array(bad)).to_pandas().assign(reason=BAD_ROW_REASONS[rows.failed[bad]])
+                self._remember_rejected(_MINUTE, start, end, rejected)
+        keep = ~bad
+        names = rows.table.column("symbol").combine_chunks()
+        if symbols is not None:
+            wanted = [symbols] if isinstance(symbols, str) else list(symbols)
+            keep &= pc.is_in(names, value_set=pa.array(wanted, pa.large_string())).to_numpy(zero_copy_only=False)
+        table = rows.table if keep.all() else rows.table.filter(pa.array(keep))
+        symbol, day = rows.symbol[keep], rows.day[keep]
+        starts = np.flatnonzero(np.diff(symbol * (int(day.max(initial=0)) + 1) + day, prepend=-1)).astype(np.int64)
+        local_us = pc.local_timestamp(table.column("ts")).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+        bars = SessionBars(
+            starts=starts,
+            minute=(local_us // 60_000_000 % 1440).astype(np.int32),
+            **{name: to_units(table.column(name).to_numpy()) for name in PRICE_COLUMNS},
+        )
+        session_names = table.column("symbol").take(pa.array(starts)).to_pylist() if len(starts) else []
+        sessions = pd.DataFrame(
+            {"day": pd.to_datetime(day[starts], unit="D").date if len(starts) else [], "symbol": session_names}
+        )
+        return bars, sessions
+
     def opening_prints(self, day: date, symbols: Collection[str] | None = None) -> pd.DataFrame:
         """Each symbol's 09:30 bar open and volume on `day` (the opening auction print).
 
@@ -191,12 +251,7 @@ class ParquetReplaySource:
         if day in self._minute_days:
             self._minute_days.move_to_end(day)
             return self._minute_days[day]
-        ts_type = self._schema(_MINUTE).field("ts").type
-        # Midnight to midnight New York time, so the bounds stay right across DST changes.
-        day_start = datetime.combine(day, time(0), NEW_YORK)
-        next_day_start = datetime.combine(day + timedelta(days=1), time(0), NEW_YORK)
-        in_day = (pc.field("ts") >= pa.scalar(day_start, ts_type)) & (pc.field("ts") < pa.scalar(next_day_start, ts_type))
-        loaded, rejected = self._read(_MINUTE, in_day)
+        loaded, rejected = self._read(_MINUTE, self._days_filter(day, day))
         self._remember_rejected(_MINUTE, day, day, rejected)
         if loaded.empty:
             raise DataQualityError(self._empty_day_message(day, len(rejected)))
@@ -204,6 +259,13 @@ class ParquetReplaySource:
         if len(self._minute_days) > self._cached_days:
             self._minute_days.popitem(last=False)
         return loaded
+
+    def _days_filter(self, first: date, last: date) -> pc.Expression:
+        """Minute rows from midnight New York before `first` to the midnight after `last` (right across DST)."""
+        ts_type = self._schema(_MINUTE).field("ts").type
+        begins = datetime.combine(first, time(0), NEW_YORK)
+        ends = datetime.combine(last + timedelta(days=1), time(0), NEW_YORK)
+        return (pc.field("ts") >= pa.scalar(begins, ts_type)) & (pc.field("ts") < pa.scalar(ends, ts_type))
 
     def _daily_window(self, start: date, end: date) -> tuple[pd.DataFrame, np.ndarray]:
         """A cached window of valid daily bars that covers start..end; the caller holds the lock."""
@@ -225,12 +287,35 @@ class ParquetReplaySource:
         return loaded, dates
 
     def _read(self, kind: _FileKind, row_filter: pc.Expression) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Read the rows matching `row_filter`: (valid rows, rejected rows with a reason)."""
+        """Read the rows matching `row_filter`: (valid rows, rejected rows with a reason), both sorted by (symbol, time)."""
+        rows = self._read_sorted(kind, row_filter)
+        frame = rows.table.to_pandas()
+        bad = rows.failed > 0
+        if not bad.any():
+            return frame, frame.iloc[:0].assign(reason=pd.Series(dtype=object))
+        # A null volume turned the column into float64; the remaining rows are whole shares.
+        valid = frame.loc[~bad].reset_index(drop=True).astype({"volume": "int64"})
+        rejected = frame.loc[bad].assign(reason=BAD_ROW_REASONS[rows.failed[bad]]).reset_index(drop=True)
+        return valid, rejected
+
+    def _read_sorted(self, kind: _FileKind, row_filter: pc.Expression) -> _SortedRows:
+        """The rows matching `row_filter` in (symbol, time) order, with each row's failed check (0: none)."""
         schema = self._schema(kind)
         table = pq.read_table(self._path(kind), columns=list(kind.columns), filters=row_filter)
         table = table.cast(_output_schema(kind, schema))
-        table = table.sort_by([("symbol", "ascending"), (kind.key, "ascending")])
-        return _split_bad_rows(table.to_pandas(), kind)
+        symbol = _alphabetical_codes(table.column("symbol"))
+        if kind is _MINUTE:
+            at = table.column("ts").to_numpy().view(np.int64)
+            day = _day_numbers(pc.cast(pc.local_timestamp(table.column("ts")), pa.date32()))
+        else:
+            at = day = _day_numbers(table.column("date"))
+        if not _is_sorted(symbol, at):  # files written in (symbol, time) order, as the shared data, skip this
+            order = np.lexsort((at, symbol))
+            table, symbol, at, day = table.take(order), symbol[order], at[order], day[order]
+        # A duplicated minute rejects the symbol's whole day (which bar belongs to which series is unknowable);
+        # a duplicated daily bar rejects the duplicated rows only.
+        unit = symbol * (int(day.max(initial=0)) + 1) + day if kind is _MINUTE else None
+        return _SortedRows(table, symbol, day, _failed_checks(table, symbol, at, unit))
 
     def _remember_rejected(self, kind: _FileKind, first: date, last: date, rejected: pd.DataFrame) -> None:
         if rejected.empty:
@@ -308,31 +393,79 @@ def _output_schema(kind: _FileKind, schema: pa.Schema) -> pa.Schema:
     )
 
 
-def _split_bad_rows(frame: pd.DataFrame, kind: _FileKind) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split bars into (valid rows, rejected rows with a `reason` column); first failed check wins."""
-    prices = frame[list(PRICE_COLUMNS)]
-    body = frame[["open", "close"]]
-    duplicate = frame.duplicated(["symbol", kind.key], keep=False)
-    if kind is _MINUTE:
-        # The frame holds one day; which duplicate belongs to which series is unknowable.
-        duplicate = frame["symbol"].isin(frame.loc[duplicate, "symbol"].unique())
-    checks = {
-        "missing value": frame.isna().any(axis=1),
-        "non-positive price": (prices <= 0).any(axis=1),
-        "high below low": frame["high"] < frame["low"],
-        "open or close outside high-low range": (body.max(axis=1) > frame["high"]) | (body.min(axis=1) < frame["low"]),
-        "negative volume": frame["volume"] < 0,
-        "duplicate bar": duplicate,
-    }
+def _day_numbers(dates: pa.ChunkedArray) -> np.ndarray:
+    """date32 values as int64 days since the epoch."""
+    return dates.combine_chunks().view(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _alphabetical_codes(symbols: pa.ChunkedArray) -> np.ndarray:
+    """Each row's symbol as the rank of that symbol in alphabetical order (sorting codes sorts the symbols)."""
+    encoded = symbols.combine_chunks().dictionary_encode()
+    rank = np.empty(len(encoded.dictionary), dtype=np.int64)
+    rank[pc.array_sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(encoded) else np.empty(0, dtype=np.int64)
+
+
+def _is_sorted(symbol: np.ndarray, at: np.ndarray) -> bool:
+    """True when the rows are in (symbol, time) order."""
+    if len(symbol) < 2:
+        return True
+    step = symbol[1:] - symbol[:-1]
+    return bool(np.all((step > 0) | ((step == 0) & (at[1:] >= at[:-1]))))
+
+
+@dataclass(frozen=True, slots=True)
+class _SortedRows:
+    """Rows of a file in (symbol, time) order: the table, symbol codes, day numbers, and each row's failed check."""
+
+    table: pa.Table
+    symbol: np.ndarray  # int64 alphabetical codes
+    day: np.ndarray  # int64 days since the epoch (New York date)
+    failed: np.ndarray  # int8 index into BAD_ROW_REASONS, 0 for a valid row
+
+
+BAD_ROW_REASONS = np.array(
+    [
+        "",
+        "missing value",
+        "non-positive price",
+        "high below low",
+        "open or close outside high-low range",
+        "negative volume",
+        "duplicate bar",
+    ]
+)
+
+
+def _failed_checks(table: pa.Table, symbol: np.ndarray, at: np.ndarray, unit: np.ndarray | None) -> np.ndarray:
+    """The first check each row fails (an index into BAD_ROW_REASONS), 0 where it passes them all.
+
+    Rows are in (symbol, time) order, given as `symbol` codes and times `at`, so a duplicated
+    (symbol, time) is a neighbour. A duplicated row rejects its `unit` whole (minute bars: the
+    symbol's day), or only the duplicated rows when `unit` is None (daily bars).
+    """
+    prices = np.column_stack([table.column(name).to_numpy() for name in PRICE_COLUMNS]) if len(table) else np.empty((0, 4))
+    open_, high, low, close = prices.T
+    volume = table.column("volume").to_numpy()  # float64 with NaN where a volume is null
+    null_key = (pc.is_null(table.column("symbol")).to_numpy(zero_copy_only=False)
+                | pc.is_null(table.column(table.column_names[1])).to_numpy(zero_copy_only=False))  # fmt: skip
+    same_as_previous = np.zeros(len(table), dtype=bool)
+    if len(table) > 1:
+        same_as_previous[1:] = (symbol[1:] == symbol[:-1]) & (at[1:] == at[:-1])
+    duplicate = same_as_previous | np.append(same_as_previous[1:], False)
+    if unit is not None and duplicate.any():
+        duplicate = np.isin(unit, unit[duplicate])
+    with np.errstate(invalid="ignore"):
+        checks = [
+            null_key | np.isnan(prices).any(axis=1) | np.isnan(volume),
+            (prices <= 0).any(axis=1),
+            high < low,
+            (np.maximum(open_, close) > high) | (np.minimum(open_, close) < low),
+            volume < 0,
+            duplicate,
+        ]
     # Numbering the checks keeps np.select on small integers (selecting strings is ~50x slower).
-    failed = np.select([check.to_numpy() for check in checks.values()], range(1, len(checks) + 1), default=0)
-    bad = failed > 0
-    valid = frame.loc[~bad].reset_index(drop=True)
-    # A null volume turned the column into float64; the remaining rows are whole shares.
-    valid = valid.astype({"volume": "int64"})
-    reasons = np.array(["", *checks])[failed[bad]]
-    rejected = frame.loc[bad].assign(reason=reasons).reset_index(drop=True)
-    return valid, rejected
+    return np.select(checks, range(1, len(checks) + 1), default=0).astype(np.int8)
 
 
 def _select_symbols(frame: pd.DataFrame, symbols: Collection[str] | None) -> pd.DataFrame:

@@ -88,14 +88,16 @@ class Store:
             con.close()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, all_or_nothing: bool = False) -> Iterator[None]:
         """One connection and one transaction for every store call inside the block, opened on first use.
 
         A burst of small writes (a hundred orders, one monitor tick) then pays for one open, one
         commit and one close instead of one each per call, and a block that writes nothing opens
         nothing. If the block raises, what it wrote so far is still committed (nothing already sent
-        to a broker goes unrecorded) unless DuckDB itself aborted the transaction. Keep blocks
-        short: the file stays locked for other processes until the block ends.
+        to a broker goes unrecorded) unless DuckDB itself aborted the transaction; with
+        `all_or_nothing` it is rolled back instead (a record made of many rows, such as a backtest,
+        is written whole or not at all). Keep blocks short: the file stays locked for other
+        processes until the block ends.
         """
         if self._batching:
             yield
@@ -117,10 +119,10 @@ class Store:
             finally:  # even when something failed: a held connection left behind would take every later call
                 self._before_commit.clear()
                 self._batching = False
-                self._end_held(quiet=failed)
+                self._end_held(quiet=failed, roll_back=failed and all_or_nothing)
 
-    def _end_held(self, *, quiet: bool) -> None:
-        """Commit and close the batch's connection; a failed commit rolls back, and raises unless `quiet`.
+    def _end_held(self, *, quiet: bool, roll_back: bool = False) -> None:
+        """Commit (or roll back) and close the batch's connection; a failed commit rolls back, and raises unless `quiet`.
 
         `quiet` is for a batch that is already failing: its own error matters more than the commit's.
         """
@@ -128,6 +130,9 @@ class Store:
         if held is None:
             return
         try:
+            if roll_back:
+                _rollback_quietly(held)
+                return
             held.execute("COMMIT")
         except duckdb.Error:
             _rollback_quietly(held)

@@ -265,9 +265,65 @@ CREATE TABLE news_headlines (
 );
 """
 
+# Research results, apart from the day tables: a backtest never touches a day's records, and many
+# runs sit side by side, each under its run_id.
+_RESEARCH = """
+CREATE TABLE backtest_runs (
+    run_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL CHECK (kind IN ('backtest', 'sweep', 'compare')),
+    start_date DATE,
+    end_date DATE,
+    parameters JSON,
+    data_files JSON,
+    code_version VARCHAR,
+    started_at TIMESTAMPTZ,
+    wall_s DOUBLE,
+    report_path VARCHAR
+);
+
+CREATE TABLE backtest_trades (
+    run_id VARCHAR,
+    trade_date DATE,
+    symbol VARCHAR,
+    ranker VARCHAR,
+    shares INTEGER,
+    entry_ts TIMESTAMPTZ,
+    entry_price DECIMAL(18,4),
+    exit_ts TIMESTAMPTZ,
+    exit_price DECIMAL(18,4),
+    exit_reason VARCHAR,
+    commission DECIMAL(18,4),
+    pnl DECIMAL(18,4),
+    return_pct DOUBLE,
+    mfe_pct DOUBLE,
+    mae_pct DOUBLE,
+    open_high_pct DOUBLE
+);
+
+CREATE TABLE backtest_daily (
+    run_id VARCHAR,
+    trade_date DATE,
+    equity DECIMAL(18,4),
+    pnl DECIMAL(18,4),
+    exposure DOUBLE,
+    drawdown_pct DOUBLE,
+    trades INTEGER,
+    ranker VARCHAR,
+    note VARCHAR
+);
+
+CREATE TABLE backtest_metrics (
+    run_id VARCHAR,
+    metric VARCHAR,
+    value DOUBLE,
+    variant VARCHAR  -- '' for a backtest; the ranker of a comparison; the combination of a sweep
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL_SCHEMA),
     Migration(2, "LLM and ensemble ranking, audited", _RANKING_AUDIT),
+    Migration(3, "research: backtests, sweeps and comparisons", _RESEARCH),
 )
 
 # Every table keyed by a trading day, so a day can be wiped and re-run. `runs` is left out on

@@ -1,0 +1,352 @@
+"""Backtests: each session of a date range decided as a trading day decides it, filled by the replay engine, one account.
+
+Each session goes through the trading day's own decisions: the morning's scan and ranking
+(`openbell.morning`, which the day's tasks call too), sizing on the account's equity within its
+buying power (`core.sizing`), and the market-on-open fill, target, stop and liquidation (half days
+included) by `core.backtest.replay_sessions`, which equals the paper broker. No position is held
+overnight, so each morning's buying power is the equity the previous session left.
+
+Planning a session (scan and rank) needs only the market data, so sessions are planned one by one
+independently (`plan_session`, in this process or fanned out to other processes), then traded in
+date order on the account (`trade_sessions`).
+"""
+
+from __future__ import annotations
+
+import time as clock
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from openbell import calendar
+from openbell import runtime as wiring
+from openbell.config import Settings
+from openbell.core.backtest import REASONS, SessionBars, excursions, replay_sessions, select_sessions
+from openbell.core.metrics import drawdown_pct, performance_metrics
+from openbell.core.prices import UNITS
+from openbell.core.ranking import GapVolumeRanker, RankedPick
+from openbell.core.sizing import PositionSize, size_position, within_buying_power
+from openbell.core.types import Symbol
+from openbell.errors import ConfigError
+from openbell.llm import audit
+from openbell.llm.ranker import LlmRanker
+from openbell.marketdata.replay import ParquetReplaySource
+from openbell.morning import NO_PRICE, DayRanking, LlmRanking, rank_day, reference_prices, scan_day
+from openbell.research.results import DAILY_COLUMNS, TRADE_COLUMNS, BacktestResult
+
+TARGET_LEVELS_PCT = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # the missed-move table, with the policy's own target
+
+
+@dataclass(frozen=True)
+class BacktestSpec:
+    """What to backtest: a date range of the replay data, with the settings a trading day would use."""
+
+    settings: Settings  # data files, scan, ranking, exits, sizing, costs; the paper starting cash is the starting equity
+    start: date
+    end: date
+    symbols: tuple[str, ...] | None = None  # trade these every session instead of the scan's picks
+    fresh_llm: bool = False  # ask the LLM; otherwise only its replies recorded in DuckDB are used
+
+    @property
+    def starting_equity(self) -> Decimal:
+        return self.settings.broker.starting_cash
+
+    def parameters(self) -> dict[str, Any]:
+        """The run's parameters as JSON-able values: what a user needs to run it again."""
+        s = self.settings
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "symbols": list(self.symbols) if self.symbols else None,
+            "ranker": s.ranking.method,
+            "fresh_llm": self.fresh_llm,
+            "top_n": s.scan.top_n,
+            "scan": s.scan.model_dump(mode="json", exclude={"top_n"}),
+            "exits": s.exits.model_dump(mode="json"),
+            "sizing": s.sizing.model_dump(mode="json"),
+            "starting_equity": str(self.starting_equity),
+            "commission_per_share": str(s.broker.commission_per_share),
+            "commission_min": str(s.broker.commission_min),
+            "slippage_bps": str(s.broker.slippage_bps),
+        }
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """A session's morning: which ranker's picks trade, and the price each would be sized by."""
+
+    day: date
+    ranker: str
+    fallback_reason: str | None
+    candidates: int  # the scan's passing candidates (0 with fixed symbols)
+    picks: tuple[tuple[str, Decimal], ...]  # rank order; the price is 0 when there is none
+    llm_calls: tuple = ()  # LlmCall rows of a fresh LLM ranking, for the audit
+
+
+def replay_source(settings: Settings) -> ParquetReplaySource:
+    """The replay data of the settings (the synthetic market unless files are given); a backtest needs recorded bars."""
+    market = wiring.market_for(settings, "replay")
+    if not isinstance(market, ParquetReplaySource):
+        raise ConfigError(
+            "a backtest replays recorded bars: give --bars and --daily Parquet files, or neither for the synthetic market"
+        )
+    return market
+
+
+def sessions_of(spec: BacktestSpec, market: ParquetReplaySource) -> list[date]:
+    """The sessions of the range that the minute data covers.
+
+    Raises:
+        ConfigError: the range is reversed, outside the exchange calendar, or holds no session of the data.
+    """
+    if spec.start > spec.end:
+        raise ConfigError(f"the range starts after it ends ({spec.start} > {spec.end}): give --start before --end")
+    calendar.sessions_between(spec.start, spec.end)  # a date outside the calendar is one clear line
+    covered = market.sessions()
+    days = [d for d in covered if spec.start <= d <= spec.end]
+    if not days:
+        span = f"{covered[0]} to {covered[-1]}" if covered else "no day at all"
+        raise ConfigError(f"no session between {spec.start} and {spec.end} in {market.minute_path} (it covers {span})")
+    return days
+
+
+def plan_session(spec: BacktestSpec, day: date) -> SessionPlan:
+    """The morning of `day` as the trading day decides it: the scan, the ranking, the prices to size by."""
+    market = replay_source(spec.settings)
+    if spec.symbols:
+        picks = [Symbol(s) for s in spec.symbols]
+        ranking = DayRanking("fixed", [], spec.settings.ranking.method, None)
+        passed = 0
+    else:
+        candidates = scan_day(market, day, spec.settings)
+        llm, calls = recorded_llm(spec, day)
+        ranking = rank_day(candidates, day, spec.settings, market, llm=llm, every_ranker=False)
+        picks = [Symbol(s) for s in ranking.selected]
+        passed = int(candidates["passed"].sum())
+    prices = reference_prices(market, day, picks) if picks else {}
+    return SessionPlan(
+        day=day,
+        ranker=ranking.ranker,
+        fallback_reason=ranking.fallback_reason,
+        candidates=passed,
+        picks=tuple((s, prices.get(s, Decimal(0))) for s in picks),
+        llm_calls=tuple(calls) if spec.fresh_llm else (),
+    )
+
+
+def recorded_llm(spec: BacktestSpec, day: date) -> tuple[LlmRanking, list]:
+    """The LLM ranking a backtest may use: the reply recorded for the same prompt, unless told to ask afresh."""
+    settings = spec.settings
+    calls: list = []
+
+    def ask(candidates: pd.DataFrame, top_n: int) -> tuple[list[RankedPick], dict[str, float], str | None]:
+        store = wiring.store_for(settings) if settings.llm.configured else None  # no LLM: it says so, reads nothing
+        ranker = LlmRanker(
+            settings.llm,
+            trade_date=day,
+            run_id=None,
+            fallback=GapVolumeRanker(),
+            headlines=(audit.recorded_headlines(store, day) or {}) if store else {},
+            cached=lambda key: audit.cached_reply(store, key) if store else None,
+            recorded_only=not spec.fresh_llm,
+        )
+        picks = ranker.rank(candidates, top_n)
+        outcome = ranker.outcome
+        assert outcome is not None
+        calls.extend(outcome.calls)
+        return picks, outcome.scores, outcome.fallback_reason
+
+    return ask, calls
+
+
+@dataclass
+class _Account:
+    """The account carried from session to session: flat every night, so cash is the equity."""
+
+    equity: Decimal
+    trades: list[dict] = field(default_factory=list)
+    days: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unfilled: int = 0
+
+
+def trade_sessions(
+    spec: BacktestSpec,
+    plans: Iterable[SessionPlan],
+    bars: SessionBars,
+    sessions: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Size, fill and exit every plan's picks in date order on one account: (trades, daily, notes).
+
+    `bars` and `sessions` are the range's minute bars as `ParquetReplaySource.session_bars_between`
+    lays them out.
+    """
+    settings = spec.settings
+    policy, sizing, costs = settings.exits.policy(), settings.sizing.policy(), settings.broker.costs()
+    index = {(d, s): i for i, (d, s) in enumerate(zip(sessions["day"], sessions["symbol"], strict=True))}
+    account = _Account(spec.starting_equity)
+    for plan in plans:
+        start_equity = account.equity
+        sizes = [
+            size_position(symbol, price, start_equity, sizing)
+            if price > 0
+            else PositionSize(symbol, price, 0, Decimal(0), NO_PRICE)
+            for symbol, price in plan.picks
+        ]
+        sizes = within_buying_power(sizes, start_equity)
+        account.skipped += [f"{plan.day} {s.symbol}: {s.skipped_reason}" for s in sizes if not s.shares]
+        traded = [s for s in sizes if s.shares and (plan.day, s.symbol) in index]
+        account.unfilled += sum(1 for s in sizes if s.shares and (plan.day, s.symbol) not in index)  # no bar at all
+        before = len(account.trades)
+        day_pnl, notional = _trade_day(account, plan, traded, bars, index, policy, costs, settings)
+        account.equity += day_pnl
+        account.days.append(
+            {
+                "trade_date": plan.day,
+                "equity": float(account.equity),
+                "pnl": float(day_pnl),
+                "exposure": float(notional / start_equity) if start_equity > 0 else 0.0,
+                "trades": len(account.trades) - before,
+                "ranker": plan.ranker,
+                "note": plan.fallback_reason,
+            }
+        )
+    daily = pd.DataFrame(account.days, columns=[*DAILY_COLUMNS, "ranker", "note"])
+    if len(daily):
+        daily["drawdown_pct"] = drawdown_pct(daily["equity"], float(spec.starting_equity)).to_numpy()
+    trades = pd.DataFrame(account.trades, columns=[*TRADE_COLUMNS, "_high_before_liquidation"])
+    return trades, daily, _notes(daily, account.skipped, account.unfilled)
+
+
+def _trade_day(
+    account: _Account,
+    plan: SessionPlan,
+    traded: list[PositionSize],
+    bars: SessionBars,
+    index: dict[tuple[date, str], int],
+    policy,
+    costs,
+    settings: Settings,
+) -> tuple[Decimal, Decimal]:
+    """Fill and exit the day's positions; appends their trades; returns (the day's P&L, entry notional)."""
+    if not traded:
+        return Decimal(0), Decimal(0)
+    day = plan.day
+    liquidation = calendar.liquidation_time(
+        day, settings.exits.liquidation_time, timedelta(minutes=settings.exits.early_close_offset_min)
+    )
+    liquidation_minute = liquidation.hour * 60 + liquidation.minute
+    day_bars = select_sessions(bars, np.array([index[(day, s.symbol)] for s in traded]))
+    shares = np.array([s.shares for s in traded], dtype=np.int64)
+    result = replay_sessions(day_bars, shares, liquidation_minute, policy, costs)
+    moves = excursions(day_bars, result, liquidation_minute)
+    account.unfilled += int((~result.filled).sum())
+    close = calendar.session_close(day)
+    for i in np.flatnonzero(result.filled):
+        entry, exit_ = int(result.entry_price[i]), int(result.exit_price[i])
+        exit_at = _at(day, int(day_bars.minute[result.exit_index[i]])) if result.exit_index[i] >= 0 else close
+        account.trades.append(
+            {
+                "trade_date": day,
+                "symbol": traded[i].symbol,
+                "ranker": plan.ranker,
+                "shares": int(shares[i]),
+                "entry_ts": _at(day, int(day_bars.minute[result.entry_index[i]])),
+                "entry_price": entry / UNITS,
+                "exit_ts": exit_at,
+                "exit_price": exit_ / UNITS,
+                "exit_reason": REASONS[int(result.exit_code[i])],
+                "commission": int(result.commission[i]) / UNITS,
+                "pnl": int(result.pnl[i]) / UNITS,
+                "return_pct": (exit_ / entry - 1) * 100,
+                "mfe_pct": (int(moves.highest[i]) / entry - 1) * 100,
+                "mae_pct": (int(moves.lowest[i]) / entry - 1) * 100,
+                "open_high_pct": (int(moves.day_high[i]) / entry - 1) * 100,
+                "_high_before_liquidation": int(moves.high_before_liquidation[i]) / entry,
+            }
+        )
+    pnl = Decimal(int(result.pnl.sum())) / UNITS
+    notional = Decimal(int((result.entry_price * shares)[result.filled].sum())) / UNITS
+    return pnl, notional
+
+
+def _at(day: date, minute: int) -> datetime:
+    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=calendar.NEW_YORK)
+
+
+def target_reach(trades: pd.DataFrame, target_pct: Decimal) -> pd.DataFrame:
+    """How often each target level would have been reached before the liquidation time, whatever the exit."""
+    levels = sorted({*TARGET_LEVELS_PCT, float(target_pct)})
+    if "_high_before_liquidation" not in trades or trades.empty:
+        return pd.DataFrame({"level_pct": levels, "trades": 0, "reached": 0, "reached_pct": np.nan})
+    peak = trades["_high_before_liquidation"].to_numpy(dtype=float)
+    reached = [int((peak >= 1 + level / 100 - 1e-12).sum()) for level in levels]
+    n = len(trades)
+    return pd.DataFrame(
+        {"level_pct": levels, "trades": n, "reached": reached, "reached_pct": [100.0 * r / n for r in reached]}
+    )
+
+
+def _notes(daily: pd.DataFrame, skipped: list[str], unfilled: int) -> list[str]:
+    """What a user should know about the run, one line each."""
+    notes = []
+    if len(daily):
+        quiet = int((daily["trades"] == 0).sum())
+        if quiet:
+            notes.append(f"{quiet} of {len(daily)} sessions traded nothing")
+        for (ranker, reason), n in daily.dropna(subset=["note"]).groupby(["ranker", "note"]).size().items():
+            notes.append(f"{n} session(s) ranked by {ranker}: {reason}")
+    if skipped:
+        notes.append(f"{len(skipped)} pick(s) skipped by sizing, e.g. {skipped[0]}")
+    if unfilled:
+        notes.append(f"{unfilled} entry order(s) unfilled (no opening print)")
+    return notes
+
+
+Progress = Callable[[date, int, int], None]  # (the session just planned, sessions planned, sessions in all)
+Planner = Callable[["BacktestSpec", list[date], Progress], list[SessionPlan]]
+
+
+def run_backtest(
+    spec: BacktestSpec, *, run_id: str, planner: Planner | None = None, progress: Progress = lambda *_: None
+) -> BacktestResult:
+    """Backtest the spec's range: plan every session (by `planner`, default: one after another here), then trade them.
+
+    Raises:
+        ConfigError: no session in the range, files missing or malformed, unknown symbols.
+    """
+    started = clock.perf_counter()
+    market = replay_source(spec.settings)
+    days = sessions_of(spec, market)
+    if spec.symbols and (unknown := sorted(set(spec.symbols) - set(market.symbols()))):
+        raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: {market.minute_path} has no bars for them")
+    plans = (planner or plan_in_process)(spec, days, progress)
+    symbols = sorted({s for p in plans for s, _ in p.picks})
+    bars, sessions = market.session_bars_between(days[0], days[-1], symbols)
+    trades, daily, notes = trade_sessions(spec, plans, bars, sessions)
+    parameters = spec.parameters() | {"sessions": len(days), "wall_s": round(clock.perf_counter() - started, 3)}
+    return result_of(spec, run_id, parameters, trades, daily, notes)
+
+
+def result_of(
+    spec: BacktestSpec, run_id: str, parameters: dict, trades: pd.DataFrame, daily: pd.DataFrame, notes: list[str]
+) -> BacktestResult:
+    """The result of traded sessions (`trade_sessions`' output): with the metrics and the missed-move table."""
+    reach = target_reach(trades, spec.settings.exits.target_pct)
+    trades = trades.drop(columns=["_high_before_liquidation"])
+    metrics = performance_metrics(daily, trades, float(spec.starting_equity))
+    return BacktestResult(run_id, parameters, float(spec.starting_equity), trades, daily, metrics, reach, tuple(notes))
+
+
+def plan_in_process(spec: BacktestSpec, days: list[date], progress: Progress = lambda *_: None) -> list[SessionPlan]:
+    """Plan the sessions one after another in this process."""
+    plans = []
+    for i, day in enumerate(days, start=1):
+        plans.append(plan_session(spec, day))
+        progress(day, i, len(days))
+    return plans
