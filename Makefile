@@ -35,6 +35,8 @@ browser:
 bench: setup
 	$(UV) run python benchmarks/bench_replay.py
 	$(UV) run python benchmarks/bench_day.py
+	$(UV) run python benchmarks/bench_backtest.py
+	$(UV) run python benchmarks/bench_sweep.py
 	$(UV) run python benchmarks/bench_ranking.py
 
 clean:

@@ -26,6 +26,7 @@ from flows.monitor_exits import monitor_exits  # noqa: E402
 from flows.place_moo_orders import place_moo_orders  # noqa: E402
 from flows.report_eod import report_eod  # noqa: E402
 from flows.scan_and_rank import scan_and_rank  # noqa: E402
+from flows.sweep import sweep  # noqa: E402
 from openbell.config import Settings, load_settings  # noqa: E402
 from openbell.schedule import NEW_YORK, ON_DEMAND, phase_schedules  # noqa: E402
 
@@ -37,7 +38,10 @@ FLOWS = {
     "report-eod": report_eod,
 }
 ONE_AT_A_TIME = {"monitor-exits"}  # a second exit monitor would place exits twice: it is cancelled
-ON_DEMAND_FLOWS = {"backtest": (backtest, "Backtest a date range of the replay data; the Run button asks for the range.")}
+ON_DEMAND_FLOWS = {
+    "backtest": (backtest, "Backtest a date range of the replay data; the Run button asks for the range."),
+    "sweep": (sweep, "Every target x stop x liquidation over the same sessions, with an out-of-sample check."),
+}
 
 
 def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = None) -> list:

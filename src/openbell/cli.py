@@ -68,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     backtest.set_defaults(command=_backtest)
 
+    sweep = commands.add_parser("sweep", help="every target x stop x liquidation over the same sessions, ranked")
+    sweep.add_argument("--start", required=True, type=_date, help="first session, YYYY-MM-DD")
+    sweep.add_argument("--end", required=True, type=_date, help="last session, YYYY-MM-DD")
+    sweep.add_argument(
+        "--target-pct", dest="target_grid", required=True, help="targets, percent: FROM:TO:STEP (1:4:0.25) or a list (2,3)"
+    )
+    sweep.add_argument("--stop-pct", dest="stop_grid", required=True, help="stops, percent: FROM:TO:STEP or a list")
+    sweep.add_argument(
+        "--liquidation", default="15:45", help="liquidation times, New York (default 15:45), e.g. 15:45,15:00"
+    )
+    sweep.add_argument("--metric", default="sharpe", help="rank by this metric (default sharpe; total_return_pct, ...)")
+    sweep.add_argument("--in-sample", type=float, default=0.5, help="share of the sessions to choose on (default 0.5)")
+    _add_day_options(sweep, exits=False)
+    sweep.add_argument("--report", type=Path, help="the HTML report (default data/reports/<run id>.html)")
+    sweep.add_argument(
+        "--dask", metavar="ADDRESS", help="plan the sessions on this Dask scheduler, e.g. tcp://10.0.0.5:8786"
+    )
+    sweep.set_defaults(command=_sweep)
+
     compare = commands.add_parser("compare", help="backtest a date range once per ranker, side by side")
     compare.add_argument("--start", required=True, type=_date, help="first session, YYYY-MM-DD")
     compare.add_argument("--end", required=True, type=_date, help="last session, YYYY-MM-DD")
@@ -116,14 +135,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_day_options(command: argparse.ArgumentParser) -> None:
-    """The options of a replayed day that a backtest takes too."""
+def _add_day_options(command: argparse.ArgumentParser, *, exits: bool = True) -> None:
+    """The options of a replayed day that a backtest takes too (a sweep brings its own exits)."""
     command.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
     command.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
     command.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
     command.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
-    command.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
-    command.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
+    if exits:
+        command.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
+        command.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
     command.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
     command.add_argument(
         "--ranker",
@@ -145,8 +165,8 @@ def _run_options(args: argparse.Namespace):
         "db_path": str(args.db) if args.db else None,
         "minute_bars": str(args.bars) if args.bars else None,
         "daily_bars": str(args.daily) if args.daily else None,
-        "target_pct": args.target_pct,
-        "stop_pct": args.stop_pct,
+        "target_pct": getattr(args, "target_pct", None),
+        "stop_pct": getattr(args, "stop_pct", None),
         "allocation": args.allocation,
         "ranker": args.ranker,
         "fresh_llm": args.fresh_llm or None,
@@ -173,10 +193,45 @@ def _backtest(args: argparse.Namespace) -> int:
     symbols = tuple(args.symbols) if args.symbols else None
     spec = BacktestSpec(settings, args.start, args.end, symbols, fresh_llm=args.fresh_llm)
     if address := args.dask or settings.research.dask_address:
-        return _backtest_on_dask(args, options, address)
+        summary = _run_on_dask("flows.backtest", "backtest", address, settings, dict(
+            start=args.start, end=args.end, symbols=args.symbols, options=options, fresh_llm=args.fresh_llm,
+            report_path=str(args.report) if args.report else None,
+        ))  # fmt: skip
+        console.print_summary(summary, settings.data.database)
+        return 0
     with console.session_progress("planning sessions") as progress:
         finished = jobs.backtest(spec, report_to=args.report, progress=progress)
     console.print_backtest(finished, settings.data.database)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from openbell.research import console, jobs
+    from openbell.research.backtest import BacktestSpec
+    from openbell.research.sweep import SweepSpec, parse_grid, parse_times
+
+    options = _run_options(args)
+    settings = options.settings()
+    symbols = tuple(args.symbols) if args.symbols else None
+    spec = SweepSpec(
+        BacktestSpec(settings, args.start, args.end, symbols, fresh_llm=args.fresh_llm),
+        parse_grid(args.target_grid, "--target-pct"),
+        parse_grid(args.stop_grid, "--stop-pct"),
+        parse_times(args.liquidation),
+        metric=args.metric,
+        in_sample=args.in_sample,
+    )
+    if address := args.dask or settings.research.dask_address:
+        summary = _run_on_dask("flows.sweep", "sweep", address, settings, dict(
+            start=args.start, end=args.end, target_pct=args.target_grid, stop_pct=args.stop_grid,
+            liquidation=args.liquidation, metric=args.metric, in_sample=args.in_sample, symbols=args.symbols,
+            options=options, report_path=str(args.report) if args.report else None,
+        ))  # fmt: skip
+        console.print_notes(summary)
+        return 0
+    with console.session_progress("planning sessions") as progress:
+        swept = jobs.sweep(spec, report_to=args.report, progress=progress)
+    console.print_sweep(swept, settings.data.database)
     return 0
 
 
@@ -195,27 +250,20 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backtest_on_dask(args: argparse.Namespace, options, address: str) -> int:
-    """The backtest flow, its sessions planned on the Dask cluster at `address`, reporting to a Prefect API."""
+def _run_on_dask(module: str, name: str, address: str, settings, parameters: dict) -> dict:
+    """Run a research flow with its sessions planned on the Dask cluster at `address`, reporting to a Prefect API."""
     from prefect_dask import DaskTaskRunner
 
     from openbell.prefect_api import sigterm_interrupts
-    from openbell.research import console
 
-    settings = options.settings()
-    backtest = _flow("flows.backtest", "backtest").with_options(task_runner=DaskTaskRunner(address=address))
+    research_flow = _flow(module, name).with_options(task_runner=DaskTaskRunner(address=address))
     with sigterm_interrupts():
         api = _open_prefect_api(settings)
         try:
             with _flow_runs(api):
-                summary = backtest(
-                    start=args.start, end=args.end, symbols=args.symbols, options=options, fresh_llm=args.fresh_llm,
-                    report_path=str(args.report) if args.report else None,
-                )  # fmt: skip
+                return research_flow(**parameters)
         finally:
             api.stop()
-    console.print_summary(summary, settings.data.database)
-    return 0
 
 
 def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int:

@@ -161,9 +161,11 @@ def reference_prices(market: MarketData, day: date, symbols: list[Symbol]) -> di
     opening = market.opening_prints(day, symbols)
     prices = {Symbol(r.symbol): as_price(r.open) for r in opening.itertuples()}
     missing = [s for s in symbols if s not in prices]
-    if missing:
-        prior = calendar.previous_session(day)
-        daily = market.daily_bars(prior - PRICE_LOOKBACK, prior, missing)
-        for symbol, close in daily.groupby("symbol")["close"].last().items():
-            prices[Symbol(symbol)] = as_price(close)
-    return prices
+    return prices | (prior_closes(market, day, missing) if missing else {})
+
+
+def prior_closes(market: MarketData, day: date, symbols: list[Symbol]) -> dict[Symbol, Decimal]:
+    """Each symbol's last daily close before `day`: the price to size by when it has no opening indication."""
+    prior = calendar.previous_session(day)
+    daily = market.daily_bars(prior - PRICE_LOOKBACK, prior, symbols)
+    return {Symbol(symbol): as_price(close) for symbol, close in daily.groupby("symbol")["close"].last().items()}

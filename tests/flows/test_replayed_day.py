@@ -27,9 +27,7 @@ def replayed(prefect_harness, shared_data, tmp_path_factory):
     minute, daily = shared_data
     db = tmp_path_factory.mktemp("day") / "openbell.duckdb"
     # $10,000 for each of the day's ~280 symbols: an account that can pay for them all
-    options = RunOptions(
-        db_path=str(db), minute_bars=str(minute), daily_bars=str(daily), starting_equity=Decimal(5_000_000)
-    )
+    options = RunOptions(db_path=str(db), minute_bars=str(minute), daily_bars=str(daily), starting_equity=Decimal(5_000_000))
     symbols = sorted(ParquetReplaySource(minute, daily).minute_bars(DAY)["symbol"].unique())
     report = trading_day(trade_date=DAY, symbols=symbols, options=options)
     return Store(db), options, symbols, report

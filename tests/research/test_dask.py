@@ -53,3 +53,28 @@ def test_a_backtest_planned_on_dask_equals_the_in_process_one(prefect_harness, c
     pd.testing.assert_frame_equal(trades[here.run_id], trades[summary["run_id"]])
     assert summary["metrics"] == pytest.approx(here.metrics, nan_ok=True)
     assert handled["plan_session_task"]["memory"] == 5, handled  # the five sessions, planned by the workers
+
+
+def test_a_sweep_from_the_cli_on_dask_equals_the_in_process_one(
+    prefect_harness, cluster, shared_data, tmp_path, monkeypatch
+):
+    from openbell.cli import main
+
+    minute, daily = shared_data
+    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.duckdb"))
+    grid = ["--start", str(START), "--end", str(END), "--bars", str(minute), "--daily", str(daily),
+            "--target-pct", "1:3:1", "--stop-pct", "0.5,1", "--liquidation", "15:45,15:00"]  # fmt: skip
+
+    assert main(["sweep", *grid]) == 0
+    assert main(["sweep", *grid, "--dask", cluster.scheduler_address]) == 0
+
+    store = Store(tmp_path / "openbell.duckdb")
+    (here, on_dask) = [r for (r,) in store.query("SELECT run_id FROM backtest_runs ORDER BY started_at")]
+    metrics = {
+        run: store.query_df(
+            "SELECT variant, metric, value FROM backtest_metrics WHERE run_id = ? ORDER BY variant, metric", [run]
+        )
+        for run in (here, on_dask)
+    }
+    assert len(metrics[here]) == 3 * 2 * 2 * 13  # combinations x (11 metrics, in and out of sample)
+    pd.testing.assert_frame_equal(metrics[here], metrics[on_dask])

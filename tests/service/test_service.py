@@ -40,6 +40,7 @@ CRONS = {
     "liquidate-eod": {"45 15 * * 1-5", "45 12 * * 1-5"},
     "report-eod": {"15 16 * * 1-5", "15 13 * * 1-5"},
     "backtest": set(),  # on demand
+    "sweep": set(),
 }
 NEW_YORK_TIME = re.compile(r"\w{3} \d{4}-\d{2}-\d{2} \d{2}:\d{2} E[SD]T")
 

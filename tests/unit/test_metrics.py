@@ -313,3 +313,39 @@ def test_cagr_and_calmar_match_quantstats_which_also_counts_years_in_sessions(ra
     # and the formula itself, in case quantstats changes its mind: 250 sessions are 250 / 252 years
     growth = daily["equity"].iloc[-1] / 100_000.0
     assert m["cagr_pct"] == pytest.approx((growth ** (252 / 250) - 1) * 100, rel=1e-12)
+
+
+# --- many backtests at once (sweeps) ---------------------------------------------------------------
+
+
+def test_grid_metrics_equal_performance_metrics_row_by_row():
+    from openbell.core.metrics import GRID_METRICS, grid_metrics
+
+    rng = np.random.default_rng(7)
+    daily_pnl = rng.normal(-20, 400, size=(30, 12)).round(2)
+    daily_pnl[3] = 0.0  # flat: NaN Sharpe
+    daily_pnl[4] = np.abs(daily_pnl[4])  # never below its peak: NaN Calmar
+    trade_pnl = rng.normal(-5, 150, size=(30, 40)).round(2)
+    trade_pnl[5] = np.abs(trade_pnl[5]) + 1  # no loss: infinite profit factor
+    dates = pd.bdate_range("2025-03-03", periods=12).date
+
+    got = grid_metrics(daily_pnl, trade_pnl, 50_000.0)
+
+    for row in range(30):
+        daily = pd.DataFrame(
+            {"trade_date": dates, "equity": 50_000 + daily_pnl[row].cumsum(), "pnl": daily_pnl[row], "exposure": 0.0}
+        )
+        trades = pd.DataFrame({"pnl": trade_pnl[row], "exit_reason": "stop"})
+        expected = performance_metrics(daily, trades, 50_000.0)
+        for key in GRID_METRICS:
+            assert got[key][row] == pytest.approx(expected[key], rel=1e-12, nan_ok=True), (row, key)
+
+
+def test_grid_metrics_of_one_session_leave_the_spreads_undefined():
+    from openbell.core.metrics import grid_metrics
+
+    got = grid_metrics(np.array([[100.0], [-50.0]]), np.array([[100.0], [-50.0]]), 10_000.0)
+
+    assert got["total_return_pct"].tolist() == pytest.approx([1.0, -0.5])
+    assert np.isnan(got["sharpe"]).all() and np.isnan(got["volatility_ann_pct"]).all()
+    assert got["max_drawdown_pct"].tolist() == pytest.approx([0.0, -0.5])

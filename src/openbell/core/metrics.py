@@ -235,3 +235,82 @@ def _exits_by_reason(trades: pd.DataFrame) -> dict[str, float]:
     if not trades.empty:
         counts |= trades["exit_reason"].astype(str).value_counts().to_dict()
     return {f"trades_{reason}": float(n) for reason, n in counts.items()}
+
+
+GRID_METRICS = (
+    "total_return_pct",
+    "cagr_pct",
+    "volatility_ann_pct",
+    "sharpe",
+    "sortino",
+    "calmar",
+    "max_drawdown_pct",
+    "win_rate_pct",
+    "profit_factor",
+    "expectancy_usd",
+    "trades",
+)
+"""What `grid_metrics` gives for each combination of a sweep: the keys of `performance_metrics` a grid is ranked by."""
+
+
+def grid_metrics(
+    daily_pnl: np.ndarray,
+    trade_pnl: np.ndarray,
+    starting_equity: float,
+    *,
+    periods_per_year: int = PERIODS_PER_YEAR,
+) -> dict[str, np.ndarray]:
+    """GRID_METRICS for many backtests at once, one row each, by the formulas of `performance_metrics`.
+
+    Args:
+        daily_pnl: (n_backtests, n_sessions) net P&L of each session, dollars.
+        trade_pnl: (n_backtests, n_trades) net P&L of each round trip, dollars (the same trades, other exits).
+        starting_equity: dollars before the first session, > 0.
+    Returns each key as an array of n_backtests floats, equal to what `performance_metrics` gives each row.
+    """
+    daily_pnl = np.atleast_2d(np.asarray(daily_pnl, dtype=float))
+    trade_pnl = np.atleast_2d(np.asarray(trade_pnl, dtype=float))
+    if daily_pnl.shape[1] == 0:
+        raise ValueError("daily_pnl has no sessions: metrics need at least one session's equity")
+    if not starting_equity > 0:
+        raise ValueError(f"starting_equity must be positive dollars, got {starting_equity}")
+    n, sessions = daily_pnl.shape
+    equity = starting_equity + np.cumsum(daily_pnl, axis=1)
+    previous = np.concatenate((np.full((n, 1), float(starting_equity)), equity[:, :-1]), axis=1)
+    returns = equity / previous - 1
+    peak = np.maximum(np.maximum.accumulate(equity, axis=1), starting_equity)
+    max_drawdown = ((equity / peak - 1) * 100).min(axis=1)
+
+    growth = equity[:, -1] / starting_equity
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cagr = np.where(growth >= 0, (np.abs(growth) ** (periods_per_year / sessions) - 1) * 100, np.nan)
+        if sessions >= 2:
+            scale = np.sqrt(periods_per_year)
+            mean, std = returns.mean(axis=1), returns.std(axis=1, ddof=1)
+            downside = np.sqrt(np.square(np.minimum(returns, 0)).sum(axis=1) / sessions)
+            volatility = std * scale * 100
+            sharpe = np.where(std > _ROUNDING, mean / std * scale, np.nan)
+            sortino = np.where(downside > _ROUNDING, mean / downside * scale, np.nan)
+        else:
+            volatility = sharpe = sortino = np.full(n, np.nan)
+        calmar = np.where(max_drawdown < -_ROUNDING * 100, cagr / np.abs(max_drawdown), np.nan)
+
+        trades = trade_pnl.shape[1]
+        gross_win = np.where(trade_pnl > 0, trade_pnl, 0).sum(axis=1)
+        gross_loss = -np.where(trade_pnl < 0, trade_pnl, 0).sum(axis=1)
+        profit_factor = np.where(gross_loss > 0, gross_win / gross_loss, np.where(gross_win > 0, np.inf, np.nan))
+        win_rate = (trade_pnl > 0).sum(axis=1) / trades * 100 if trades else np.full(n, np.nan)
+        expectancy = trade_pnl.mean(axis=1) if trades else np.full(n, np.nan)
+    return {
+        "total_return_pct": (growth - 1) * 100,
+        "cagr_pct": cagr,
+        "volatility_ann_pct": volatility,
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "calmar": calmar,
+        "max_drawdown_pct": max_drawdown,
+        "win_rate_pct": win_rate,
+        "profit_factor": profit_factor,
+        "expectancy_usd": expectancy,
+        "trades": np.full(n, float(trades)),
+    }

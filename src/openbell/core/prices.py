@@ -59,7 +59,8 @@ def commission(shares: int, per_share: Decimal = Decimal("0.005"), minimum: Deci
 
 def to_units(prices: np.ndarray) -> np.ndarray:
     """Float dollar prices as int64 units of $0.0001 (rounded to the nearest unit)."""
-    return np.rint(np.asarray(prices, dtype=np.float64) * UNITS).astype(np.int64)
+    scaled = np.multiply(np.asarray(prices, dtype=np.float64), UNITS)  # one temporary, rounded in place
+    return np.rint(scaled, out=scaled).astype(np.int64)
 
 
 def units_to_price(units: int) -> Decimal:

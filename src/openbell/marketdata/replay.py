@@ -154,28 +154,65 @@ class ParquetReplaySource:
         if start > end:
             raise ConfigError(f"session_bars_between: start {start} is after end {end}; pass start <= end")
         with self._lock:
-            rows = self._read_sorted(_MINUTE, self._days_filter(start, end))
-            bad = rows.failed > 0
-            if bad.any():
-                rejected = rows.table.filter(pa.array(bad)).to_pandas().assign(reason=BAD_ROW_REASONS[rows.failed[bad]])
-                self._remember_rejected(_MINUTE, start, end, rejected)
-        keep = ~bad
-        names = rows.table.column("symbol").combine_chunks()
+            schema = self._schema(_MINUTE)
+            return self._session_bars(schema, start, end, symbols)
+
+    def _session_bars(
+        self, schema: pa.Schema, start: date, end: date, symbols: Collection[str] | None
+    ) -> tuple[SessionBars, pd.DataFrame]:
+        """`session_bars_between`, reading one column at a time: the file's rows are never all in memory at once."""
+        path, ts_type = self.minute_path, pa.timestamp(schema.field("ts").type.unit, tz=NEW_YORK_TZ)
+        keys = pq.read_table(path, columns=["symbol", "ts"])
+        names = keys.column("symbol").cast(pa.large_string())
+        ts = keys.column("ts").cast(ts_type)
+        at = ts.to_numpy().view(np.int64)
+        begins = pa.scalar(datetime.combine(start, time(0), NEW_YORK), ts_type).value
+        ends = pa.scalar(datetime.combine(end + timedelta(days=1), time(0), NEW_YORK), ts_type).value
+        # A row without a symbol or a time belongs to no session (reading its day records it as rejected).
+        wanted = (at >= begins) & (at < ends) & ~(_nulls(names) | _nulls(ts))
         if symbols is not None:
-            wanted = [symbols] if isinstance(symbols, str) else list(symbols)
-            keep &= pc.is_in(names, value_set=pa.array(wanted, pa.large_string())).to_numpy(zero_copy_only=False)
-        table = rows.table if keep.all() else rows.table.filter(pa.array(keep))
-        symbol, day = rows.symbol[keep], rows.day[keep]
-        starts = np.flatnonzero(np.diff(symbol * (int(day.max(initial=0)) + 1) + day, prepend=-1)).astype(np.int64)
-        local_us = pc.local_timestamp(table.column("ts")).cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-        bars = SessionBars(
-            starts=starts,
-            minute=(local_us // 60_000_000 % 1440).astype(np.int32),
-            **{name: to_units(table.column(name).to_numpy()) for name in PRICE_COLUMNS},
-        )
-        session_names = table.column("symbol").take(pa.array(starts)).to_pylist() if len(starts) else []
+            asked = [symbols] if isinstance(symbols, str) else list(symbols)
+            wanted &= pc.is_in(names, value_set=pa.array(asked, pa.large_string())).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(wanted)
+        local = pc.local_timestamp(ts)
+        day = _day_numbers(pc.cast(local, pa.date32()))[rows]
+        minute = (local.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy() // 60_000_000 % 1440).astype(np.int32)[rows]
+        dictionary, symbol = _alphabetical_dictionary(names)
+        symbol, at = symbol[rows], at[rows]
+        every_row = len(rows) == len(wanted)
+        del keys, names, ts, local, wanted
+        pa.default_memory_pool().release_unused()  # the keys' strings: gone before the prices come in
+        if not _is_sorted(symbol, at):
+            order = np.lexsort((at, symbol))
+            rows, symbol, at, day, minute = rows[order], symbol[order], at[order], day[order], minute[order]
+            every_row = False
+        unit = symbol.astype(np.int64) * (int(day.max(initial=0)) + 1) + day
+        take = slice(None) if every_row else rows  # the whole file in its order: no copy of its columns
+        columns = {c: _floats(pq.read_table(path, columns=[c]).column(c))[take] for c in (*PRICE_COLUMNS, "volume")}
+        prices = tuple(columns[name] for name in PRICE_COLUMNS)
+        failed = _failed_checks(prices, columns["volume"], np.zeros(len(rows), dtype=bool), symbol, at, unit)
+        bad = failed > 0
+        if bad.any():
+            rejected = pd.DataFrame(
+                {
+                    "symbol": dictionary[symbol[bad]],
+                    "ts": pd.to_datetime(at[bad], unit=ts_type.unit, utc=True).tz_convert(NEW_YORK_TZ),
+                    **{name: values[bad] for name, values in columns.items()},
+                    "reason": BAD_ROW_REASONS[failed[bad]],
+                }
+            )
+            self._remember_rejected(_MINUTE, start, end, rejected)
+            keep = ~bad
+            symbol, day, minute = symbol[keep], day[keep], minute[keep]
+            columns = {name: values[keep] for name, values in columns.items()}
+        session = symbol.astype(np.int64) * (int(day.max(initial=0)) + 1) + day
+        starts = np.flatnonzero(np.diff(session, prepend=-1)).astype(np.int64)
+        units = {}
+        for name in PRICE_COLUMNS:  # each float column goes as soon as its units are made
+            units[name] = to_units(columns.pop(name))
+        bars = SessionBars(starts=starts, minute=minute, **units)
         sessions = pd.DataFrame(
-            {"day": pd.to_datetime(day[starts], unit="D").date if len(starts) else [], "symbol": session_names}
+            {"day": pd.to_datetime(day[starts], unit="D").date if len(starts) else [], "symbol": dictionary[symbol[starts]]}
         )
         return bars, sessions
 
@@ -314,8 +351,11 @@ class ParquetReplaySource:
             table, symbol, at, day = table.take(order), symbol[order], at[order], day[order]
         # A duplicated minute rejects the symbol's whole day (which bar belongs to which series is unknowable);
         # a duplicated daily bar rejects the duplicated rows only.
-        unit = symbol * (int(day.max(initial=0)) + 1) + day if kind is _MINUTE else None
-        return _SortedRows(table, symbol, day, _failed_checks(table, symbol, at, unit))
+        unit = symbol.astype(np.int64) * (int(day.max(initial=0)) + 1) + day if kind is _MINUTE else None
+        prices = tuple(_floats(table.column(name)) for name in PRICE_COLUMNS)
+        null_key = _nulls(table.column("symbol")) | _nulls(table.column(kind.key))
+        failed = _failed_checks(prices, _floats(table.column("volume")), null_key, symbol, at, unit)
+        return _SortedRows(table, symbol, day, failed)
 
     def _remember_rejected(self, kind: _FileKind, first: date, last: date, rejected: pd.DataFrame) -> None:
         if rejected.empty:
@@ -393,17 +433,34 @@ def _output_schema(kind: _FileKind, schema: pa.Schema) -> pa.Schema:
     )
 
 
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64, NaN where a value is missing."""
+    return column.to_numpy().astype(np.float64, copy=False)
+
+
+def _nulls(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.is_null(column).to_numpy(zero_copy_only=False)
+
+
 def _day_numbers(dates: pa.ChunkedArray) -> np.ndarray:
-    """date32 values as int64 days since the epoch."""
-    return dates.combine_chunks().view(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+    """date32 values as int32 days since the epoch."""
+    return dates.combine_chunks().view(pa.int32()).to_numpy(zero_copy_only=False)
 
 
 def _alphabetical_codes(symbols: pa.ChunkedArray) -> np.ndarray:
     """Each row's symbol as the rank of that symbol in alphabetical order (sorting codes sorts the symbols)."""
-    encoded = symbols.combine_chunks().dictionary_encode()
-    rank = np.empty(len(encoded.dictionary), dtype=np.int64)
-    rank[pc.array_sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(encoded.dictionary))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(encoded) else np.empty(0, dtype=np.int64)
+    return _alphabetical_dictionary(symbols)[1]
+
+
+def _alphabetical_dictionary(symbols: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct symbols in alphabetical order, each row's index into them)."""
+    encoded = (symbols.chunk(0) if symbols.num_chunks == 1 else symbols.combine_chunks()).dictionary_encode()
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)[order]
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(encoded) else np.empty(0, dtype=np.int32)
+    return names, codes
 
 
 def _is_sorted(symbol: np.ndarray, at: np.ndarray) -> bool:
@@ -437,35 +494,42 @@ BAD_ROW_REASONS = np.array(
 )
 
 
-def _failed_checks(table: pa.Table, symbol: np.ndarray, at: np.ndarray, unit: np.ndarray | None) -> np.ndarray:
+def _failed_checks(
+    prices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    volume: np.ndarray,
+    null_key: np.ndarray,
+    symbol: np.ndarray,
+    at: np.ndarray,
+    unit: np.ndarray | None,
+) -> np.ndarray:
     """The first check each row fails (an index into BAD_ROW_REASONS), 0 where it passes them all.
 
-    Rows are in (symbol, time) order, given as `symbol` codes and times `at`, so a duplicated
-    (symbol, time) is a neighbour. A duplicated row rejects its `unit` whole (minute bars: the
-    symbol's day), or only the duplicated rows when `unit` is None (daily bars).
+    `prices` are the open, high, low and close columns as floats (NaN where missing), `volume` too;
+    `null_key` marks rows without a symbol or time. Rows are in (symbol, time) order, given as
+    `symbol` codes and times `at`, so a duplicated (symbol, time) is a neighbour. A duplicated row
+    rejects its `unit` whole (minute bars: the symbol's day), or only the duplicated rows when
+    `unit` is None (daily bars).
     """
-    prices = np.column_stack([table.column(name).to_numpy() for name in PRICE_COLUMNS]) if len(table) else np.empty((0, 4))
-    open_, high, low, close = prices.T
-    volume = table.column("volume").to_numpy()  # float64 with NaN where a volume is null
-    null_key = (pc.is_null(table.column("symbol")).to_numpy(zero_copy_only=False)
-                | pc.is_null(table.column(table.column_names[1])).to_numpy(zero_copy_only=False))  # fmt: skip
-    same_as_previous = np.zeros(len(table), dtype=bool)
-    if len(table) > 1:
+    open_, high, low, close = prices
+    same_as_previous = np.zeros(len(symbol), dtype=bool)
+    if len(symbol) > 1:
         same_as_previous[1:] = (symbol[1:] == symbol[:-1]) & (at[1:] == at[:-1])
     duplicate = same_as_previous | np.append(same_as_previous[1:], False)
     if unit is not None and duplicate.any():
         duplicate = np.isin(unit, unit[duplicate])
     with np.errstate(invalid="ignore"):
         checks = [
-            null_key | np.isnan(prices).any(axis=1) | np.isnan(volume),
-            (prices <= 0).any(axis=1),
+            null_key | np.isnan(open_) | np.isnan(high) | np.isnan(low) | np.isnan(close) | np.isnan(volume),
+            (open_ <= 0) | (high <= 0) | (low <= 0) | (close <= 0),
             high < low,
             (np.maximum(open_, close) > high) | (np.minimum(open_, close) < low),
             volume < 0,
             duplicate,
         ]
-    # Numbering the checks keeps np.select on small integers (selecting strings is ~50x slower).
-    return np.select(checks, range(1, len(checks) + 1), default=0).astype(np.int8)
+    failed = np.zeros(len(symbol), dtype=np.int8)
+    for code, check in reversed(list(enumerate(checks, start=1))):  # the first check a row fails wins
+        failed[check] = code
+    return failed
 
 
 def _select_symbols(frame: pd.DataFrame, symbols: Collection[str] | None) -> pd.DataFrame:

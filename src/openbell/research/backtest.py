@@ -26,9 +26,9 @@ import pandas as pd
 from openbell import calendar
 from openbell import runtime as wiring
 from openbell.config import Settings
-from openbell.core.backtest import REASONS, SessionBars, excursions, replay_sessions, select_sessions
+from openbell.core.backtest import OPEN_MINUTE, REASONS, SessionBars, excursions, replay_sessions, select_sessions
 from openbell.core.metrics import drawdown_pct, performance_metrics
-from openbell.core.prices import UNITS
+from openbell.core.prices import UNITS, as_price, units_to_price
 from openbell.core.ranking import GapVolumeRanker, RankedPick
 from openbell.core.sizing import PositionSize, size_position, within_buying_power
 from openbell.core.types import Symbol
@@ -36,7 +36,7 @@ from openbell.errors import ConfigError
 from openbell.llm import audit
 from openbell.llm.ranker import LlmRanker
 from openbell.marketdata.replay import ParquetReplaySource
-from openbell.morning import NO_PRICE, DayRanking, LlmRanking, rank_day, reference_prices, scan_day
+from openbell.morning import NO_PRICE, DayRanking, LlmRanking, prior_closes, rank_day, reference_prices, scan_day
 from openbell.research.results import DAILY_COLUMNS, TRADE_COLUMNS, BacktestResult
 
 TARGET_LEVELS_PCT = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # the missed-move table, with the policy's own target
@@ -325,9 +325,13 @@ def run_backtest(
     days = sessions_of(spec, market)
     if spec.symbols and (unknown := sorted(set(spec.symbols) - set(market.symbols()))):
         raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: {market.minute_path} has no bars for them")
-    plans = (planner or plan_in_process)(spec, days, progress)
-    symbols = sorted({s for p in plans for s, _ in p.picks})
-    bars, sessions = market.session_bars_between(days[0], days[-1], symbols)
+    if spec.symbols and planner is None:  # no scan: the prices to size by are in the range's bars
+        bars, sessions = market.session_bars_between(days[0], days[-1], spec.symbols)
+        plans = fixed_plans(spec, days, bars, sessions, progress)
+    else:
+        plans = (planner or plan_in_process)(spec, days, progress)
+        symbols = sorted({s for p in plans for s, _ in p.picks})
+        bars, sessions = market.session_bars_between(days[0], days[-1], symbols)
     trades, daily, notes = trade_sessions(spec, plans, bars, sessions)
     parameters = spec.parameters() | {"sessions": len(days), "wall_s": round(clock.perf_counter() - started, 3)}
     return result_of(spec, run_id, parameters, trades, daily, notes)
@@ -341,6 +345,34 @@ def result_of(
     trades = trades.drop(columns=["_high_before_liquidation"])
     metrics = performance_metrics(daily, trades, float(spec.starting_equity))
     return BacktestResult(run_id, parameters, float(spec.starting_equity), trades, daily, metrics, reach, tuple(notes))
+
+
+def fixed_plans(
+    spec: BacktestSpec, days: list[date], bars: SessionBars, sessions: pd.DataFrame, progress: Progress = lambda *_: None
+) -> list[SessionPlan]:
+    """The plans of fixed symbols, sized by their opening prints as `plan_session` sizes them, read from the range's bars.
+
+    Gives what `plan_session` gives for each day, without reading each day's minute bars again.
+    """
+    assert spec.symbols
+    market = replay_source(spec.settings)
+    opens_at_the_bell = bars.minute[bars.starts] == OPEN_MINUTE if len(bars.starts) else np.empty(0, dtype=bool)
+    opening = {
+        (d, s): as_price(units_to_price(int(u)))
+        for d, s, u, at_bell in zip(
+            sessions["day"], sessions["symbol"], bars.open[bars.starts], opens_at_the_bell, strict=True
+        )
+        if at_bell
+    }
+    plans = []
+    for done, day in enumerate(days, start=1):
+        prices = {Symbol(s): opening[(day, s)] for s in spec.symbols if (day, s) in opening}
+        missing = [Symbol(s) for s in spec.symbols if s not in prices]
+        prices |= prior_closes(market, day, missing) if missing else {}
+        picks = tuple((Symbol(s), prices.get(Symbol(s), Decimal(0))) for s in spec.symbols)
+        plans.append(SessionPlan(day, "fixed", None, 0, picks))
+        progress(day, done, len(days))
+    return plans
 
 
 def plan_in_process(spec: BacktestSpec, days: list[date], progress: Progress = lambda *_: None) -> list[SessionPlan]:

@@ -101,3 +101,36 @@ def print_comparison(compared, database: Path) -> None:
 
 def _explore(database: Path, table: str, run_id: str) -> None:
     _console.print(f"explore it: openbell query --db {database} \"SELECT * FROM {table} WHERE run_id = '{run_id}'\"")
+
+
+def print_sweep(swept, database: Path, rows: int = 10) -> None:
+    """The best combinations by the ranking metric, then the overfitting check."""
+    outcome = swept.outcome
+    metric = outcome.parameters["metric"]
+    table = Table(box=None, pad_edge=False)
+    for column in ("target", "stop", "liquidation", METRIC_LABELS.get(metric, metric), "in sample", "out of sample",
+                   "Total return %", "Trades"):  # fmt: skip
+        table.add_column(column, justify="right")
+    best = outcome.table.sort_values(metric, ascending=False, na_position="last").head(rows)
+    for row in best.itertuples(index=False):
+        table.add_row(
+            f"+{row.target_pct:g}%", f"-{row.stop_pct:g}%", row.liquidation, format_metric(metric, getattr(row, metric)),
+            format_metric(metric, getattr(row, f"in_sample_{metric}")),
+            format_metric(metric, getattr(row, f"out_of_sample_{metric}")),
+            format_metric("total_return_pct", row.total_return_pct), format_metric("trades", row.trades),
+        )  # fmt: skip
+    _console.print(
+        f"{len(outcome.table):,} combinations over {outcome.parameters['sessions']} sessions, best {rows} by {metric}:"
+    )
+    _console.print(table)
+    for note in outcome.notes:
+        _console.print(f"note: {note}")
+    _console.print(f"\nreport: {swept.report}")
+    _explore(database, "backtest_metrics", outcome.run_id)
+
+
+def print_notes(summary: dict) -> None:
+    """What a research flow run returned: its notes and where its report is."""
+    for note in summary.get("notes", []):
+        _console.print(f"note: {note}")
+    _console.print(f"report: {summary['report']}")

@@ -19,6 +19,7 @@ from openbell.research.backtest import BacktestSpec, Planner, Progress, run_back
 from openbell.research.compare import RANKERS, compare_rankers, comparison_table
 from openbell.research.console import format_metric
 from openbell.research.results import BacktestResult
+from openbell.research.sweep import SweepOutcome, SweepSpec, run_sweep
 
 REPORTS = "reports"  # under the data folder
 
@@ -117,6 +118,47 @@ def compare(
     return Compared(table, results, path)
 
 
+@dataclass(frozen=True)
+class Swept:
+    """A sweep done: its outcome and where its report is."""
+
+    outcome: SweepOutcome
+    report: Path
+
+
+def sweep(
+    spec: SweepSpec,
+    *,
+    report_to: Path | None = None,
+    planner: Planner | None = None,
+    progress: Progress = lambda *_: None,
+    run_id: str | None = None,
+) -> Swept:
+    """Sweep the exit grid, write the heatmaps, record every combination's metrics (all of it or nothing)."""
+    run_id = run_id or new_run_id("sweep")
+    settings = spec.backtest.settings
+    path = report_path(spec.backtest, run_id, report_to)
+    store = wiring.store_for(settings)
+    started_at, started = datetime.now(calendar.NEW_YORK), time.perf_counter()
+    outcome = run_sweep(spec, run_id=run_id, planner=planner, progress=progress)
+    title = f"Exit sweep {spec.backtest.start} to {spec.backtest.end}: {len(outcome.table):,} combinations"
+    report.render_sweep(outcome.table, path, metric=spec.metric, title=title, notes=outcome.notes)
+    long = outcome.table.melt(id_vars=["target_pct", "stop_pct", "liquidation"], var_name="metric", value_name="value")
+    long["variant"] = (
+        "+"
+        + long["target_pct"].map("{:g}%".format)
+        + " / -"
+        + long["stop_pct"].map("{:g}%".format)
+        + " / "
+        + long["liquidation"]
+    )
+    records.record_run(
+        store, "sweep", {}, run_id=run_id, settings=settings, parameters=outcome.parameters, started_at=started_at,
+        wall_s=time.perf_counter() - started, report_path=path, extra_metrics=long[["metric", "value", "variant"]],
+    )  # fmt: skip
+    return Swept(outcome, path)
+
+
 def summary_markdown(finished: Finished) -> str:
     """The run's metrics and a link to its report, for a Prefect artifact."""
     result = finished.result
@@ -127,3 +169,9 @@ def summary_markdown(finished: Finished) -> str:
         f"{result.parameters['sessions']} sessions{notes}\n\n{report.link_markdown(finished.report)}\n\n"
         f"| metric | value |\n|---|---|\n{rows}\n"
     )
+
+
+def sweep_markdown(swept: Swept) -> str:
+    """The sweep's overfitting check and a link to its heatmaps, for a Prefect artifact."""
+    notes = "\n".join(f"- {note}" for note in swept.outcome.notes)
+    return f"# {len(swept.outcome.table):,} combinations\n\n{notes}\n\n{report.link_markdown(swept.report)}\n"
