@@ -88,7 +88,7 @@ COMPARED_METRICS = ("total_return_pct", "sharpe", "max_drawdown_pct", "win_rate_
 def print_comparison(compared, database: Path) -> None:
     """One row per ranker, the key metrics side by side, best total return first."""
     table = Table(title=None, box=None, pad_edge=False)
-    table.add_column("ranker", style="bold")
+    table.add_column("ranker", style="bold", no_wrap=True, min_width=14)
     for key in COMPARED_METRICS:
         table.add_column(METRIC_LABELS.get(key, key), justify="right")
     for row in compared.table.itertuples(index=False):
