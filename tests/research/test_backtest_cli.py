@@ -151,3 +151,24 @@ def test_compare_refuses_fixed_symbols(data: Path, capsys):
     assert "leave out --symbols" in refusal(
         capsys, "compare", "--start", SESSIONS[0], "--end", SESSIONS[1], "--symbols", "AAA"
     )
+
+
+def test_slippage_worsens_the_market_fills_and_commissions_are_charged(data: Path, capsys):
+    assert main(["backtest", "--start", SESSIONS[0], "--end", SESSIONS[1]]) == 0
+    assert main(["backtest", "--start", SESSIONS[0], "--end", SESSIONS[1], "--slippage-bps", "20"]) == 0
+
+    store = Store(data)
+    (plain, slipped) = [r for (r,) in store.query("SELECT run_id FROM backtest_runs ORDER BY started_at")]
+    rows = {
+        run: store.query(
+            "SELECT symbol, trade_date, shares, entry_price, commission, pnl, exit_reason FROM backtest_trades "
+            "WHERE run_id = ? ORDER BY trade_date, symbol",
+            [run],
+        )
+        for run in (plain, slipped)
+    }
+    assert [r[:3] for r in rows[plain]] == [r[:3] for r in rows[slipped]]  # the same positions
+    for a, b in zip(rows[plain], rows[slipped], strict=True):
+        assert b[3] > a[3]  # bought 0.2% higher (the tick rounding included)
+        assert b[4] == a[4] == max(Decimal(1), Decimal("0.005") * a[2]) * 2  # entry and exit, per order
+    assert sum(r[5] for r in rows[slipped]) < sum(r[5] for r in rows[plain])
