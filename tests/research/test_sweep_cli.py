@@ -7,24 +7,9 @@ from pathlib import Path
 import pytest
 
 from openbell.cli import main
-from openbell.marketdata import generate_synthetic_market
 from openbell.store import Store
 
 START, END = "2025-03-03", "2025-03-07"
-
-
-@pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    generate_synthetic_market(folder / "synthetic")
-    return folder
-
-
-@pytest.fixture
-def data(market: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    monkeypatch.setenv("OPENBELL_DATA__DIR", str(market))
-    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.duckdb"))
-    return tmp_path / "openbell.duckdb"
 
 
 def test_every_combination_is_recorded_and_the_default_exits_equal_a_backtest(data: Path, tmp_path: Path, capsys):
