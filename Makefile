@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test bench browser clean
+.PHONY: setup demo test bench browser postgres clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
@@ -32,6 +32,22 @@ browser:
 		echo "no $(CHROMIUM) and no apt-get: the UI test will skip"; \
 	fi
 
+# Debian's PostgreSQL for the store's shared-catalog tests, when it is missing and apt-get is there.
+# Never fails: without it those tests skip and say why. No server is left running: each test starts its own.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "postgresql: $$(ls -d /usr/lib/postgresql/*/ | tail -1)"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+		echo "installing Debian's postgresql for the store's shared-catalog tests"; \
+		{ $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+			&& $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+			&& { $$SUDO service postgresql stop >/dev/null 2>&1 || true; }; } \
+			|| echo "postgresql could not be installed: the shared-catalog tests will skip"; \
+	else \
+		echo "no PostgreSQL and no apt-get: the shared-catalog tests will skip"; \
+	fi
+
 bench: setup
 	$(UV) run python benchmarks/bench_replay.py
 	$(UV) run python benchmarks/bench_day.py
@@ -40,4 +56,4 @@ bench: setup
 	$(UV) run python benchmarks/bench_ranking.py
 
 clean:
-	rm -rf data/openbell.duckdb data/synthetic
+	rm -rf data/openbell.duckdb data/openbell.ducklake data/openbell.ducklake-* data/openbell.ducklake.* data/synthetic

@@ -165,10 +165,10 @@ def numpy_whole_job(minute: Path) -> dict:
 
 def bench_recorded(scratch: Path) -> dict:
     files = ["--bars", str(MINUTE), "--daily", str(DAILY), "--start", "2018-02-16", "--end", "2018-03-09"]
-    backtests = [_cli(["backtest", *files, "--db", str(scratch / f"b{i}.duckdb")]) for i in range(3)]
-    sweep = _cli(["sweep", *files, "--db", str(scratch / "s.duckdb"), "--target-pct", "1:3.25:0.25", "--stop-pct",
+    backtests = [_cli(["backtest", *files, "--db", str(scratch / f"b{i}.ducklake")]) for i in range(3)]
+    sweep = _cli(["sweep", *files, "--db", str(scratch / "s.ducklake"), "--target-pct", "1:3.25:0.25", "--stop-pct",
                   "0.5:2.75:0.25"])  # fmt: skip  # 10 x 10 = 100 combinations
-    sweep_1000 = _cli(["sweep", *files, "--db", str(scratch / "s2.duckdb"), "--target-pct", "1:5.95:0.1", "--stop-pct",
+    sweep_1000 = _cli(["sweep", *files, "--db", str(scratch / "s2.ducklake"), "--target-pct", "1:5.95:0.1", "--stop-pct",
                        "0.5:2.4:0.1"])  # fmt: skip  # 50 x 20 = 1,000 combinations
     return {
         "backtest_15_sessions_s": statistics.median(backtests),

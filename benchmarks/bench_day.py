@@ -257,7 +257,7 @@ def bench_flows(scratch: Path) -> dict:
     os.environ["OPENBELL_DATA__DIR"] = str(scratch / "data")
     from flows.trading_day import trading_day
 
-    options = RunOptions(db_path=str(scratch / "flows.duckdb"), minute_bars=str(MINUTE), daily_bars=str(DAILY))
+    options = RunOptions(db_path=str(scratch / "flows.ducklake"), minute_bars=str(MINUTE), daily_bars=str(DAILY))
     day = date.fromisoformat(DAY)
     api = prefect_api.open_api(None, scratch / "data" / "prefect", scratch / "data" / "logs" / "bench-flows.log")
     try:

@@ -80,7 +80,7 @@ def main() -> int:
     fake = FakeOpenAI().start()
     settings = LlmSettings(model="bench", base_url=fake.url, timeout_s=10, budget_s=30)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "bench.duckdb")
+        store = Store(Path(tmp) / "bench.ducklake")
         store.migrate()
 
         def fresh() -> None:

@@ -6,6 +6,8 @@
 (b) The report's and a user's queries against the store after a 15-session backtest and the day above,
     each the median of 20 runs on a read-only connection: the day's trades, the daily P&L, ranking
     quality across days, a backtest's metrics and its equity curve.
+(c) The store on disk after all that (six days replayed and the backtest, each followed by its
+    housekeeping): the data files (count, bytes) and the catalog file.
 
 Run:  uv run python benchmarks/bench_store.py [--label NAME]
 Writes benchmarks/results/store-<label>.json (label: "current" by default).
@@ -30,7 +32,9 @@ SHARED = PROJECT_DIR.parent / "shared" / "data"
 MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
 DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
 DAY = date(2018, 3, 1)
-STORE_METHODS = ("insert", "replace", "upsert", "execute", "query", "query_df", "delete_day", "migrate", "batch")
+STORE_METHODS = (
+    "insert", "replace", "upsert", "execute", "query", "query_df", "delete_day", "migrate", "batch", "housekeep",
+)  # fmt: skip
 
 QUERIES = {
     "the day's trades": "SELECT * FROM trades WHERE trade_date = '2018-03-01' ORDER BY symbol",
@@ -60,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['store_calls']} calls)")  # fmt: skip
     for name, ms in result["queries_ms"].items():
         print(f"  {name:32s} {ms:7.1f} ms")
+    if "data_files" in result:
+        print(f"store on disk: {result['data_files']} data files, {result['data_bytes'] / 1e6:.2f} MB; "
+              f"catalog {result['catalog_bytes'] / 1e6:.2f} MB")  # fmt: skip
     print(f"wrote {out}")
     return 0
 
@@ -76,7 +83,7 @@ def measure(scratch: Path) -> dict:
     spent = {"seconds": 0.0, "calls": 0}
     for name in STORE_METHODS:
         _time_method(Store, name, spent)
-    options = RunOptions(db_path=str(scratch / "openbell.duckdb"), minute_bars=str(MINUTE), daily_bars=str(DAILY))
+    options = RunOptions(db_path=str(scratch / "openbell.ducklake"), minute_bars=str(MINUTE), daily_bars=str(DAILY))
     api = prefect_api.open_api(None, scratch / "prefect", scratch / "server.log")
     days, store_s, calls = [], [], []
     try:
@@ -106,7 +113,13 @@ def measure(scratch: Path) -> dict:
             store.query_df(sql, read_only=True)
             timings.append((time.perf_counter() - started) * 1000)
         queries[name] = statistics.median(timings)
+    database = settings.data.database
+    files = [f for f in Path(f"{database}.files").rglob("*") if f.is_file()]
+    catalog = [f for f in database.parent.glob(f"{database.name}*") if f.is_file()]  # with -wal and -shm
     return {
+        "data_files": len(files),
+        "data_bytes": sum(f.stat().st_size for f in files),
+        "catalog_bytes": sum(f.stat().st_size for f in catalog),
         "day_s": statistics.median(days),
         "store_s": statistics.median(store_s),
         "store_calls": int(statistics.median(calls)),

@@ -1,4 +1,4 @@
-"""End-of-day report: trades and P&L into DuckDB, and the report printed."""
+"""End-of-day report: trades and P&L into the store, the report printed, then the store's housekeeping."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows._params import Mode, Options, TradeDate
 from openbell.config import RunOptions
-from tasks.report import build_report
+from tasks.report import build_report, housekeep_store
 from tasks.runs import begin_run, finish_run
 
 
@@ -22,4 +22,6 @@ def report_eod(
         return ""
     text = build_report(run)
     finish_run(run, text.splitlines()[2] if text else "")
+    if text:
+        housekeep_store(run)
     return text

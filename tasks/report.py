@@ -38,6 +38,22 @@ def build_report(run: RunContext) -> str:
     return text
 
 
+@task(cache_policy=NO_CACHE)
+def housekeep_store(run: RunContext) -> str:
+    """After the close: the day's small writes become one Parquet file per table; old snapshots expire.
+
+    Housekeeping never fails the day: an error is logged, and the next close tries again.
+    """
+    log = get_run_logger()
+    try:
+        done = wiring.store_for(run.settings).housekeep(keep_snapshots_days=run.settings.data.keep_snapshots_days)
+    except Exception as exc:  # the records are safe either way; say why, and leave it to the next close
+        log.warning("store housekeeping skipped: %s", str(exc).splitlines()[0])
+        return ""
+    log.info("store housekeeping: %s", done)
+    return str(done)
+
+
 def _write_day(
     run: RunContext, store: Store, when: wiring.Phases
 ) -> tuple[str, DailyPnl, list[Trade], RankingReview | None]:

@@ -72,7 +72,7 @@ def user_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 @pytest.fixture
 def db_with_a_run(tmp_path: Path) -> Path:
-    path = tmp_path / "openbell.duckdb"
+    path = tmp_path / "openbell.ducklake"
     store = Store(path)
     store.migrate()
     store.insert(
@@ -176,12 +176,12 @@ def test_arguments_of_the_wrong_type_are_refused_by_the_parser(capsys, argv: lis
 # -- query -------------------------------------------------------------------------------------------
 
 
-def test_query_of_a_missing_database_says_there_is_no_file(capsys, tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere.duckdb"
+def test_query_of_a_missing_store_says_there_is_none(capsys, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.ducklake"
 
     line = user_error(capsys, "query", "SELECT 1", "--db", str(missing))
 
-    assert f"no DuckDB file at {missing}" in line
+    assert f"no store at {missing}" in line
 
 
 def test_query_with_a_syntax_error_reports_duckdbs_first_line(capsys, db_with_a_run: Path) -> None:

@@ -39,12 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_DB_HELP = "the store's catalog file (default data/openbell.ducklake)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openbell", description="A day-trading system run as Prefect flows.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="generate a synthetic market and replay a day through the flows")
-    demo.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    demo.add_argument("--db", type=Path, help=_DB_HELP)
     demo.set_defaults(command=_demo)
 
     replay = commands.add_parser("replay", help="replay one day from Parquet bars through the flows")
@@ -99,9 +102,24 @@ def _parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
     query.add_argument("sql", help='e.g. "SELECT * FROM trades ORDER BY trade_date"')
-    query.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    query.add_argument("--db", type=Path, help=_DB_HELP)
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(command=_query)
+
+    store = commands.add_parser("store", help="the store: attach it elsewhere, import an old DuckDB file, compact it")
+    store_commands = store.add_subparsers(required=True, metavar="ACTION")
+    attach = store_commands.add_parser("attach", help="print how to open the store in the DuckDB CLI and in Python")
+    attach.add_argument("--db", type=Path, help=_DB_HELP)
+    attach.set_defaults(command=_store_attach)
+    migrate = store_commands.add_parser("migrate", help="move an earlier openbell's DuckDB file into the store")
+    migrate.add_argument("file", nargs="?", type=Path, help="the DuckDB file (default data/openbell.duckdb)")
+    migrate.add_argument("--db", type=Path, help=_DB_HELP)
+    migrate.set_defaults(command=_store_migrate)
+    housekeep = store_commands.add_parser(
+        "housekeep", help="compact small files and expire old snapshots (the report and backtests do it too)"
+    )
+    housekeep.add_argument("--db", type=Path, help=_DB_HELP)
+    housekeep.set_defaults(command=_store_housekeep)
 
     up = commands.add_parser("up", help="start a Prefect server and serve the scheduled deployments, in the background")
     up.add_argument("--port", type=_port, default=4200, help="the server's port on 127.0.0.1 (default 4200)")
@@ -140,7 +158,7 @@ def _add_day_options(command: argparse.ArgumentParser, *, exits: bool = True) ->
     command.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
     command.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
     command.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
-    command.add_argument("--db", type=Path, help="DuckDB file (default data/openbell.duckdb)")
+    command.add_argument("--db", type=Path, help=_DB_HELP)
     if exits:
         command.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
         command.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
@@ -308,13 +326,25 @@ def _open_prefect_api(settings):
     return api
 
 
-def _query(args: argparse.Namespace) -> int:
+def _store_of(args: argparse.Namespace, *, importing: bool = False):
+    """The store the command names: --db, else the settings' one (a file, or a shared catalog)."""
     from openbell.config import load_settings
-    from openbell.store import Store
+    from openbell.store import Lake, Store
 
-    path = args.db or load_settings().data.database
+    data = load_settings().data
+    lake = Lake.at(args.db) if args.db else data.lake()
+    if not importing and not lake.exists() and not args.db and data.legacy_database.exists():
+        raise ConfigError(
+            f"no store at {lake.describe()} yet, but {data.legacy_database} holds an earlier openbell's records: "
+            "move them with `openbell store migrate` (or run any flow, which does it)"
+        )
+    return Store(lake, lock_timeout=data.lock_timeout_s)
+
+
+def _query(args: argparse.Namespace) -> int:
+    store = _store_of(args)
     try:
-        frame = Store(path).query_df(args.sql, read_only=True)
+        frame = store.query_df(args.sql, read_only=True)
     except OpenbellError:
         raise
     except Exception as exc:  # a user's SQL error: report DuckDB's own words
@@ -326,6 +356,44 @@ def _query(args: argparse.Namespace) -> int:
         print(json.dumps(records, indent=2, default=_json_value))
     else:
         print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def _store_attach(args: argparse.Namespace) -> int:
+    from openbell.store.lake import ALIAS, extension_directory
+
+    lake = _store_of(args).lake
+    print("In the DuckDB CLI (read-only; its extensions: INSTALL ducklake; INSTALL sqlite, once, online):")
+    print(f'  duckdb -cmd "{lake.attach_sql(read_only=True)}; USE {ALIAS};"')
+    print("Offline, with the extensions openbell installed (DuckDB 1.4.4):")
+    print(f"  SET extension_directory = '{extension_directory()}';")
+    print("In Python, for notebooks and scripts:")
+    call = f"openbell.store.connect({str(args.db)!r})" if args.db else "openbell.store.connect()"
+    print(f"  import openbell.store; con = {call}")
+    return 0
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from openbell.config import load_settings
+    from openbell.store.convert import import_legacy
+
+    source = args.file or load_settings().data.legacy_database
+    store = _store_of(args, importing=True)
+    copied = import_legacy(source, store)
+    width = max(map(len, copied), default=0)
+    for table, rows in copied.items():
+        print(f"  {table:{width}s} {rows:>10,}")
+    print(f"openbell: moved {sum(copied.values()):,} rows from {source} into {store.path}, each table's count checked; "
+          f"{source} is unchanged")  # fmt: skip
+    return 0
+
+
+def _store_housekeep(args: argparse.Namespace) -> int:
+    from openbell.config import load_settings
+
+    store = _store_of(args)
+    done = store.housekeep(keep_snapshots_days=load_settings().data.keep_snapshots_days)
+    print(f"openbell: {done}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Settings, read once at the edge from the environment (prefix OPENBELL_) and passed down.
 
 Each area has its own model: data, scan, ranking, llm, news, exits, sizing, broker, schedule. Nested fields are set with a
-double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.duckdb.
+double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.ducklake.
 
 `load_settings` checks every OPENBELL_ variable before it reads the settings: one that names no setting (pydantic-settings
 would ignore it) or holds JSON that does not parse is a ConfigError naming the variable and the one probably meant. The
@@ -20,9 +20,9 @@ from datetime import time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -33,25 +33,65 @@ from openbell.core.sizing import SizingPolicy
 from openbell.core.voters import VOTERS
 from openbell.errors import ConfigError
 
+if TYPE_CHECKING:
+    from openbell.store.lake import Lake
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataSettings(BaseModel):
     model_config = _STRICT
     dir: Path = Field(Path("data"), description="Folder for runtime files: the database, generated data, logs.")
-    db_path: Path | None = Field(None, description="DuckDB file; default <dir>/openbell.duckdb.")
+    db_path: Path | None = Field(None, description="The store's catalog file (a DuckLake); default <dir>/openbell.ducklake.")
+    catalog: str | None = Field(
+        None,
+        description="A shared DuckLake catalog instead of the file, for several machines: postgres:<libpq string>.",
+        examples=["postgres:dbname=openbell host=db.internal user=openbell"],
+    )
+    data_path: str | None = Field(
+        None,
+        description="Where the store's data files go; default <db_path>.files/. A shared folder or s3://bucket/prefix/.",
+    )
     minute_bars: Path | None = Field(None, description="Minute-bar Parquet for replays; default: the synthetic market.")
     daily_bars: Path | None = Field(None, description="Daily-bar Parquet for replays; default: the synthetic market.")
-    lock_timeout_s: float = Field(30.0, gt=0, description="How long to wait for a DuckDB file locked by another process.")
+    lock_timeout_s: float = Field(30.0, gt=0, description="How long a write waits for another process's write to end.")
+    keep_snapshots_days: float = Field(
+        7.0, ge=0, description="How long the store keeps old snapshots (time travel, readers' open transactions)."
+    )
     universe: list[str] | None = Field(
         None,
         description="Symbols a live scan considers; empty: the broker's pre-market movers list.",
         examples=[["AAPL", "TSLA"]],
     )
 
+    @field_validator("catalog")
+    @classmethod
+    def _a_shared_catalog(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("postgres:"):
+            raise ValueError("a shared catalog is postgres:<libpq connection string>, e.g. postgres:dbname=openbell host=db")
+        return value
+
+    @model_validator(mode="after")
+    def _files_for_a_shared_catalog(self) -> DataSettings:
+        if self.catalog and not self.data_path:
+            raise ValueError(
+                "a shared catalog needs data_path (OPENBELL_DATA__DATA_PATH): a folder every machine sees, or s3://bucket/prefix/"
+            )
+        return self
+
     @property
     def database(self) -> Path:
-        return self.db_path or self.dir / "openbell.duckdb"
+        return self.db_path or self.dir / "openbell.ducklake"
+
+    @property
+    def legacy_database(self) -> Path:
+        """Where openbell kept its records before the store was a DuckLake (a DuckDB file)."""
+        return self.dir / "openbell.duckdb"
+
+    def lake(self) -> Lake:
+        from openbell.store.lake import Lake  # here: importing the settings does not load DuckDB
+
+        return Lake.at(self.database, catalog=self.catalog, data_path=self.data_path)
 
 
 class ScanSettings(BaseModel):
@@ -439,7 +479,7 @@ class RunOptions(BaseModel):
     """Per-run changes to the settings, given as typed flow parameters. Never holds a secret."""
 
     model_config = ConfigDict(extra="forbid")
-    db_path: str | None = Field(None, description="DuckDB file to write (default data/openbell.duckdb).")
+    db_path: str | None = Field(None, description="The store's catalog file (default data/openbell.ducklake).")
     minute_bars: str | None = Field(None, description="Minute-bar Parquet to replay (default: the synthetic market).")
     daily_bars: str | None = Field(None, description="Daily-bar Parquet for the scan (default: the synthetic market).")
     target_pct: Decimal | None = Field(None, gt=0, description="Profit target, percent above the entry fill (default 2.6).")

@@ -7,6 +7,7 @@ flows, tasks and core run the same code either way.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -21,6 +22,9 @@ from openbell.config import Settings
 from openbell.errors import ConfigError
 from openbell.marketdata import MarketData, ParquetReplaySource, generate_synthetic_market
 from openbell.store import Store
+from openbell.store.convert import import_legacy
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["replay", "live"]
 SYNTHETIC_DIR = "synthetic"
@@ -111,28 +115,38 @@ def replay_time(day: date) -> datetime | None:
     return clock.now() if clock else None
 
 
-_migrated: set[tuple[Path, int, int]] = set()
+_migrated: set[object] = set()
 _migrated_lock = threading.Lock()
 
 
 def store_for(settings: Settings) -> Store:
-    """The settings' store, migrated on its first use in this process (a replayed day asks about 20 times)."""
-    store = Store(settings.data.database, lock_timeout=settings.data.lock_timeout_s)
+    """The settings' store, migrated on its first use in this process (a replayed day asks about 20 times).
+
+    A data folder that still holds the DuckDB file of an earlier openbell, and no store yet, has its
+    records moved into a new store first (the old file stays).
+    """
+    data = settings.data
+    store = Store(data.lake(), lock_timeout=data.lock_timeout_s)
     with _migrated_lock:
-        if _file_identity(store.path) not in _migrated:
+        if _identity(store) not in _migrated:
+            if data.db_path is None and data.catalog is None and not store.lake.exists() and data.legacy_database.exists():
+                import_legacy(data.legacy_database, store, announce=log.warning)
             store.migrate()
-            if (identity := _file_identity(store.path)) is not None:
+            if (identity := _identity(store)) is not None:
                 _migrated.add(identity)
     return store
 
 
-def _file_identity(path: Path | str) -> tuple[Path, int, int] | None:
-    """The file's path, device and inode: a file deleted and created again is a new file to migrate."""
+def _identity(store: Store) -> object:
+    """The catalog file's path, device and inode (a file deleted and made again is a new store), or the catalog."""
+    file = store.lake.sqlite_file
+    if file is None:
+        return None if store.path == ":memory:" else store.lake
     try:
-        stat = Path(path).stat()
-    except OSError:  # not created yet, or an in-memory database (always migrated)
+        stat = file.stat()
+    except OSError:  # not created yet
         return None
-    return Path(path).resolve(), stat.st_dev, stat.st_ino
+    return file, stat.st_dev, stat.st_ino
 
 
 def market_for(settings: Settings, mode: Mode = "replay") -> MarketData:

@@ -78,7 +78,7 @@ BrokerFactory = Callable[..., tuple[PaperBroker, SimClock]]
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "paper.duckdb"
+    return tmp_path / "paper.ducklake"
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-"""Store tests against real DuckDB files, including a second process holding the file lock."""
+"""Store tests against real DuckLake stores, with reader and writer processes alongside."""
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,7 +52,7 @@ ALL_TABLES = {
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "db" / "openbell.duckdb")
+    store = Store(tmp_path / "db" / "openbell.ducklake")
     store.migrate()
     return store
 
@@ -61,14 +62,14 @@ def candidate(symbol: str, trade_date: date = DAY, **extra) -> dict:
 
 
 def table_names(store: Store) -> set[str]:
-    return {t for (t,) in store.query("SELECT table_name FROM information_schema.tables")}
+    return {t for (t,) in store.query("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'store'")}
 
 
 # -- migrations -----------------------------------------------------------------------------------
 
 
 def test_migrate_creates_every_table_in_a_new_folder(tmp_path: Path) -> None:
-    store = Store(tmp_path / "not" / "yet" / "there.duckdb")
+    store = Store(tmp_path / "not" / "yet" / "there.ducklake")
 
     applied = store.migrate()
 
@@ -86,7 +87,10 @@ def test_migrate_again_applies_nothing(store: Store) -> None:
 
 def test_day_tables_are_the_tables_with_a_trade_date_except_the_audit_logs(store: Store) -> None:
     with_date = {
-        t for (t,) in store.query("SELECT table_name FROM information_schema.columns WHERE column_name = 'trade_date'")
+        t
+        for (t,) in store.query(
+            "SELECT table_name FROM information_schema.columns WHERE table_catalog = 'store' AND column_name = 'trade_date'"
+        )
     }
 
     # runs, LLM calls and headlines outlive a re-run: they are what the re-run is audited and replayed from;
@@ -287,10 +291,10 @@ def test_unknown_column_is_refused_by_name(store: Store) -> None:
         store.upsert("paper_holdings", [{"symbol": "SPY", "sharez": 1}])
 
 
-def test_read_only_connect_on_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.duckdb"
+def test_read_only_connect_on_a_missing_store_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.ducklake"
 
-    with pytest.raises(ConfigError, match="missing.duckdb"):
+    with pytest.raises(ConfigError, match="missing.ducklake"):
         with Store(missing).connect(read_only=True):
             pass
     assert not missing.exists()
@@ -305,77 +309,143 @@ def test_memory_store_keeps_its_data_between_calls() -> None:
     assert store.query("SELECT symbol FROM candidates") == [("AAPL",)]
 
 
-# -- another process holding the file ------------------------------------------------------------
+# -- other processes: readers that hold on, writers that take turns --------------------------------
 
-HOLDER = """
-import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
-print("ready", flush=True)
-time.sleep(float(sys.argv[2]))
-con.close()
+READER = """
+import sys, time
+import openbell.store
+con = openbell.store.connect(sys.argv[1])
+con.execute("BEGIN TRANSACTION")
+print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+sys.stdin.readline()  # holds its transaction until told
+print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+con.execute("COMMIT")
+print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+"""
+
+TURN_HOLDER = """
+import sys, time
+from openbell.store import Store
+store = Store(sys.argv[1])
+with store.transaction() as con:
+    con.execute("INSERT INTO runs (run_id, flow) VALUES ('held', 'holder')")
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+WRITER = """
+import sys
+from openbell.store import Store
+store = Store(sys.argv[1])
+for i in range(int(sys.argv[3])):
+    store.upsert("runs", [{"run_id": f"{sys.argv[2]}-{i}", "flow": sys.argv[2]}])
 """
 
 
-def hold_lock(path: Path, seconds: float) -> subprocess.Popen:
-    """Start a process that opens `path` read-write and keeps it for `seconds`; return once it holds it."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+def start(script: str, *args: object, stdin: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        stdin=subprocess.PIPE if stdin else None,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "ready"
-    return holder
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_holding_a_transaction_never_blocks_a_writer_and_keeps_its_snapshot(store: Store) -> None:
+    store.insert("runs", [{"run_id": "before", "flow": "scan"}])
+    reader = start(READER, store.path, stdin=True)
+    try:
+        assert reader.stdout.readline().strip() == "1"  # it holds a transaction from here
+        timings = []
+        for i in range(10):
+            started = time.monotonic()
+            store.upsert("runs", [{"run_id": f"w{i}", "flow": "write"}])
+            timings.append(time.monotonic() - started)
+        store.housekeep()  # the close's housekeeping, too
+
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        during, after = reader.stdout.readline().strip(), reader.stdout.readline().strip()
+    finally:
+        reader.kill()
+        reader.wait()
+    assert max(timings) < 2.0  # no write waited on the reader (each takes tens of milliseconds)
+    assert during == "1"  # its snapshot did not move under it
+    assert after == "11"  # and a new transaction sees every commit
+
+
+@pytest.mark.timeout(60)
+def test_writers_in_two_processes_take_turns_and_lose_nothing(store: Store) -> None:
+    writers = [start(WRITER, store.path, name, 15) for name in ("a", "b")]
+    store.upsert("runs", [{"run_id": "main", "flow": "main"}])
+    for writer in writers:
+        assert writer.wait(timeout=50) == 0
+
+    assert store.query("SELECT flow, count(*) FROM runs GROUP BY flow ORDER BY flow") == [("a", 15), ("b", 15), ("main", 1)]
 
 
 @pytest.mark.timeout(30)
-def test_query_waits_for_another_process_to_release_the_file(store: Store) -> None:
-    holder = hold_lock(store.path, 1.5)
+def test_a_write_waits_its_turn_then_proceeds(store: Store) -> None:
+    holder = start(TURN_HOLDER, store.path, 1.5)
     try:
+        assert holder.stdout.readline().strip() == "ready"
         started = time.monotonic()
 
-        result = store.query("SELECT count(*) FROM runs")
+        store.insert("runs", [{"run_id": "mine", "flow": "after"}])
 
         waited = time.monotonic() - started
+        assert holder.wait(timeout=10) == 0
     finally:
         holder.kill()
         holder.wait()
-    assert result == [(0,)]
-    assert waited > 0.5  # it really had to wait for the holder, and retried instead of failing
+    assert waited > 0.5  # it really waited for the other writer
+    assert store.query("SELECT run_id FROM runs ORDER BY run_id") == [("held",), ("mine",)]
 
 
 @pytest.mark.timeout(30)
-def test_lock_held_past_the_timeout_raises_store_locked_naming_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "busy.duckdb"
-    Store(path).migrate()
-    holder = hold_lock(path, 3)
+def test_a_write_turn_held_past_the_timeout_raises_store_locked_naming_the_store(store: Store) -> None:
+    holder = start(TURN_HOLDER, store.path, 3)
     try:
-        impatient = Store(path, lock_timeout=0.3)
+        assert holder.stdout.readline().strip() == "ready"
+        impatient = Store(store.path, lock_timeout=0.3)
         started = time.monotonic()
 
         with pytest.raises(StoreLockedError) as raised:
-            impatient.query("SELECT 1")
+            impatient.insert("runs", [{"run_id": "late", "flow": "x"}])
 
         waited = time.monotonic() - started
+        read_while_held = impatient.query("SELECT count(*) FROM runs")  # reads never wait
     finally:
         holder.kill()
         holder.wait()
     message = str(raised.value)
-    assert str(path) in message
-    assert "PID" in message
-    assert "Stop that process" in message
+    assert str(store.path) in message
+    assert "OPENBELL_DATA__LOCK_TIMEOUT_S" in message
     assert 0.25 < waited < 2.0
+    assert read_while_held == [(0,)]  # the holder's row is not committed
+    assert store.query("SELECT run_id FROM runs") == []  # killed mid-transaction: nothing half-written
 
 
-@pytest.mark.timeout(30)
-def test_read_only_opener_also_waits_for_a_writer(store: Store) -> None:
-    holder = hold_lock(store.path, 1.0)
-    try:
-        frame = store.query_df("SELECT count(*) AS n FROM runs", read_only=True)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert frame["n"].tolist() == [0]
+def test_a_duckdb_file_of_an_earlier_openbell_is_refused_with_the_command_that_moves_it(tmp_path: Path) -> None:
+    old = tmp_path / "openbell.duckdb"
+    duckdb.connect(str(old)).close()
+    before = old.read_bytes()
+
+    with pytest.raises(ConfigError, match="openbell store migrate"):
+        Store(old).migrate()
+    assert old.read_bytes() == before
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    other = tmp_path / "prefect.db"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE flow_run (id TEXT)")
+    before = other.read_bytes()
+
+    with pytest.raises(ConfigError, match="not an openbell store"):
+        Store(other).migrate()
+    assert other.read_bytes() == before
 
 
 # -- batches ----------------------------------------------------------------------------------------
@@ -407,7 +477,7 @@ def test_an_error_inside_a_batch_is_the_one_the_caller_sees(store: Store) -> Non
         with store.batch():
             store.insert("runs", [{"run_id": "r1", "flow": "scan"}])
             with contextlib.suppress(duckdb.Error):  # DuckDB aborts the transaction: the commit will fail
-                store.execute("INSERT INTO runs (run_id, flow) VALUES ('r1', 'dup')")
+                store.execute("INSERT INTO runs (run_id) VALUES ('r2')")  # flow is NOT NULL
             raise RuntimeError("the block failed")
 
     assert store.query("SELECT count(*) FROM runs") == [(0,)]  # rolled back, and the store still answers

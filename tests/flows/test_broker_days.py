@@ -72,7 +72,7 @@ def _run_day(db: Path, shared_data) -> None:
 
 @pytest.fixture(scope="module")
 def paper_day(prefect_harness, shared_data, tmp_path_factory) -> Store:
-    db = tmp_path_factory.mktemp("paper") / "openbell.duckdb"
+    db = tmp_path_factory.mktemp("paper") / "openbell.ducklake"
     _run_day(db, shared_data)
     return Store(db)
 
@@ -96,7 +96,7 @@ def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factor
         env = {"KIND": "ibkr", "IBKR__PORT": str(fake.port), "IBKR__CLIENT_ID": str(CLIENT_ID),
                "IBKR__CONNECT_TIMEOUT_S": "5"}  # fmt: skip
         settings = Settings(broker=BrokerSettings(kind="ibkr", ibkr=IbkrSettings(port=fake.port, client_id=CLIENT_ID + 1)))
-    db = tmp_path_factory.mktemp(kind) / "openbell.duckdb"
+    db = tmp_path_factory.mktemp(kind) / "openbell.ducklake"
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(f"OPENBELL_BROKER__{name}", value)

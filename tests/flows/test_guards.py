@@ -16,7 +16,7 @@ THANKSGIVING = date(2026, 11, 26)
 
 
 def _count(data_dir, sql: str) -> int:
-    return Store(data_dir / "openbell.duckdb").query(sql)[0][0]
+    return Store(data_dir / "openbell.ducklake").query(sql)[0][0]
 
 
 def test_every_phase_does_nothing_on_a_holiday(prefect_harness, data_dir):

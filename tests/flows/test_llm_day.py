@@ -53,7 +53,7 @@ def llm_env(monkeypatch, fake):
 
 
 def _store(data_dir: Path) -> Store:
-    return Store(data_dir / "openbell.duckdb")
+    return Store(data_dir / "openbell.ducklake")
 
 
 def _quant_order(data_dir: Path) -> list[str]:

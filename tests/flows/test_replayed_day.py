@@ -25,7 +25,7 @@ def replayed(prefect_harness, shared_data, tmp_path_factory):
     from flows.trading_day import trading_day
 
     minute, daily = shared_data
-    db = tmp_path_factory.mktemp("day") / "openbell.duckdb"
+    db = tmp_path_factory.mktemp("day") / "openbell.ducklake"
     # $10,000 for each of the day's ~280 symbols: an account that can pay for them all
     options = RunOptions(db_path=str(db), minute_bars=str(minute), daily_bars=str(daily), starting_equity=Decimal(5_000_000))
     symbols = sorted(ParquetReplaySource(minute, daily).minute_bars(DAY)["symbol"].unique())

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def _store(data_dir) -> Store:
-    return Store(data_dir / "openbell.duckdb")
+    return Store(data_dir / "openbell.ducklake")
 
 
 def _trades(store: Store) -> list[tuple]:

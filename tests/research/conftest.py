@@ -21,5 +21,5 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data(market: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The synthetic market through OPENBELL_DATA__DIR, with a database of this test's own; returns the database."""
     monkeypatch.setenv("OPENBELL_DATA__DIR", str(market))
-    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.duckdb"))
-    return tmp_path / "openbell.duckdb"
+    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.ducklake"))
+    return tmp_path / "openbell.ducklake"

@@ -28,7 +28,7 @@ def database(prefect_harness, shared_data, tmp_path_factory):
     from flows.trading_day import trading_day
 
     minute, daily = shared_data
-    db = tmp_path_factory.mktemp("research") / "openbell.duckdb"
+    db = tmp_path_factory.mktemp("research") / "openbell.ducklake"
     options = RunOptions(db_path=str(db), minute_bars=str(minute), daily_bars=str(daily))
     for day in DAYS:
         trading_day(trade_date=day, options=options)

@@ -33,7 +33,7 @@ def test_a_backtest_planned_on_dask_equals_the_in_process_one(prefect_harness, c
     from flows.backtest import backtest
 
     minute, daily = shared_data
-    options = RunOptions(db_path=str(tmp_path / "openbell.duckdb"), minute_bars=str(minute), daily_bars=str(daily))
+    options = RunOptions(db_path=str(tmp_path / "openbell.ducklake"), minute_bars=str(minute), daily_bars=str(daily))
     here = jobs.backtest(BacktestSpec(options.settings(), START, END), report_to=tmp_path / "here.html").result
 
     on_dask = backtest.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
@@ -43,7 +43,7 @@ def test_a_backtest_planned_on_dask_equals_the_in_process_one(prefect_harness, c
         handled = client.run_on_scheduler(
             lambda dask_scheduler: {name: dict(p.state_counts) for name, p in dask_scheduler.task_prefixes.items()}
         )
-    store = Store(tmp_path / "openbell.duckdb")
+    store = Store(tmp_path / "openbell.ducklake")
     columns = "trade_date, symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reason, pnl, mfe_pct, mae_pct"
     trades = {
         run: store.query_df(f"SELECT {columns} FROM backtest_trades WHERE run_id = ? ORDER BY trade_date, symbol", [run])
@@ -61,14 +61,14 @@ def test_a_sweep_from_the_cli_on_dask_equals_the_in_process_one(
     from openbell.cli import main
 
     minute, daily = shared_data
-    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.duckdb"))
+    monkeypatch.setenv("OPENBELL_DATA__DB_PATH", str(tmp_path / "openbell.ducklake"))
     grid = ["--start", str(START), "--end", str(END), "--bars", str(minute), "--daily", str(daily),
             "--target-pct", "1:3:1", "--stop-pct", "0.5,1", "--liquidation", "15:45,15:00"]  # fmt: skip
 
     assert main(["sweep", *grid]) == 0
     assert main(["sweep", *grid, "--dask", cluster.scheduler_address]) == 0
 
-    store = Store(tmp_path / "openbell.duckdb")
+    store = Store(tmp_path / "openbell.ducklake")
     (here, on_dask) = [r for (r,) in store.query("SELECT run_id FROM backtest_runs ORDER BY started_at")]
     metrics = {
         run: store.query_df(

@@ -40,7 +40,7 @@ def test_the_range_laid_out_at_once_equals_the_minute_bars(shared_data):
 def test_fixed_symbols_sized_from_the_range_equal_the_day_by_day_plans(shared_data, tmp_path):
     minute, daily = shared_data
     settings = RunOptions(
-        minute_bars=str(minute), daily_bars=str(daily), db_path=str(tmp_path / "x.duckdb"), starting_equity=5_000_000
+        minute_bars=str(minute), daily_bars=str(daily), db_path=str(tmp_path / "x.ducklake"), starting_equity=5_000_000
     ).settings()
     # GE split later (the daily file is adjusted), PBR's bars are rejected, FTR gaps: every path of the sizing
     spec = BacktestSpec(settings, date(2018, 2, 26), date(2018, 3, 2), ("AAPL", "NVAX", "TSLA", "PBR", "GE", "FTR"))

@@ -145,7 +145,7 @@ def test_the_backtest_deployment_runs_from_the_run_button(service: Service, pref
     assert {a.type for a in artifacts} >= {"markdown", "progress"}
     ((progress,),) = [[a.data for a in artifacts if a.type == "progress"]]
     assert progress == 100.0
-    runs = Store(service.data_dir / "openbell.duckdb").query(
+    runs = Store(service.data_dir / "openbell.ducklake").query(
         "SELECT kind, start_date, end_date, report_path FROM backtest_runs"
     )
     assert [(kind, str(start), str(end)) for kind, start, end, _ in runs] == [("backtest", "2025-03-03", "2025-03-07")]
@@ -153,14 +153,16 @@ def test_the_backtest_deployment_runs_from_the_run_button(service: Service, pref
 
 
 def test_a_second_monitor_is_cancelled(service: Service, prefect_api: str):
-    import duckdb
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    # The first monitor holds the concurrency slot for as long as this test holds the database open for
-    # writing: its first task waits for the DuckDB lock. (A replayed monitor alone ends within a second,
-    # before the serving process's next poll picks up the second run.)
-    holder = duckdb.connect(str(service.data_dir / "openbell.duckdb"))
+    from openbell.store import Store
+
+    # The first monitor holds the concurrency slot for as long as this test holds the store's write turn:
+    # its first write waits for it. (A replayed monitor alone ends within a second, before the serving
+    # process's next poll picks up the second run.)
+    holding = Store(service.data_dir / "openbell.ducklake").transaction()
+    holding.__enter__()
     try:
         first = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
         # The serving process submits the runs of one poll concurrently, so two runs created back to back
@@ -174,9 +176,9 @@ def test_a_second_monitor_is_cancelled(service: Service, prefect_api: str):
             )
         second = run_deployment(name="monitor-exits/monitor-exits", parameters={"mode": "replay"}, timeout=0)
         second_final = _final_run(second.id, 60)
-        assert not _final_run_now(first.id)  # still waiting for the database
+        assert not _final_run_now(first.id)  # still waiting for its turn to write
     finally:
-        holder.close()
+        holding.__exit__(None, None, None)
 
     first_final = _final_run(first.id, 120)
     assert second_final.state.is_cancelled(), f"{second_final.state}\n{service.log('serve')}"

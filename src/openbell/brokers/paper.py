@@ -310,7 +310,7 @@ class PaperBroker:
         return self._bars[symbol]
 
     def _load(self) -> None:
-        with self._store.batch():  # one connection for the three reads
+        with self._store.snapshot():  # the three reads see the same books
             self._read_books()
 
     def _read_books(self) -> None:

@@ -1,9 +1,10 @@
-"""Research results in DuckDB, apart from the day tables: each run written whole under its run_id, or not at all."""
+"""Research results in the store, apart from the day tables: each run written whole under its run_id, or not at all."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 from datetime import datetime
 from functools import lru_cache
@@ -18,6 +19,8 @@ from openbell.research.results import BacktestResult
 from openbell.store import Store
 
 Kind = Literal["backtest", "sweep", "compare"]
+
+log = logging.getLogger(__name__)
 
 
 def record_run(
@@ -67,6 +70,10 @@ def record_run(
             store.insert("backtest_metrics", metrics)
         if extra_metrics is not None and len(extra_metrics):
             store.insert("backtest_metrics", extra_metrics.assign(run_id=run_id))
+    try:  # its rows into a few Parquet files; the run is recorded either way
+        store.housekeep(keep_snapshots_days=settings.data.keep_snapshots_days)
+    except Exception as exc:
+        log.warning("store housekeeping after %s skipped: %s", run_id, str(exc).splitlines()[0])
 
 
 def data_files(settings: Settings) -> dict[str, dict]:

@@ -1,14 +1,19 @@
-"""The DuckDB store: short-lived connections that wait out other processes' locks, migrations, and validated writes."""
+"""The store: openbell's records in a DuckLake that readers hold open while the flows write.
+
+Every process attaches the lake once and hands out cursors; each read sees a consistent snapshot
+and never waits, and writes take turns (see `store.lake`). Keys and allowed values, which DuckLake
+tables cannot declare, are enforced here on every write (`migrations.KEYS`, `migrations.ALLOWED`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import time
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,87 +22,125 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from openbell.errors import ConfigError, StoreLockedError
-from openbell.store.migrations import DAY_TABLES, MIGRATIONS
+from openbell.errors import ConfigError
+from openbell.store.lake import ALIAS, Attachment, Lake, attached, rollback_quietly
+from openbell.store.migrations import ALLOWED, DAY_TABLES, KEYS, MIGRATIONS
 
 Rows = Sequence[Mapping[str, Any]] | pd.DataFrame
 
 MEMORY = ":memory:"
-TIMEZONE = "America/New_York"
 
-# Backoff while another process holds the file: start short, because flows hold the file only for
-# a statement or two, and cap the sleep so a waiter notices soon after the holder lets go.
-_FIRST_BACKOFF_S = 0.02
-_MAX_BACKOFF_S = 1.0
-
-_LOCK_NOTE = re.compile(r"Conflicting lock is held in .*?\(PID \d+\)")
+# Column name -> type per lake and table, read once per process (the schema changes only in migrate).
+_schemas: dict[tuple[Lake, str], dict[str, str]] = {}
+_schemas_lock = threading.Lock()
 
 
 class Store:
-    """One DuckDB file (or an in-memory database) behind short-lived connections.
+    """openbell's records: one DuckLake (a catalog file and its data files), or one in memory.
 
-    DuckDB lets a single process open a file for writing, and that writer also shuts out read-only
-    openers in other processes. Every Prefect flow run is its own process and users query while
-    flows run, so each call opens a connection, does its work and closes it again, and opening
-    retries with backoff while another process holds the lock.
+    Readers, including a user's notebook holding a transaction open all day, never block the flows,
+    and the flows never block readers. Writes take turns, one transaction at a time per lake, and a
+    write waits at most `lock_timeout` seconds for its turn.
 
     Naive datetimes written to TIMESTAMPTZ columns are read as New York wall-clock time (the
     session time zone); timestamps come back tz-aware in America/New_York.
     """
 
-    def __init__(self, path: str | Path, *, lock_timeout: float = 30.0) -> None:
+    def __init__(self, location: str | Path | Lake, *, lock_timeout: float = 30.0) -> None:
+        self.lake = location if isinstance(location, Lake) else Lake.at(location)
+        self.path: Path | str = MEMORY if self.lake.catalog == MEMORY else self.lake.sqlite_file or self.lake.describe()
         self.lock_timeout = lock_timeout
         self._batching = False
         self._held: duckdb.DuckDBPyConnection | None = None
+        self._held_turn: ExitStack | None = None
+        self._reading: duckdb.DuckDBPyConnection | None = None
         self._before_commit: list[Callable[[], None]] = []
-        self._schema_cache: dict[str, tuple[dict[str, str], list[str]]] = {}
-        self._memory: duckdb.DuckDBPyConnection | None = None
-        if str(path) == MEMORY:
-            self.path: Path | str = MEMORY
-            # An in-memory database lives only as long as a connection to it, so keep one and hand
-            # out cursors (separate connections to the same database) from it.
-            self._memory = duckdb.connect(MEMORY)
-        else:
-            self.path = Path(path)
+        # An in-memory lake lives as long as its DuckDB: this Store keeps its own.
+        self._own = Attachment(self.lake, read_only=False) if self.lake.catalog == MEMORY else None
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    def _attachment(self, read_only: bool = False) -> Attachment:
+        return self._own if self._own is not None else attached(self.lake, read_only=read_only)
 
     # -- connections ----------------------------------------------------------------------------
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open a connection for one unit of work and close it afterwards.
+        """A cursor for reads: the open batch's (its transaction), else one in autocommit mode.
+
+        Writes go through execute/insert/replace/upsert, or `transaction()`, which take the write turn.
 
         Raises:
-            ConfigError: read_only was asked for and the file does not exist yet.
-            StoreLockedError: another process kept the file locked for longer than lock_timeout.
+            ConfigError: the store does not exist yet (read_only) or cannot be opened.
         """
         if self._held is not None:
             yield self._held
             return
+        if self._reading is not None:
+            yield self._reading
+            return
         if self._batching:
-            self._held = self._open(read_only=False)
-            self._held.execute("BEGIN TRANSACTION")
+            self._open_batch()
             yield self._held
             return
-        con = self._open(read_only)
-        try:
-            yield con
-        finally:
-            con.close()
+        attachment = self._attachment(read_only)
+        if not read_only and (joined := attachment.joined()) is not None:
+            yield joined
+            return
+        with attachment.cursor() as cursor:
+            yield cursor
+
+    @contextmanager
+    def snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Every read of this store inside the block sees one snapshot (inside a batch, the batch's transaction).
+
+        For a few reads that must agree with each other; it takes no write turn, and writes inside it are refused.
+        """
+        if self._held is not None or self._reading is not None or self._batching or self._attachment().joined():
+            with self.connect() as cursor:
+                yield cursor
+            return
+        with self._attachment().cursor() as cursor:
+            cursor.execute("BEGIN TRANSACTION")
+            self._reading = cursor
+            try:
+                yield cursor
+            finally:
+                self._reading = None
+                rollback_quietly(cursor)  # it only read
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside BEGIN/COMMIT holding the write turn; rolled back if the block raises.
+
+        Inside a batch, the batch's transaction; inside another write transaction of this thread, that one.
+
+        Raises:
+            StoreLockedError: another writer kept its turn for longer than lock_timeout.
+        """
+        if self._reading is not None:
+            raise RuntimeError("a write inside Store.snapshot(), which only reads; use batch() to read and write")
+        attachment = self._attachment()
+        if self._batching or self._held is not None or attachment.joined() is not None:
+            with self.connect() as cursor:
+                yield cursor
+            return
+        with attachment.writing(self.lock_timeout) as cursor:
+            yield cursor
+            cursor.execute("COMMIT")
 
     @contextmanager
     def batch(self, *, all_or_nothing: bool = False) -> Iterator[None]:
-        """One connection and one transaction for every store call inside the block, opened on first use.
+        """One write transaction for every store call inside the block, opened on first use.
 
-        A burst of small writes (a hundred orders, one monitor tick) then pays for one open, one
-        commit and one close instead of one each per call, and a block that writes nothing opens
-        nothing. If the block raises, what it wrote so far is still committed (nothing already sent
-        to a broker goes unrecorded) unless DuckDB itself aborted the transaction; with
-        `all_or_nothing` it is rolled back instead (a record made of many rows, such as a backtest,
-        is written whole or not at all). Keep blocks short: the file stays locked for other
-        processes until the block ends.
+        A burst of small writes (a hundred orders, one monitor tick) then pays for one commit
+        instead of one per call, and a block that touches nothing opens nothing. If the block
+        raises, what it wrote so far is still committed (nothing already sent to a broker goes
+        unrecorded) unless DuckDB itself aborted the transaction; with `all_or_nothing` it is rolled
+        back instead (a record made of many rows, such as a backtest, is written whole or not at
+        all). Keep blocks short: other writers wait for the block to end (readers never do).
         """
         if self._batching:
             yield
@@ -116,30 +159,41 @@ class Store:
             except BaseException:
                 failed = True
                 raise
-            finally:  # even when something failed: a held connection left behind would take every later call
+            finally:  # even when something failed: a held transaction left behind would take every later call
                 self._before_commit.clear()
                 self._batching = False
-                self._end_held(quiet=failed, roll_back=failed and all_or_nothing)
+                self._end_batch(quiet=failed, roll_back=failed and all_or_nothing)
 
-    def _end_held(self, *, quiet: bool, roll_back: bool = False) -> None:
-        """Commit (or roll back) and close the batch's connection; a failed commit rolls back, and raises unless `quiet`.
+    def _open_batch(self) -> None:
+        attachment = self._attachment()
+        if (joined := attachment.joined()) is not None:  # another store's write transaction in this thread
+            self._held = joined
+            return
+        turn = ExitStack()
+        self._held = turn.enter_context(attachment.writing(self.lock_timeout))
+        self._held_turn = turn
+
+    def _end_batch(self, *, quiet: bool, roll_back: bool = False) -> None:
+        """Commit (or roll back) the batch's transaction; a failed commit rolls back, and raises unless `quiet`.
 
         `quiet` is for a batch that is already failing: its own error matters more than the commit's.
+        A batch that joined another transaction leaves the commit to that transaction's owner.
         """
-        held, self._held = self._held, None
-        if held is None:
+        held, turn = self._held, self._held_turn
+        self._held = self._held_turn = None
+        if held is None or turn is None:
             return
         try:
             if roll_back:
-                _rollback_quietly(held)
-                return
-            held.execute("COMMIT")
+                rollback_quietly(held)
+            else:
+                held.execute("COMMIT")
         except duckdb.Error:
-            _rollback_quietly(held)
+            rollback_quietly(held)
             if not quiet:
                 raise
         finally:
-            held.close()
+            turn.close()
 
     def before_commit(self, flush: Callable[[], None]) -> None:
         """Run `flush` (which writes through this store) once at the end of the current batch, or now.
@@ -151,97 +205,58 @@ class Store:
         elif flush not in self._before_commit:
             self._before_commit.append(flush)
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        con = self._memory.cursor() if self._memory is not None else self._open_file(read_only)
-        con.execute(f"SET TimeZone = '{TIMEZONE}'")
-        return con
-
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside BEGIN/COMMIT; rolled back if the block raises. Inside batch(), the batch's."""
-        if self._batching:
-            with self.connect() as con:
-                yield con
-            return
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                _rollback_quietly(con)
-                raise
-            con.execute("COMMIT")
-
-    def _open_file(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        path = self.path
-        assert isinstance(path, Path)
-        if read_only and not path.exists():
-            raise ConfigError(_missing_message(path))
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout
-        delay = _FIRST_BACKOFF_S
-        while True:
-            try:
-                return duckdb.connect(str(path), read_only=read_only)
-            except duckdb.IOException as exc:
-                text = str(exc)
-                if "does not exist" in text:
-                    raise ConfigError(_missing_message(path)) from exc
-                if "lock" not in text.lower():
-                    raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StoreLockedError(_locked_message(path, text, self.lock_timeout)) from exc
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, _MAX_BACKOFF_S)
-
     # -- schema ---------------------------------------------------------------------------------
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations in version order, each in its own transaction.
+        """Apply pending migrations in version order, all in one transaction.
 
         Returns the names of the migrations applied (empty when the schema is current).
 
         Raises:
-            ConfigError: the file was migrated by a newer openbell than this one.
+            ConfigError: the store was migrated by a newer openbell than this one.
         """
+        known = {m.version for m in MIGRATIONS}
+        if self._versions() == known:
+            return []
         applied: list[str] = []
-        self._schema_cache.clear()
-        with self.connect() as con:
+        with self.transaction() as con:
             con.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ)"
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER NOT NULL, name VARCHAR, applied_at TIMESTAMPTZ)"
             )
             done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
-            known = {m.version for m in MIGRATIONS}
             if unknown := sorted(done - known):
                 raise ConfigError(
                     f"{self.path} has schema versions {unknown} that this openbell does not know "
-                    f"(it knows up to {max(known)}); upgrade openbell or point it at another file."
+                    f"(it knows up to {max(known)}); upgrade openbell or point it at another store."
                 )
             for migration in MIGRATIONS:
-                if migration.version in done:
-                    continue
-                con.execute("BEGIN TRANSACTION")
-                try:
+                if migration.version not in done:
                     con.execute(migration.sql)
                     con.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, current_timestamp)",
                         [migration.version, migration.name],
                     )
-                except BaseException:
-                    _rollback_quietly(con)
-                    raise
-                con.execute("COMMIT")
-                applied.append(migration.name)
+                    applied.append(migration.name)
+        with _schemas_lock:
+            for key in [k for k in _schemas if k[0] == self.lake]:
+                del _schemas[key]
         return applied
+
+    def _versions(self) -> set[int]:
+        with self.connect() as con:
+            found = con.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_catalog = ? AND table_name = 'schema_migrations'",
+                [ALIAS],
+            ).fetchone()[0]
+            return {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()} if found else set()
 
     # -- reads and raw statements ---------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence | None = None) -> None:
-        """Run one statement (or several, without params) that returns nothing the caller needs."""
-        with self.connect() as con:
+        """Run one statement (or several, without params) that returns nothing the caller needs, as a write."""
+        with self.transaction() as con:
             con.execute(sql, params)
 
     def query(self, sql: str, params: Sequence | None = None) -> list[tuple]:
@@ -250,7 +265,10 @@ class Store:
             return con.execute(sql, params).fetchall()
 
     def query_df(self, sql: str, params: Sequence | None = None, *, read_only: bool = False) -> pd.DataFrame:
-        """Rows as a DataFrame, for analytics: DuckDB hands DECIMAL columns over as float64."""
+        """Rows as a DataFrame, for analytics: DuckDB hands DECIMAL columns over as float64.
+
+        `read_only` reads through a read-only attachment, so the statement cannot change anything.
+        """
         with self.connect(read_only=read_only) as con:
             return con.execute(sql, params).df()
 
@@ -260,10 +278,12 @@ class Store:
         """Insert rows (dicts or a DataFrame; columns by name, a subset is fine); returns rows inserted.
 
         Raises:
-            ValueError: unknown table or column.
+            ValueError: unknown table or column, a key that is repeated or already stored, or a value
+                a column does not allow.
         """
-        with self.connect() as con:
-            return _insert(con, table, _as_frame(rows), columns=self._table(con, table)[0])
+        frame = _as_frame(rows)
+        with self.transaction() as con:
+            return _insert(con, table, frame, self._columns(con, table))
 
     def replace(self, table: str, rows: Rows, where: Mapping[str, Any]) -> int:
         """Atomically delete the rows matching `where` (column = value, ANDed) and insert `rows`.
@@ -271,7 +291,8 @@ class Store:
         Returns the number of rows deleted. If the insert fails the old rows stay.
 
         Raises:
-            ValueError: unknown table or column, or an empty `where` (which would clear the table).
+            ValueError: unknown table or column, an empty `where` (which would clear the table), or
+                rows the insert refuses.
         """
         if not where:
             raise ValueError(
@@ -280,7 +301,7 @@ class Store:
             )
         frame = _as_frame(rows)
         with self.transaction() as con:
-            columns = self._table(con, table)[0]
+            columns = self._columns(con, table)
             _check_names(table, where.keys(), columns)
             clauses, params = [], []
             for name, value in where.items():
@@ -290,37 +311,67 @@ class Store:
                     clauses.append(f"{_ident(name)} = ?")
                     params.append(value)
             deleted = con.execute(f"DELETE FROM {_ident(table)} WHERE {' AND '.join(clauses)}", params).fetchone()[0]
-            _insert(con, table, frame, columns=columns)
+            _insert(con, table, frame, columns)
         return deleted
 
     def upsert(self, table: str, rows: Rows) -> int:
-        """Insert rows, replacing stored rows with the same primary key; returns rows written.
+        """Insert rows, replacing stored rows with the same key (`migrations.KEYS`); returns rows written.
 
-        Columns absent from `rows` keep their stored values for keys that already exist (DuckDB's
-        INSERT OR REPLACE updates the columns it is given). Within one call the last row for a key
-        wins.
+        Columns absent from `rows` keep their stored values for keys that already exist. Within one
+        call the last row for a key wins.
 
         Raises:
-            ValueError: unknown table or column, a table without a primary key, or rows that lack
-                a primary-key column.
+            ValueError: unknown table or column, a table without a key, rows that lack a key column,
+                or a value a column does not allow.
         """
         frame = _as_frame(rows)
-        with self.connect() as con:
-            columns, key = self._table(con, table)
+        key = KEYS.get(table)
+        with self.transaction() as con:
+            columns = self._columns(con, table)
             if not key:
-                raise ValueError(f"upsert needs a primary key and table {table!r} has none; use insert")
-            if len(frame.columns) and (missing := [k for k in key if k not in frame.columns]):
-                raise ValueError(f"upsert into {table!r} needs the primary-key columns {missing}")
-            if len(frame):
-                # DuckDB refuses to update the same row twice in one statement.
-                frame = frame.drop_duplicates(subset=key, keep="last")
-            return _insert(con, table, frame, columns=columns, or_replace=True)
+                raise ValueError(f"upsert needs a key and table {table!r} has none; use insert")
+            _check_names(table, frame.columns, columns)
+            if frame.empty:
+                return 0
+            if missing := [k for k in key if k not in frame.columns]:
+                raise ValueError(f"upsert into {table!r} needs the key columns {missing}")
+            frame = frame.drop_duplicates(subset=list(key), keep="last")
+            return _merge(con, table, frame, columns, key)
 
-    def _table(self, con: duckdb.DuckDBPyConnection, table: str) -> tuple[dict[str, str], list[str]]:
-        """A table's columns and primary key, looked up once per Store (the schema only changes in migrate)."""
-        if table not in self._schema_cache:
-            self._schema_cache[table] = (_columns(con, table), _primary_key(con, table))
-        return self._schema_cache[table]
+    def _columns(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+        """A table's columns and their types, looked up once per process."""
+        cache_key = (self.lake, table)
+        if (found := _schemas.get(cache_key)) is None:
+            found = _columns(con, table)
+            with _schemas_lock:
+                _schemas[cache_key] = found
+        return found
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def housekeep(self, *, keep_snapshots_days: float = 7.0, merge: bool = False) -> Housekeeping:
+        """Write the rows kept in the catalog out to Parquet, expire old snapshots, delete unneeded files.
+
+        Each small write lives in the catalog until now; here every table's new rows become one
+        Parquet file. Snapshots older than `keep_snapshots_days` expire, and the files only they
+        used are deleted: a reader whose transaction is younger than that keeps a consistent view.
+        `merge` also merges each table's files into fewer: a reader holding a transaction that
+        began before the merge then no longer sees the merged rows, so it is left to the user.
+        """
+        attachment = self._attachment()
+        before = _file_stats(self)
+        older_than = "now() - to_microseconds(CAST(? AS BIGINT))"
+        kept_us = round(keep_snapshots_days * 86_400 * 1_000_000)
+        with attachment.turn(self.lock_timeout), attachment.cursor() as con:
+            con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
+            if merge:
+                con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
+            expired = len(
+                con.execute(f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => {older_than})", [kept_us]).fetchall()
+            )
+            con.execute(f"CALL ducklake_cleanup_old_files('{ALIAS}', older_than => {older_than})", [kept_us])
+        after = _file_stats(self)
+        return Housekeeping(before[0], before[1], after[0], after[1], expired)
 
     def delete_day(self, trade_date: date) -> dict[str, int]:
         """Delete one trading day from every table in DAY_TABLES in one transaction.
@@ -336,29 +387,35 @@ class Store:
         return counts
 
 
+@dataclass(frozen=True, slots=True)
+class Housekeeping:
+    """What `Store.housekeep` did: the data files (count and bytes) before and after, snapshots expired."""
+
+    files_before: int
+    bytes_before: int
+    files: int
+    bytes: int
+    snapshots_expired: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.files} data files, {self.bytes / 1e6:.2f} MB (before: {self.files_before}, "
+            f"{self.bytes_before / 1e6:.2f} MB); {self.snapshots_expired} old snapshots expired"
+        )
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    # The original error matters more; and the connection is closed right after, which discards
-    # any transaction that a failed ROLLBACK might have left open.
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
-
-
-def _missing_message(path: Path) -> str:
-    return f"no DuckDB file at {path} to open read-only; check the path, or let a flow create it first (Store.migrate())"
-
-
-def _locked_message(path: Path, duckdb_text: str, timeout: float) -> str:
-    match = _LOCK_NOTE.search(duckdb_text)
-    note = match.group(0) if match else duckdb_text.removeprefix("IO Error: ")
-    return (
-        f"DuckDB file {path} stayed locked by another process for {timeout:g}s "
-        f'(DuckDB: "{note}"). Stop that process, or wait for it to finish and retry.'
+def _file_stats(store: Store) -> tuple[int, int]:
+    """The store's data and delete files that the catalog lists (so they are on disk): how many, how many bytes."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    ((count, size),) = store.query(
+        f"SELECT count(*), coalesce(sum(file_size_bytes), 0)::BIGINT FROM ("
+        f"SELECT file_size_bytes FROM {meta}.ducklake_data_file "
+        f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)"
     )
+    return count, size
 
 
 def _ident(name: str) -> str:
@@ -366,17 +423,18 @@ def _ident(name: str) -> str:
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    """Column name -> DuckDB type for a table in the main schema; ValueError if there is no such table."""
+    """Column name -> DuckDB type for a table of the store; ValueError if there is no such table."""
     found = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-        [table],
+        "WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [ALIAS, table],
     ).fetchall()
     if not found:
         tables = sorted(
             t
             for (t,) in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = 'main'",
+                [ALIAS],
             ).fetchall()
         )
         raise ValueError(f"unknown table {table!r}; tables are: {', '.join(tables) or '(none)'}")
@@ -392,13 +450,16 @@ def _check_names(table: str, names: Any, columns: Mapping[str, str]) -> None:
         )
 
 
-def _primary_key(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    row = con.execute(
-        "SELECT constraint_column_names FROM duckdb_constraints() "
-        "WHERE schema_name = 'main' AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
-        [table],
-    ).fetchone()
-    return list(row[0]) if row else []
+def _check_allowed(table: str, frame: pd.DataFrame) -> None:
+    for (in_table, column), allowed in ALLOWED.items():
+        if in_table != table or column not in frame.columns:
+            continue
+        values = frame[column]
+        bad = values[values.notna() & ~values.isin(allowed)]
+        if len(bad):
+            raise ValueError(
+                f"{table}.{column} must be one of {', '.join(map(repr, allowed))} (its CHECK rule); got {bad.iloc[0]!r}"
+            )
 
 
 def _as_frame(rows: Rows) -> pd.DataFrame:
@@ -407,32 +468,76 @@ def _as_frame(rows: Rows) -> pd.DataFrame:
     return pd.DataFrame.from_records(list(rows))
 
 
-def _insert(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    frame: pd.DataFrame,
-    *,
-    columns: Mapping[str, str] | None = None,
-    or_replace: bool = False,
-) -> int:
-    """Insert a frame in one statement: register it as a view and INSERT ... SELECT with casts."""
-    columns = columns if columns is not None else _columns(con, table)
+@contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, columns: Mapping[str, str]) -> Iterator[str]:
+    """The frame as a relation of the column types, for one statement: `SELECT ... FROM <yielded>`.
+
+    Casting to the column's own type makes the result independent of how pandas inferred each
+    column (ints with gaps arrive as floats, Decimals as strings, and so on).
+    """
+    view = f"_openbell_rows_{uuid.uuid4().hex}"
+    con.register(view, _prepare(frame, columns))
+    select = ", ".join(f"CAST({_ident(c)} AS {columns[c]}) AS {_ident(c)}" for c in frame.columns)
+    try:
+        yield f"(SELECT {select} FROM temp.main.{_ident(view)})"
+    finally:
+        con.unregister(view)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, columns: Mapping[str, str]) -> int:
+    """Insert a frame in one statement, after checking its names, allowed values and keys."""
     _check_names(table, frame.columns, columns)
     if frame.empty:
         return 0
-    frame = _prepare(frame, columns)
-    view = f"_openbell_rows_{uuid.uuid4().hex}"
+    _check_allowed(table, frame)
+    key = KEYS.get(table)
+    if key and all(k in frame.columns for k in key) and frame.duplicated(subset=list(key)).any():
+        repeated = frame[frame.duplicated(subset=list(key))].iloc[0]
+        raise ValueError(f"duplicate key {_key_text(key, [repeated[k] for k in key])} in the rows for {table!r}")
     names = ", ".join(_ident(c) for c in frame.columns)
-    # Casting to the column's own type makes the result independent of how pandas inferred each
-    # column (ints with gaps arrive as floats, Decimals as strings, and so on).
-    select = ", ".join(f"CAST({_ident(c)} AS {columns[c]})" for c in frame.columns)
-    verb = "INSERT OR REPLACE" if or_replace else "INSERT"
-    con.register(view, frame)
-    try:
-        (count,) = con.execute(f"{verb} INTO {_ident(table)} ({names}) SELECT {select} FROM {_ident(view)}").fetchone()
-    finally:
-        con.unregister(view)
+    with _registered(con, frame, columns) as rows:
+        if key and all(k in frame.columns for k in key):
+            on = " AND ".join(f"t.{_ident(k)} = r.{_ident(k)}" for k in key)
+            keys = ", ".join(f"r.{_ident(k)}" for k in key)
+            clash = con.execute(f"SELECT {keys} FROM {rows} AS r JOIN {_ident(table)} AS t ON {on} LIMIT 1").fetchone()
+            if clash:
+                raise ValueError(f"duplicate key {_key_text(key, clash)}: {table!r} already has that row")
+        (count,) = con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {rows}").fetchone()
     return count
+
+
+def _merge(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, columns: Mapping[str, str], key: Sequence[str]
+) -> int:
+    """Insert the frame's rows, replacing the stored rows with the same keys (keeping the columns it lacks).
+
+    A delete and an insert rather than MERGE: DuckLake keeps small inserts and deletes in the catalog
+    (no Parquet file per write) but writes a file for every MERGE.
+    """
+    _check_allowed(table, frame)
+    on = " AND ".join(f"t.{_ident(k)} = r.{_ident(k)}" for k in key)
+    kept = [c for c in columns if c not in frame.columns]
+    names = ", ".join(_ident(c) for c in (*frame.columns, *kept))
+    values = ", ".join([f"r.{_ident(c)}" for c in frame.columns] + [f"t.{_ident(c)}" for c in kept])
+    matches = " AND ".join(f"{_ident(table)}.{_ident(k)} = r.{_ident(k)}" for k in key)
+    with _registered(con, frame, columns) as rows:
+        if not kept:  # every column given: the stored rows go, the new ones come
+            con.execute(f"DELETE FROM {_ident(table)} WHERE EXISTS (SELECT 1 FROM {rows} AS r WHERE {matches})")
+            con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {rows}")
+            return len(frame)
+        # The new rows, completed with the stored values of the columns the frame lacks.
+        staged = f"_openbell_merge_{uuid.uuid4().hex}"
+        con.execute(f"CREATE TEMP TABLE {staged} AS SELECT {values} FROM {rows} AS r LEFT JOIN {_ident(table)} AS t ON {on}")
+        try:
+            con.execute(f"DELETE FROM {_ident(table)} WHERE EXISTS (SELECT 1 FROM {rows} AS r WHERE {matches})")
+            con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT * FROM temp.main.{staged}")
+        finally:
+            con.execute(f"DROP TABLE temp.main.{staged}")
+    return len(frame)
+
+
+def _key_text(key: Sequence[str], values: Sequence[Any]) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in zip(key, values, strict=True)) + ")"
 
 
 def _prepare(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:

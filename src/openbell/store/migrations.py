@@ -1,4 +1,10 @@
-"""Ordered schema migrations for the DuckDB store, applied once each and recorded in schema_migrations."""
+"""The store's schema: ordered migrations, each applied once and recorded in schema_migrations.
+
+A DuckLake table has no primary key, unique or CHECK constraints (only NOT NULL), so the keys and the
+allowed values live here, next to the tables, and the store enforces them on every write: an upsert
+replaces the row with the same key, an insert refuses a key that is already stored, and a value
+outside its column's allowed set is refused.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ class Migration:
 
 
 # Money and prices are DECIMAL(18,4) so booked amounts round-trip exactly; ratios stay DOUBLE.
-_INITIAL_SCHEMA = """
+# Version 1 is the whole schema of the DuckDB-file store (its migrations 1 to 3) in the lake.
+_SCHEMA = """
 CREATE TABLE runs (
-    run_id VARCHAR PRIMARY KEY,
+    run_id VARCHAR NOT NULL,
     flow VARCHAR NOT NULL,
     trade_date DATE,
     mode VARCHAR,
@@ -29,8 +36,8 @@ CREATE TABLE runs (
 );
 
 CREATE TABLE candidates (
-    trade_date DATE,
-    symbol VARCHAR,
+    trade_date DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
     prior_close DECIMAL(18,4),
     open_price DECIMAL(18,4),
     gap_pct DOUBLE,
@@ -42,157 +49,27 @@ CREATE TABLE candidates (
     passed BOOLEAN,
     reject_reason VARCHAR,
     run_id VARCHAR,
-    PRIMARY KEY (trade_date, symbol)
+    ret_5d_pct DOUBLE,
+    ret_20d_pct DOUBLE,
+    prior_range_pct DOUBLE
 );
 
 CREATE TABLE rankings (
-    trade_date DATE,
-    ranker VARCHAR,
+    trade_date DATE NOT NULL,
+    ranker VARCHAR NOT NULL,
     rank INTEGER,
-    symbol VARCHAR,
+    symbol VARCHAR NOT NULL,
     score DOUBLE,
     reason VARCHAR,
     selected BOOLEAN,
     run_id VARCHAR,
-    PRIMARY KEY (trade_date, ranker, symbol)
+    confidence DOUBLE,
+    risk VARCHAR
 );
-
-CREATE TABLE sizing (
-    trade_date DATE,
-    symbol VARCHAR,
-    ref_price DECIMAL(18,4),
-    shares INTEGER,
-    notional DECIMAL(18,4),
-    skipped_reason VARCHAR,
-    run_id VARCHAR,
-    PRIMARY KEY (trade_date, symbol)
-);
-
-CREATE TABLE orders (
-    client_order_id VARCHAR PRIMARY KEY,
-    trade_date DATE NOT NULL,
-    symbol VARCHAR NOT NULL,
-    side VARCHAR,
-    order_type VARCHAR,
-    tif VARCHAR,
-    purpose VARCHAR,
-    qty INTEGER,
-    limit_price DECIMAL(18,4),
-    stop_price DECIMAL(18,4),
-    oco_group VARCHAR,
-    status VARCHAR,
-    broker_order_id VARCHAR,
-    submitted_at TIMESTAMPTZ,
-    updated_at TIMESTAMPTZ,
-    filled_qty INTEGER,
-    avg_fill_price DECIMAL(18,4),
-    reason VARCHAR,
-    run_id VARCHAR
-);
-
-CREATE TABLE fills (
-    fill_id VARCHAR PRIMARY KEY,
-    client_order_id VARCHAR NOT NULL,
-    trade_date DATE NOT NULL,
-    symbol VARCHAR,
-    side VARCHAR,
-    qty INTEGER,
-    price DECIMAL(18,4),
-    commission DECIMAL(18,4),
-    ts TIMESTAMPTZ
-);
-
-CREATE TABLE trades (
-    trade_date DATE,
-    symbol VARCHAR,
-    shares INTEGER,
-    entry_ts TIMESTAMPTZ,
-    entry_price DECIMAL(18,4),
-    exit_ts TIMESTAMPTZ,
-    exit_price DECIMAL(18,4),
-    exit_reason VARCHAR CHECK (exit_reason IN ('target', 'stop', 'eod')),
-    commission DECIMAL(18,4),
-    pnl DECIMAL(18,4),
-    return_pct DOUBLE,
-    entry_order_id VARCHAR,
-    exit_order_id VARCHAR,
-    PRIMARY KEY (trade_date, symbol)
-);
-
-CREATE TABLE daily_pnl (
-    trade_date DATE PRIMARY KEY,
-    trades INTEGER,
-    wins INTEGER,
-    losses INTEGER,
-    win_rate DOUBLE,
-    gross_pnl DECIMAL(18,4),
-    commission DECIMAL(18,4),
-    net_pnl DECIMAL(18,4),
-    unfilled INTEGER,
-    skipped INTEGER,
-    run_id VARCHAR
-);
-
--- The paper broker's own books: a simulated broker's state, kept apart from the system's records
--- above so reconciliation compares two independent ledgers, as it would against a real broker.
-CREATE TABLE paper_orders (
-    client_order_id VARCHAR PRIMARY KEY,
-    broker_order_id VARCHAR NOT NULL,
-    trade_date DATE NOT NULL,
-    symbol VARCHAR,
-    side VARCHAR,
-    order_type VARCHAR,
-    tif VARCHAR,
-    purpose VARCHAR,
-    qty INTEGER,
-    limit_price DECIMAL(18,4),
-    stop_price DECIMAL(18,4),
-    oco_group VARCHAR,
-    status VARCHAR,
-    submitted_at TIMESTAMPTZ,
-    updated_at TIMESTAMPTZ,
-    filled_qty INTEGER,
-    avg_fill_price DECIMAL(18,4),
-    reason VARCHAR
-);
-
-CREATE TABLE paper_fills (
-    fill_id VARCHAR PRIMARY KEY,
-    client_order_id VARCHAR,
-    broker_order_id VARCHAR,
-    trade_date DATE,
-    symbol VARCHAR,
-    side VARCHAR,
-    qty INTEGER,
-    price DECIMAL(18,4),
-    commission DECIMAL(18,4),
-    ts TIMESTAMPTZ
-);
-
--- Positions the account held before the system traded; the system never touches them.
-CREATE TABLE paper_holdings (
-    symbol VARCHAR PRIMARY KEY,
-    qty INTEGER,
-    avg_price DECIMAL(18,4)
-);
-
-CREATE TABLE paper_clock (
-    trade_date DATE PRIMARY KEY,
-    synced_until TIMESTAMPTZ
-);
-"""
-
-# Issue 5: ranking by an LLM and an ensemble of voters, audited and replayable.
-_RANKING_AUDIT = """
-ALTER TABLE candidates ADD COLUMN ret_5d_pct DOUBLE;
-ALTER TABLE candidates ADD COLUMN ret_20d_pct DOUBLE;
-ALTER TABLE candidates ADD COLUMN prior_range_pct DOUBLE;
-ALTER TABLE rankings ADD COLUMN confidence DOUBLE;
-ALTER TABLE rankings ADD COLUMN risk VARCHAR;
 
 -- Which ranker the day trades and, when it is not the one asked for, why.
 CREATE TABLE ranking_decisions (
-    trade_date DATE PRIMARY KEY,
+    trade_date DATE NOT NULL,
     requested VARCHAR,
     ranker VARCHAR,
     fallback_reason VARCHAR,
@@ -203,30 +80,28 @@ CREATE TABLE ranking_decisions (
 
 -- Every ranker's and voter's score for every candidate, so a day's choice can be explained.
 CREATE TABLE ranker_scores (
-    trade_date DATE,
-    ranker VARCHAR,
-    symbol VARCHAR,
+    trade_date DATE NOT NULL,
+    ranker VARCHAR NOT NULL,
+    symbol VARCHAR NOT NULL,
     score DOUBLE,
     rank INTEGER,
     note VARCHAR,
-    run_id VARCHAR,
-    PRIMARY KEY (trade_date, ranker, symbol)
+    run_id VARCHAR
 );
 
 -- Spearman rank correlation of each ranker's scores with the candidates' realised returns.
 CREATE TABLE ranking_quality (
-    trade_date DATE,
-    ranker VARCHAR,
-    horizon VARCHAR CHECK (horizon IN ('open_close', 'open_high')),
+    trade_date DATE NOT NULL,
+    ranker VARCHAR NOT NULL,
+    horizon VARCHAR NOT NULL,
     n INTEGER,
     spearman DOUBLE,
-    run_id VARCHAR,
-    PRIMARY KEY (trade_date, ranker, horizon)
+    run_id VARCHAR
 );
 
 -- Every request to an LLM and its reply. Not a day table: replays reuse these replies by request_key.
 CREATE TABLE llm_calls (
-    call_id VARCHAR PRIMARY KEY,
+    call_id VARCHAR NOT NULL,
     request_key VARCHAR NOT NULL,
     prompt_hash VARCHAR NOT NULL,
     trade_date DATE,
@@ -241,7 +116,7 @@ CREATE TABLE llm_calls (
     messages JSON,
     inputs JSON,
     raw_reply VARCHAR,
-    status VARCHAR CHECK (status IN ('ok', 'invalid', 'error', 'cached')),
+    status VARCHAR,
     error VARCHAR,
     parsed JSON,
     dropped JSON,
@@ -263,14 +138,134 @@ CREATE TABLE news_headlines (
     provider VARCHAR,
     fetched_at TIMESTAMPTZ
 );
-"""
 
-# Research results, apart from the day tables: a backtest never touches a day's records, and many
-# runs sit side by side, each under its run_id.
-_RESEARCH = """
+CREATE TABLE sizing (
+    trade_date DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
+    ref_price DECIMAL(18,4),
+    shares INTEGER,
+    notional DECIMAL(18,4),
+    skipped_reason VARCHAR,
+    run_id VARCHAR
+);
+
+CREATE TABLE orders (
+    client_order_id VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
+    side VARCHAR,
+    order_type VARCHAR,
+    tif VARCHAR,
+    purpose VARCHAR,
+    qty INTEGER,
+    limit_price DECIMAL(18,4),
+    stop_price DECIMAL(18,4),
+    oco_group VARCHAR,
+    status VARCHAR,
+    broker_order_id VARCHAR,
+    submitted_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ,
+    filled_qty INTEGER,
+    avg_fill_price DECIMAL(18,4),
+    reason VARCHAR,
+    run_id VARCHAR
+);
+
+CREATE TABLE fills (
+    fill_id VARCHAR NOT NULL,
+    client_order_id VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    symbol VARCHAR,
+    side VARCHAR,
+    qty INTEGER,
+    price DECIMAL(18,4),
+    commission DECIMAL(18,4),
+    ts TIMESTAMPTZ
+);
+
+CREATE TABLE trades (
+    trade_date DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
+    shares INTEGER,
+    entry_ts TIMESTAMPTZ,
+    entry_price DECIMAL(18,4),
+    exit_ts TIMESTAMPTZ,
+    exit_price DECIMAL(18,4),
+    exit_reason VARCHAR,
+    commission DECIMAL(18,4),
+    pnl DECIMAL(18,4),
+    return_pct DOUBLE,
+    entry_order_id VARCHAR,
+    exit_order_id VARCHAR
+);
+
+CREATE TABLE daily_pnl (
+    trade_date DATE NOT NULL,
+    trades INTEGER,
+    wins INTEGER,
+    losses INTEGER,
+    win_rate DOUBLE,
+    gross_pnl DECIMAL(18,4),
+    commission DECIMAL(18,4),
+    net_pnl DECIMAL(18,4),
+    unfilled INTEGER,
+    skipped INTEGER,
+    run_id VARCHAR
+);
+
+-- The paper broker's own books: a simulated broker's state, kept apart from the system's records
+-- above so reconciliation compares two independent ledgers, as it would against a real broker.
+CREATE TABLE paper_orders (
+    client_order_id VARCHAR NOT NULL,
+    broker_order_id VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    symbol VARCHAR,
+    side VARCHAR,
+    order_type VARCHAR,
+    tif VARCHAR,
+    purpose VARCHAR,
+    qty INTEGER,
+    limit_price DECIMAL(18,4),
+    stop_price DECIMAL(18,4),
+    oco_group VARCHAR,
+    status VARCHAR,
+    submitted_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ,
+    filled_qty INTEGER,
+    avg_fill_price DECIMAL(18,4),
+    reason VARCHAR
+);
+
+CREATE TABLE paper_fills (
+    fill_id VARCHAR NOT NULL,
+    client_order_id VARCHAR,
+    broker_order_id VARCHAR,
+    trade_date DATE,
+    symbol VARCHAR,
+    side VARCHAR,
+    qty INTEGER,
+    price DECIMAL(18,4),
+    commission DECIMAL(18,4),
+    ts TIMESTAMPTZ
+);
+
+-- Positions the account held before the system traded; the system never touches them.
+CREATE TABLE paper_holdings (
+    symbol VARCHAR NOT NULL,
+    qty INTEGER,
+    avg_price DECIMAL(18,4)
+);
+
+CREATE TABLE paper_clock (
+    trade_date DATE NOT NULL,
+    synced_until TIMESTAMPTZ
+);
+
+-- Research results, apart from the day tables: a backtest never touches a day's records, and many
+-- runs sit side by side, each under its run_id.
 CREATE TABLE backtest_runs (
-    run_id VARCHAR PRIMARY KEY,
-    kind VARCHAR NOT NULL CHECK (kind IN ('backtest', 'sweep', 'compare')),
+    run_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
     start_date DATE,
     end_date DATE,
     parameters JSON,
@@ -320,11 +315,36 @@ CREATE TABLE backtest_metrics (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema", _INITIAL_SCHEMA),
-    Migration(2, "LLM and ensemble ranking, audited", _RANKING_AUDIT),
-    Migration(3, "research: backtests, sweeps and comparisons", _RESEARCH),
-)
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "openbell records in a DuckLake", _SCHEMA),)
+
+# Each table's key: at most one stored row per key (upsert replaces it, insert refuses a second).
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",),
+    "candidates": ("trade_date", "symbol"),
+    "rankings": ("trade_date", "ranker", "symbol"),
+    "ranking_decisions": ("trade_date",),
+    "ranker_scores": ("trade_date", "ranker", "symbol"),
+    "ranking_quality": ("trade_date", "ranker", "horizon"),
+    "llm_calls": ("call_id",),
+    "sizing": ("trade_date", "symbol"),
+    "orders": ("client_order_id",),
+    "fills": ("fill_id",),
+    "trades": ("trade_date", "symbol"),
+    "daily_pnl": ("trade_date",),
+    "paper_orders": ("client_order_id",),
+    "paper_fills": ("fill_id",),
+    "paper_holdings": ("symbol",),
+    "paper_clock": ("trade_date",),
+    "backtest_runs": ("run_id",),
+}
+
+# Columns that accept only these values (NULL aside).
+ALLOWED: dict[tuple[str, str], tuple[str, ...]] = {
+    ("trades", "exit_reason"): ("target", "stop", "eod"),
+    ("ranking_quality", "horizon"): ("open_close", "open_high"),
+    ("llm_calls", "status"): ("ok", "invalid", "error", "cached"),
+    ("backtest_runs", "kind"): ("backtest", "sweep", "compare"),
+}
 
 # Every table keyed by a trading day, so a day can be wiped and re-run. `runs` is left out on
 # purpose: it is the audit log of every execution, including the ones that get re-run.

@@ -47,7 +47,7 @@ def test_a_live_scan_takes_its_universe_from_the_movers_and_finds_the_gapper(pre
 
     passed = premarket_scan(DAY, mode="live")
 
-    rows = Store(data_dir / "openbell.duckdb").query(
+    rows = Store(data_dir / "openbell.ducklake").query(
         "SELECT symbol, round(gap_pct, 2), passed FROM candidates WHERE trade_date = ? ORDER BY symbol", [DAY]
     )
     assert passed == 1

@@ -18,7 +18,7 @@ ENTRY, TARGET, STOP, EOD = (ClientOrderId(f"ob-20250307-ABC-{p}") for p in ("ent
 
 
 def test_an_entry_that_filled_in_part_and_expired_is_protected_for_the_shares_it_got(broker, fake, clock, tmp_path):
-    store = Store(tmp_path / "ob.duckdb")
+    store = Store(tmp_path / "ob.ducklake")
     store.migrate()
     record_orders(store, DAY, [broker.submit(moo_entry(DAY, Symbol("ABC"), 100))])
     clock.sleep_until(at("09:30"))
@@ -37,7 +37,7 @@ def test_an_entry_that_filled_in_part_and_expired_is_protected_for_the_shares_it
 
 def test_liquidation_waits_for_alpaca_to_confirm_the_cancels_before_selling(connect, fake, clock, tmp_path):
     broker = connect(cancel_wait_s=0.0)  # the adapter returns the pending cancel at once: the task must wait
-    store = Store(tmp_path / "ob.duckdb")
+    store = Store(tmp_path / "ob.ducklake")
     store.migrate()
     record_orders(store, DAY, [broker.submit(moo_entry(DAY, Symbol("ABC"), 100))])
     clock.sleep_until(at("09:30"))

@@ -38,6 +38,6 @@ def llm_settings(fake) -> Callable[..., LlmSettings]:
 
 @pytest.fixture
 def store(tmp_path) -> Store:
-    db = Store(tmp_path / "openbell.duckdb")
+    db = Store(tmp_path / "openbell.ducklake")
     db.migrate()
     return db
