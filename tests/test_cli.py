@@ -222,3 +222,83 @@ def test_doctor_shows_the_paper_account(monkeypatch, tmp_path, capsys) -> None:
     assert code == 0
     assert "paper, paper account" in out
     assert "equity     $100,000.00" in out
+
+
+# -- store ---------------------------------------------------------------------------------------------
+
+
+def readme_attach_line() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (line,) = [row for row in readme.splitlines() if row.startswith('duckdb -cmd "ATTACH')]
+    return line.removeprefix('duckdb -cmd "').removesuffix('"')
+
+
+def test_the_readmes_attach_line_opens_the_store_in_plain_duckdb(tmp_path: Path, monkeypatch) -> None:
+    import duckdb
+
+    from openbell.store.lake import extension_directory
+
+    monkeypatch.chdir(tmp_path)  # the README's line names data/openbell.ducklake, relative to where openbell runs
+    store = Store(tmp_path / "data" / "openbell.ducklake")
+    store.migrate()
+    store.insert("runs", [{"run_id": "r1", "flow": "scan"}])
+    con = duckdb.connect(config={"extension_directory": str(extension_directory())})  # as the DuckDB CLI would
+
+    con.execute(readme_attach_line())
+
+    assert con.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+    with pytest.raises(duckdb.Error, match="(?i)read.only"):
+        con.execute("DELETE FROM runs")
+
+
+def test_store_attach_prints_lines_that_open_the_store(capsys, tmp_path: Path) -> None:
+    import duckdb
+
+    store = Store(tmp_path / "mine.ducklake")
+    store.migrate()
+    store.insert("runs", [{"run_id": "r1", "flow": "scan"}])
+
+    code, out, _ = run(capsys, "store", "attach", "--db", str(store.path))
+
+    (cli,) = [line.strip() for line in out.splitlines() if line.strip().startswith("duckdb -cmd")]
+    (offline,) = [line.strip() for line in out.splitlines() if line.strip().startswith("SET extension_directory")]
+    (python,) = [line.strip() for line in out.splitlines() if line.strip().startswith("import openbell.store")]
+    con = duckdb.connect()
+    con.execute(offline)
+    con.execute(cli.removeprefix('duckdb -cmd "').removesuffix('"'))
+    namespace: dict = {}
+    exec(python, namespace)
+    assert code == 0
+    assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+    assert namespace["con"].execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+
+
+def test_store_migrate_moves_an_old_file_and_prints_the_counts(capsys, tmp_path: Path) -> None:
+    import duckdb
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, flow VARCHAR NOT NULL, status VARCHAR)")
+    con.execute("INSERT INTO runs VALUES ('a', 'scan', 'completed'), ('b', 'rank', 'completed')")
+    con.close()
+    target = tmp_path / "new.ducklake"
+
+    code, out, _ = run(capsys, "store", "migrate", str(old), "--db", str(target))
+
+    assert code == 0
+    assert "runs" in out and "2" in out and "unchanged" in out
+    assert Store(target).query("SELECT run_id, flow FROM runs ORDER BY run_id") == [("a", "scan"), ("b", "rank")]
+    assert user_error(capsys, "store", "migrate", str(old), "--db", str(target)).endswith(
+        "(OPENBELL_DATA__DB_PATH, or --db, names another one)"
+    )
+
+
+def test_a_query_on_a_folder_that_still_has_the_old_file_says_how_to_move_it(capsys, tmp_path: Path, monkeypatch) -> None:
+    import duckdb
+
+    monkeypatch.setenv("OPENBELL_DATA__DIR", str(tmp_path))
+    duckdb.connect(str(tmp_path / "openbell.duckdb")).close()
+
+    line = user_error(capsys, "query", "SELECT 1")
+
+    assert "openbell store migrate" in line and "openbell.duckdb" in line

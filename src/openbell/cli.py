@@ -297,6 +297,7 @@ def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, op
 
     market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
     day = runtime.resolve_trade_date(trade_date, "replay", settings)
+    runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)  # a temporary server boots while the day's bars are read and the flows load
     try:
         bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
@@ -364,7 +365,7 @@ def _store_attach(args: argparse.Namespace) -> int:
 
     lake = _store_of(args).lake
     print("In the DuckDB CLI (read-only; its extensions: INSTALL ducklake; INSTALL sqlite, once, online):")
-    print(f'  duckdb -cmd "{lake.attach_sql(read_only=True)}; USE {ALIAS};"')
+    print(f'  duckdb -cmd "{lake.user_attach_sql()}; USE {ALIAS};"')
     print("Offline, with the extensions openbell installed (DuckDB 1.4.4):")
     print(f"  SET extension_directory = '{extension_directory()}';")
     print("In Python, for notebooks and scripts:")

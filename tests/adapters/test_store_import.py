@@ -148,3 +148,15 @@ def test_an_import_killed_midway_leaves_no_records_and_the_next_one_moves_them_a
         (ROWS, duckdb.connect(str(old), read_only=True).execute("SELECT sum(pnl) FROM backtest_trades").fetchone()[0])
     ]
     assert store.query("SELECT count(*) FROM candidates") == [(40,)]
+
+
+def test_a_duckdb_file_without_openbells_tables_is_refused_and_nothing_is_made(tmp_path: Path) -> None:
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE prices (symbol VARCHAR, close DOUBLE)")
+    con.close()
+    store = Store(tmp_path / "openbell.ducklake")
+
+    with pytest.raises(ConfigError, match="none of openbell's tables"):
+        import_legacy(other, store)
+    assert store._versions() == set()

@@ -45,8 +45,11 @@ def import_legacy(source: Path, store: Store, *, announce: Callable[[str], objec
                     "(OPENBELL_DATA__DB_PATH, or --db, names another one)"
                 )
             store.migrate()
+            tables = _tables(con, alias)
+            if not tables:  # the transaction rolls back: not even the schema stays
+                raise ConfigError(f"{source} holds none of openbell's tables; nothing to move")
             copied = {}
-            for table in _tables(con, alias):
+            for table in tables:
                 columns = _common_columns(con, alias, table)
                 names = ", ".join(_ident(c) for c in columns)
                 con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {alias}.main.{_ident(table)}")

@@ -75,8 +75,12 @@ class Lake:
     def describe(self) -> str:
         return str(self.sqlite_file) if self.sqlite_file else self.catalog.split(" password=")[0]
 
+    def user_attach_sql(self) -> str:
+        """The ATTACH a user types in the DuckDB CLI: read-only, and the catalog knows where its files are."""
+        return f"ATTACH 'ducklake:{_quoted(self.catalog)}' AS {ALIAS} (READ_ONLY)"
+
     def attach_sql(self, *, read_only: bool, alias: str = ALIAS) -> str:
-        """The ATTACH statement, also what a user types in the DuckDB CLI."""
+        """The ATTACH statement of openbell's own connections (a new catalog learns its data path from it)."""
         source = "ducklake::memory:" if self.catalog == ":memory:" else f"ducklake:{self.catalog}"
         options = [f"DATA_PATH '{_quoted(self.data_path)}'"]
         if read_only:
@@ -284,7 +288,7 @@ def _check_catalog_file(file: Path, read_only: bool) -> None:
     if head[8:12] == _DUCKDB_MAGIC:
         raise ConfigError(
             f"{file} is a DuckDB file from an earlier openbell; move its records into a store with "
-            f"`openbell store migrate {file}`"
+            f"`openbell store migrate {file} --db {file.with_suffix('.ducklake')}`, then use that one"
         )
     if head != _SQLITE_MAGIC or not _is_ducklake(file):
         raise ConfigError(f"{file} is not an openbell store (not a DuckLake catalog); give another path")
