@@ -46,7 +46,7 @@ def housekeep_store(run: RunContext) -> str:
     """
     log = get_run_logger()
     try:
-        done = wiring.store_for(run.settings).housekeep(keep_snapshots_days=run.settings.data.keep_snapshots_days)
+        done = wiring.store_for(run.settings).housekeep(**run.settings.data.housekeeping())
     except Exception as exc:  # the records are safe either way; say why, and leave it to the next close
         log.warning("store housekeeping skipped: %s", str(exc).splitlines()[0])
         return ""

@@ -116,9 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--db", type=Path, help=_DB_HELP)
     migrate.set_defaults(command=_store_migrate)
     housekeep = store_commands.add_parser(
-        "housekeep", help="compact small files and expire old snapshots (the report and backtests do it too)"
+        "housekeep", help="write small writes out to Parquet, expire old snapshots (the report and backtests do it too)"
     )
     housekeep.add_argument("--db", type=Path, help=_DB_HELP)
+    housekeep.add_argument(
+        "--merge", action="store_true", help="merge each table's small files now, whatever their number"
+    )
     housekeep.set_defaults(command=_store_housekeep)
 
     up = commands.add_parser("up", help="start a Prefect server and serve the scheduled deployments, in the background")
@@ -393,7 +396,8 @@ def _store_housekeep(args: argparse.Namespace) -> int:
     from openbell.config import load_settings
 
     store = _store_of(args)
-    done = store.housekeep(keep_snapshots_days=load_settings().data.keep_snapshots_days)
+    wanted = load_settings().data.housekeeping()
+    done = store.housekeep(**(wanted | {"merge_above_files": 0} if args.merge else wanted))
     print(f"openbell: {done}")
     return 0
 

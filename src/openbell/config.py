@@ -58,6 +58,9 @@ class DataSettings(BaseModel):
     keep_snapshots_days: float = Field(
         7.0, ge=0, description="How long the store keeps old snapshots (time travel, readers' open transactions)."
     )
+    merge_above_files: int = Field(
+        500, ge=0, description="Housekeeping merges small data files once the store holds more than this many (about 20 a day)."
+    )
     universe: list[str] | None = Field(
         None,
         description="Symbols a live scan considers; empty: the broker's pre-market movers list.",
@@ -87,6 +90,10 @@ class DataSettings(BaseModel):
     def legacy_database(self) -> Path:
         """Where openbell kept its records before the store was a DuckLake (a DuckDB file)."""
         return self.dir / "openbell.duckdb"
+
+    def housekeeping(self) -> dict:
+        """The arguments of `Store.housekeep` these settings ask for."""
+        return {"keep_snapshots_days": self.keep_snapshots_days, "merge_above_files": self.merge_above_files}
 
     def lake(self) -> Lake:
         from openbell.store.lake import Lake  # here: importing the settings does not load DuckDB

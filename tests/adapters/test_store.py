@@ -300,6 +300,21 @@ def test_read_only_connect_on_a_missing_store_is_a_config_error(tmp_path: Path) 
     assert not missing.exists()
 
 
+def test_a_store_moved_with_its_folder_still_opens_with_every_row(tmp_path: Path) -> None:
+    before = Store(tmp_path / "old" / "openbell.ducklake")
+    before.migrate()
+    before.insert("candidates", [candidate(f"S{i}") for i in range(3)])
+    before.housekeep()  # the rows now live in Parquet files under the folder
+    assert list((tmp_path / "old" / "openbell.ducklake.files").rglob("*.parquet"))
+
+    (tmp_path / "old").rename(tmp_path / "new")
+    after = Store(tmp_path / "new" / "openbell.ducklake")
+
+    assert after.query("SELECT symbol FROM candidates ORDER BY symbol") == [("S0",), ("S1",), ("S2",)]
+    after.insert("candidates", [candidate("S3")])
+    assert after.query("SELECT count(*) FROM candidates") == [(4,)]
+
+
 def test_memory_store_keeps_its_data_between_calls() -> None:
     store = Store(":memory:")
     store.migrate()
@@ -481,3 +496,19 @@ def test_an_error_inside_a_batch_is_the_one_the_caller_sees(store: Store) -> Non
             raise RuntimeError("the block failed")
 
     assert store.query("SELECT count(*) FROM runs") == [(0,)]  # rolled back, and the store still answers
+
+
+def test_housekeeping_merges_small_files_only_above_the_threshold_and_keeps_every_row(tmp_path: Path) -> None:
+    store = Store(tmp_path / "openbell.ducklake")
+    store.migrate()
+    for day in range(1, 6):
+        store.insert("candidates", [candidate(f"S{i}", date(2024, 3, day)) for i in range(4)])
+        store.housekeep(merge_above_files=100)  # a day's writes become a file; too few to merge
+    files = store.housekeep(merge_above_files=100).files
+    assert files >= 5
+
+    done = store.housekeep(merge_above_files=files - 1)
+
+    assert done.merged and done.files < files
+    assert store.query("SELECT count(*), count(DISTINCT (trade_date, symbol)) FROM candidates") == [(20, 20)]
+    assert "small files merged" in str(done)

@@ -220,6 +220,7 @@ FULL_SET = {
     "OPENBELL_DATA__CATALOG": "postgres:dbname=openbell host=127.0.0.1",
     "OPENBELL_DATA__DATA_PATH": "/srv/shared/openbell/",
     "OPENBELL_DATA__KEEP_SNAPSHOTS_DAYS": "3",
+    "OPENBELL_DATA__MERGE_ABOVE_FILES": "200",
     "OPENBELL_DATA__UNIVERSE": '["AAPL", "TSLA"]',
     "OPENBELL_SCAN__MIN_PRICE": "3",
     "OPENBELL_SCAN__MAX_PRICE": "500",

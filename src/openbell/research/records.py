@@ -71,7 +71,7 @@ def record_run(
         if extra_metrics is not None and len(extra_metrics):
             store.insert("backtest_metrics", extra_metrics.assign(run_id=run_id))
     try:  # its rows into a few Parquet files; the run is recorded either way
-        store.housekeep(keep_snapshots_days=settings.data.keep_snapshots_days)
+        store.housekeep(**settings.data.housekeeping())
     except Exception as exc:
         log.warning("store housekeeping after %s skipped: %s", run_id, str(exc).splitlines()[0])
 

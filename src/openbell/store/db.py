@@ -349,29 +349,31 @@ class Store:
 
     # -- housekeeping ---------------------------------------------------------------------------
 
-    def housekeep(self, *, keep_snapshots_days: float = 7.0, merge: bool = False) -> Housekeeping:
-        """Write the rows kept in the catalog out to Parquet, expire old snapshots, delete unneeded files.
+    def housekeep(self, *, keep_snapshots_days: float = 7.0, merge_above_files: int | None = None) -> Housekeeping:
+        """Write the rows kept in the catalog out to Parquet, merge small files, expire old snapshots.
 
         Each small write lives in the catalog until now; here every table's new rows become one
-        Parquet file. Snapshots older than `keep_snapshots_days` expire, and the files only they
-        used are deleted: a reader whose transaction is younger than that keeps a consistent view.
-        `merge` also merges each table's files into fewer: a reader holding a transaction that
-        began before the merge then no longer sees the merged rows, so it is left to the user.
+        Parquet file (a day adds about 20). Once the store holds more than `merge_above_files` data
+        files (None: never; 0: now), each table's files are merged into few. A reader holding a
+        transaction that began before a merge does not see the merged rows until it begins a new
+        one (a query outside an explicit transaction always does), which is why merges are rare.
+        Snapshots older than `keep_snapshots_days` expire, and files only they used are deleted.
         """
         attachment = self._attachment()
-        before = _file_stats(self)
         older_than = "now() - to_microseconds(CAST(? AS BIGINT))"
         kept_us = round(keep_snapshots_days * 86_400 * 1_000_000)
         with attachment.turn(self.lock_timeout), attachment.cursor() as con:
+            before = _file_stats(con)
             con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
-            if merge:
+            merged = merge_above_files is not None and _file_stats(con)[0] > merge_above_files
+            if merged:
                 con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
             expired = len(
                 con.execute(f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => {older_than})", [kept_us]).fetchall()
             )
             con.execute(f"CALL ducklake_cleanup_old_files('{ALIAS}', older_than => {older_than})", [kept_us])
-        after = _file_stats(self)
-        return Housekeeping(before[0], before[1], after[0], after[1], expired)
+            after = _file_stats(con)
+        return Housekeeping(before[0], before[1], after[0], after[1], expired, merged)
 
     def delete_day(self, trade_date: date) -> dict[str, int]:
         """Delete one trading day from every table in DAY_TABLES in one transaction.
@@ -396,25 +398,27 @@ class Housekeeping:
     files: int
     bytes: int
     snapshots_expired: int
+    merged: bool = False
 
     def __str__(self) -> str:
         return (
             f"{self.files} data files, {self.bytes / 1e6:.2f} MB (before: {self.files_before}, "
-            f"{self.bytes_before / 1e6:.2f} MB); {self.snapshots_expired} old snapshots expired"
+            f"{self.bytes_before / 1e6:.2f} MB{'; small files merged' if self.merged else ''}); "
+            f"{self.snapshots_expired} old snapshots expired"
         )
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _file_stats(store: Store) -> tuple[int, int]:
+def _file_stats(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """The store's data and delete files that the catalog lists (so they are on disk): how many, how many bytes."""
     meta = f"__ducklake_metadata_{ALIAS}"
-    ((count, size),) = store.query(
+    count, size = con.execute(
         f"SELECT count(*), coalesce(sum(file_size_bytes), 0)::BIGINT FROM ("
         f"SELECT file_size_bytes FROM {meta}.ducklake_data_file "
         f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)"
-    )
+    ).fetchone()
     return count, size
 
 

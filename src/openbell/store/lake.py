@@ -76,13 +76,18 @@ class Lake:
         return str(self.sqlite_file) if self.sqlite_file else self.catalog.split(" password=")[0]
 
     def user_attach_sql(self) -> str:
-        """The ATTACH a user types in the DuckDB CLI: read-only, and the catalog knows where its files are."""
-        return f"ATTACH 'ducklake:{_quoted(self.catalog)}' AS {ALIAS} (READ_ONLY)"
+        """The ATTACH a user types in the DuckDB CLI: read-only, with the files where they are now."""
+        return (
+            f"ATTACH 'ducklake:{_quoted(self.catalog)}' AS {ALIAS} "
+            f"(DATA_PATH '{_quoted(self.data_path)}', OVERRIDE_DATA_PATH true, READ_ONLY)"
+        )
 
     def attach_sql(self, *, read_only: bool, alias: str = ALIAS) -> str:
         """The ATTACH statement of openbell's own connections (a new catalog learns its data path from it)."""
         source = "ducklake::memory:" if self.catalog == ":memory:" else f"ducklake:{self.catalog}"
-        options = [f"DATA_PATH '{_quoted(self.data_path)}'"]
+        # The data path is where the files are now (a store moved with its folder works): it overrides the
+        # one the catalog was made with; the files' own paths are relative to it.
+        options = [f"DATA_PATH '{_quoted(self.data_path)}'", "OVERRIDE_DATA_PATH true"]
         if read_only:
             options.append("READ_ONLY")
         else:
