@@ -59,7 +59,7 @@ class DataSettings(BaseModel):
         7.0, ge=0, description="How long the store keeps old snapshots (time travel, readers' open transactions)."
     )
     merge_above_files: int = Field(
-        500, ge=0, description="Housekeeping merges small data files once the store holds more than this many (about 20 a day)."
+        500, ge=0, description="Housekeeping merges small data files once the store holds more than this many (20 a day)."
     )
     universe: list[str] | None = Field(
         None,
