@@ -119,9 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         "housekeep", help="write small writes out to Parquet, expire old snapshots (the report and backtests do it too)"
     )
     housekeep.add_argument("--db", type=Path, help=_DB_HELP)
-    housekeep.add_argument(
-        "--merge", action="store_true", help="merge each table's small files now, whatever their number"
-    )
+    housekeep.add_argument("--merge", action="store_true", help="merge each table's small files now, whatever their number")
     housekeep.set_defaults(command=_store_housekeep)
 
     up = commands.add_parser("up", help="start a Prefect server and serve the scheduled deployments, in the background")
