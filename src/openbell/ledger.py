@@ -11,6 +11,7 @@ from datetime import date, datetime
 
 from openbell import calendar
 from openbell.brokers import Broker
+from openbell.core.risk import RiskEvent
 from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Side, Symbol, is_ours
 from openbell.store import Store
 
@@ -28,6 +29,18 @@ def record_rejection(store: Store, trade_date: date, intent: OrderIntent, reason
         "run_id": run_id,
     }  # fmt: skip
     store.upsert("orders", [row])
+
+
+def record_risk_events(store: Store, events: list[RiskEvent], run_id: str | None = None) -> None:
+    """Record guards' verdicts in `risk_events` (the same verdict again replaces its row)."""
+    if not events:
+        return
+    store.upsert("risk_events", [
+        {"event_id": e.event_id, "trade_date": e.trade_date, "ts": e.ts, "rule": e.rule.value, "symbol": e.symbol,
+         "observed": e.observed, "limit_value": e.limit_value, "action": e.action.value, "message": e.message,
+         "run_id": run_id}
+        for e in events
+    ])  # fmt: skip
 
 
 class BrokerMirror:

@@ -47,6 +47,7 @@ ALL_TABLES = {
     "backtest_trades",
     "backtest_daily",
     "backtest_metrics",
+    "risk_events",
 }
 
 

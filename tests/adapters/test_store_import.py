@@ -16,6 +16,7 @@ from openbell.config import Settings
 from openbell.errors import ConfigError
 from openbell.store import Store
 from openbell.store.convert import import_legacy
+from openbell.store.migrations import MIGRATIONS
 
 LEGACY_SCHEMA = Path(__file__).with_name("legacy_schema.sql")
 TABLES = ("runs", "candidates", "orders", "trades", "llm_calls", "backtest_trades")
@@ -73,7 +74,7 @@ def test_every_row_moves_exactly_and_the_file_stays_as_it_was(tmp_path: Path) ->
         assert store.query(f"SELECT * FROM {table} {order}") == expected, table
         assert copied[table] == len(rows(f"SELECT * FROM {table}", con))
     con.close()
-    assert store.query("SELECT max(version) FROM schema_migrations") == [(1,)]  # the store's own schema history
+    assert store.query("SELECT max(version) FROM schema_migrations") == [(len(MIGRATIONS),)]  # the store's own schema history
     assert old.read_bytes() == before
 
 

@@ -315,7 +315,27 @@ CREATE TABLE backtest_metrics (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "openbell records in a DuckLake", _SCHEMA),)
+# Every guard's verdict: a limit that refused an order or tripped, a protective order that fell back to
+# the monitor, an outage, a reset. `observed` and `limit_value` are the numbers the rule compared.
+_RISK_EVENTS = """
+CREATE TABLE risk_events (
+    event_id VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    rule VARCHAR NOT NULL,
+    symbol VARCHAR,
+    observed DOUBLE,
+    limit_value DOUBLE,
+    action VARCHAR NOT NULL,
+    message VARCHAR,
+    run_id VARCHAR
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "openbell records in a DuckLake", _SCHEMA),
+    Migration(2, "risk events", _RISK_EVENTS),
+)
 
 # Each table's key: at most one stored row per key (upsert replaces it, insert refuses a second).
 KEYS: dict[str, tuple[str, ...]] = {
@@ -336,6 +356,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "paper_holdings": ("symbol",),
     "paper_clock": ("trade_date",),
     "backtest_runs": ("run_id",),
+    "risk_events": ("event_id",),
 }
 
 # Columns that accept only these values (NULL aside).
@@ -362,6 +383,7 @@ DAY_TABLES: tuple[str, ...] = (
     "paper_orders",
     "paper_fills",
     "paper_clock",
+    "risk_events",
 )
 
 

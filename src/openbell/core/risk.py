@@ -1,0 +1,229 @@
+"""Risk guardrails: the limits on a day's entries and losses, and the verdicts they give.
+
+One set of rules for the order task, the monitor, the paper broker and the backtest:
+- `admit_entries` walks the day's sized picks in rank order and refuses those that would break a
+  limit on positions, exposure, notional per symbol or trades per day (or any entry once the day's
+  loss limit tripped or a drawdown halt is on);
+- `daily_loss_breach` says whether realised plus marked-to-market P&L is past the day's loss limit;
+- `drawdown_breach` says whether equity fell more than the limit from its peak over recent sessions.
+Every refusal and trip is a `RiskEvent`, recorded in `risk_events` and shown in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from openbell.core.sizing import PositionSize
+
+
+class Rule(StrEnum):
+    """What a risk event is about; the `rule` column of `risk_events`."""
+
+    DAILY_LOSS_USD = "daily_loss_usd"
+    DAILY_LOSS_PCT = "daily_loss_pct"
+    MAX_POSITIONS = "max_positions"
+    MAX_EXPOSURE_USD = "max_exposure_usd"
+    MAX_EXPOSURE_PCT = "max_exposure_pct"
+    MAX_SYMBOL_NOTIONAL_USD = "max_symbol_notional_usd"
+    MAX_TRADES_PER_DAY = "max_trades_per_day"
+    MAX_DRAWDOWN_PCT = "max_drawdown_pct"
+    BUYING_POWER = "buying_power"
+    PROTECTION = "protection"  # a protective order the broker refused or failed: the monitor holds the stop
+    BROKER_OUTAGE = "broker_outage"
+    FLATTEN = "flatten"  # flattened by hand (openbell flatten)
+
+
+class Action(StrEnum):
+    REFUSED = "refused"  # an order was not sent
+    HALTED = "halted"  # the day's trading stopped: entries cancelled, positions flattened, no new orders
+    ENTRIES_HALTED = "entries_halted"  # no new entries until `openbell risk reset`
+    RESET = "reset"
+    FALLBACK = "fallback"  # the monitor holds the exit itself
+    RECOVERED = "recovered"
+    FLATTENED = "flattened"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    """One guard's verdict, as recorded in `risk_events`."""
+
+    trade_date: date
+    ts: datetime
+    rule: Rule
+    action: Action
+    message: str
+    symbol: str | None = None
+    observed: float | None = None
+    limit_value: float | None = None
+
+    @property
+    def event_id(self) -> str:
+        """The same verdict on the same day and symbol is one row, however often a rerun reaches it."""
+        return f"{self.trade_date:%Y%m%d}-{self.rule.value}-{self.action.value}-{self.symbol or '*'}"
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """The day's limits; None switches a limit off (all are off by default)."""
+
+    daily_loss_usd: Decimal | None = None
+    daily_loss_pct: Decimal | None = None  # of the day's starting equity
+    max_positions: int | None = None
+    max_exposure_usd: Decimal | None = None  # gross, the day's entries at their sized notional
+    max_exposure_pct: Decimal | None = None  # of equity
+    max_symbol_notional_usd: Decimal | None = None
+    max_trades_per_day: int | None = None
+    max_drawdown_pct: Decimal | None = None  # from the equity peak of the last `drawdown_sessions` sessions
+    drawdown_sessions: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("daily_loss_usd", "max_exposure_usd", "max_symbol_notional_usd"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive dollars, got {value}")
+        for name in ("daily_loss_pct", "max_exposure_pct", "max_drawdown_pct"):
+            value = getattr(self, name)
+            if value is not None and not Decimal(0) < value <= Decimal(100):
+                raise ValueError(f"{name} must be a percentage in (0, 100], got {value}")
+        for name in ("max_positions", "max_trades_per_day"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.drawdown_sessions < 1:
+            raise ValueError(f"drawdown_sessions must be at least 1, got {self.drawdown_sessions}")
+
+    def daily_loss_limit(self, starting_equity: Decimal) -> Decimal | None:
+        """The day's loss limit in dollars (a positive number): the tighter of the two, or None."""
+        limits = [self.daily_loss_usd] if self.daily_loss_usd is not None else []
+        if self.daily_loss_pct is not None:
+            limits.append(starting_equity * self.daily_loss_pct / 100)
+        return min(limits) if limits else None
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """What the day already holds when new entries are considered."""
+
+    equity: Decimal
+    open_positions: int = 0
+    exposure: Decimal = Decimal(0)  # gross notional of open positions and working entries
+    notional_by_symbol: dict[str, Decimal] | None = None
+    trades_today: int = 0  # entries sent today
+
+
+def admit_entries(
+    sizes: Sequence[PositionSize],
+    limits: RiskLimits,
+    book: Book,
+    *,
+    trade_date: date,
+    now: datetime,
+    halted: str | None = None,
+) -> tuple[list[PositionSize], list[RiskEvent]]:
+    """The sizes in rank order, each kept while every limit holds; the others skipped, with their events.
+
+    `halted` (the reason) refuses every entry: the day's loss limit tripped, or a drawdown halt is on.
+    A refused pick keeps its place with 0 shares and the reason, like a pick sizing skipped; a later,
+    smaller pick can still fit.
+    """
+    positions, exposure, trades = book.open_positions, book.exposure, book.trades_today
+    by_symbol = dict(book.notional_by_symbol or {})
+    kept: list[PositionSize] = []
+    events: list[RiskEvent] = []
+    for size in sizes:
+        if not size.shares:
+            kept.append(size)
+            continue
+        refusal = _refusal(size, limits, book.equity, positions, exposure, by_symbol, trades, halted)
+        if refusal is not None:
+            rule, observed, limit, reason = refusal
+            kept.append(replace(size, shares=0, notional=Decimal(0), skipped_reason=reason))
+            events.append(RiskEvent(trade_date, now, rule, Action.REFUSED, f"{size.symbol}: {reason}", size.symbol,
+                                    observed, limit))  # fmt: skip
+            continue
+        positions, exposure, trades = positions + 1, exposure + size.notional, trades + 1
+        by_symbol[size.symbol] = by_symbol.get(size.symbol, Decimal(0)) + size.notional
+        kept.append(size)
+    return kept, events
+
+
+def _refusal(
+    size: PositionSize,
+    limits: RiskLimits,
+    equity: Decimal,
+    positions: int,
+    exposure: Decimal,
+    by_symbol: dict[str, Decimal],
+    trades: int,
+    halted: str | None,
+) -> tuple[Rule, float | None, float | None, str] | None:
+    """The first limit this entry would break, as (rule, observed, limit, reason); None when it fits."""
+    if halted is not None:
+        rule = Rule.MAX_DRAWDOWN_PCT if "drawdown" in halted else Rule.DAILY_LOSS_USD
+        return rule, None, None, f"no new entries: {halted}"
+    if limits.max_positions is not None and positions + 1 > limits.max_positions:
+        return (
+            Rule.MAX_POSITIONS,
+            positions + 1,
+            limits.max_positions,
+            f"would be position {positions + 1} of at most {limits.max_positions}",
+        )
+    if limits.max_trades_per_day is not None and trades + 1 > limits.max_trades_per_day:
+        return (Rule.MAX_TRADES_PER_DAY, trades + 1, limits.max_trades_per_day,
+                f"would be trade {trades + 1} of at most {limits.max_trades_per_day} today")  # fmt: skip
+    symbol_notional = by_symbol.get(size.symbol, Decimal(0)) + size.notional
+    if limits.max_symbol_notional_usd is not None and symbol_notional > limits.max_symbol_notional_usd:
+        return (Rule.MAX_SYMBOL_NOTIONAL_USD, float(symbol_notional), float(limits.max_symbol_notional_usd),
+                f"${symbol_notional:,.2f} in {size.symbol} is over the ${limits.max_symbol_notional_usd:,.2f} limit")  # fmt: skip
+    gross = exposure + size.notional
+    if limits.max_exposure_usd is not None and gross > limits.max_exposure_usd:
+        return (Rule.MAX_EXPOSURE_USD, float(gross), float(limits.max_exposure_usd),
+                f"gross exposure ${gross:,.2f} would be over the ${limits.max_exposure_usd:,.2f} limit")  # fmt: skip
+    if limits.max_exposure_pct is not None and equity > 0:
+        pct = gross / equity * 100
+        if pct > limits.max_exposure_pct:
+            return (Rule.MAX_EXPOSURE_PCT, float(pct), float(limits.max_exposure_pct),
+                    f"gross exposure {pct:.1f}% of equity would be over the {limits.max_exposure_pct}% limit")  # fmt: skip
+    return None
+
+
+def daily_loss_breach(pnl: Decimal, starting_equity: Decimal, limits: RiskLimits) -> tuple[Rule, float, float, str] | None:
+    """Whether the day's P&L (realised plus marked to market) is at or past its loss limit.
+
+    Returns (rule, observed loss, limit, message) when it is, None otherwise.
+    """
+    loss = -pnl
+    if limits.daily_loss_usd is not None and loss >= limits.daily_loss_usd:
+        return (Rule.DAILY_LOSS_USD, float(loss), float(limits.daily_loss_usd),
+                f"the day's loss ${loss:,.2f} reached the ${limits.daily_loss_usd:,.2f} limit")  # fmt: skip
+    if limits.daily_loss_pct is not None and starting_equity > 0:
+        pct = loss / starting_equity * 100
+        if pct >= limits.daily_loss_pct:
+            return (Rule.DAILY_LOSS_PCT, float(pct), float(limits.daily_loss_pct),
+                    f"the day's loss {pct:.2f}% of ${starting_equity:,.2f} reached the {limits.daily_loss_pct}% limit")  # fmt: skip
+    return None
+
+
+def drawdown_breach(equity_by_session: Sequence[Decimal], limits: RiskLimits) -> tuple[float, str] | None:
+    """Whether the latest equity is more than the limit below its peak over the last `drawdown_sessions`.
+
+    `equity_by_session` is each session's closing equity, oldest first, the latest last. Returns
+    (drawdown %, message) when entries must halt, None otherwise.
+    """
+    if limits.max_drawdown_pct is None or not equity_by_session:
+        return None
+    window = list(equity_by_session)[-(limits.drawdown_sessions + 1) :]
+    peak, last = max(window), window[-1]
+    if peak <= 0:
+        return None
+    drawdown = (peak - last) / peak * 100
+    if drawdown > limits.max_drawdown_pct:
+        return float(drawdown), (
+            f"equity ${last:,.2f} is {drawdown:.2f}% below its peak ${peak:,.2f} of the last "
+            f"{limits.drawdown_sessions} sessions (limit {limits.max_drawdown_pct}%)"
+        )
+    return None
