@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the flows package sits next to this folder
 
 from flows.backtest import backtest  # noqa: E402
+from flows.flatten_now import flatten_now  # noqa: E402
 from flows.liquidate_eod import liquidate_eod  # noqa: E402
 from flows.monitor_exits import monitor_exits  # noqa: E402
 from flows.place_moo_orders import place_moo_orders  # noqa: E402
@@ -37,10 +38,15 @@ FLOWS = {
     "liquidate-eod": liquidate_eod,
     "report-eod": report_eod,
 }
+RESEARCH = {"backtest", "sweep"}
 ONE_AT_A_TIME = {"monitor-exits"}  # a second exit monitor would place exits twice: it is cancelled
 ON_DEMAND_FLOWS = {
     "backtest": (backtest, "Backtest a date range of the replay data; the Run button asks for the range."),
     "sweep": (sweep, "Every target x stop x liquidation over the same sessions, with an out-of-sample check."),
+    "flatten-now": (
+        flatten_now,
+        "Cancel the system's open orders and sell what it opened, now; no new order for the rest of the day.",
+    ),
 }
 
 
@@ -65,8 +71,10 @@ def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = N
             )
         )
     for name in ON_DEMAND:
-        research_flow, description = ON_DEMAND_FLOWS[name]
-        deployments.append(research_flow.to_deployment(name=name, description=description, tags=["openbell", "research"]))
+        on_demand, description = ON_DEMAND_FLOWS[name]
+        tags = ["openbell", "research" if name in RESEARCH else "trading"]
+        parameters = {} if name in RESEARCH else {"mode": settings.schedule.mode}
+        deployments.append(on_demand.to_deployment(name=name, description=description, tags=tags, parameters=parameters))
     return deployments
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import ledger
+from openbell import calendar, ledger
 from openbell import runtime as wiring
 from openbell.brokers import Broker
 from openbell.clock import Clock
-from openbell.core.orders import liquidation, protective_exit
-from openbell.core.types import ClientOrderId, Purpose, Side, client_order_id
+from openbell.core.orders import liquidation
+from openbell.core.risk import Action, RiskEvent, Rule
+from openbell.core.types import ClientOrderId, Purpose, Side
 from openbell.errors import OrderRejected
+from openbell.monitor import ExitMonitor
+from openbell.notify import Notifier
 from openbell.store import Store
+from tasks.retries import TRANSIENT_RETRIES
 from tasks.runs import RunContext
 
 MINUTE = timedelta(minutes=1)
@@ -22,11 +26,13 @@ CANCEL_WAIT = timedelta(seconds=30)
 OFF_SCHEDULE = timedelta(minutes=10)  # a live run this long before its phase belongs to the other cron
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def watch_positions(run: RunContext) -> int:
-    """From the open to the liquidation time: place protective exits as entries fill, record fills.
+    """From the open to the liquidation time: protect entries as they fill, hold the exits the broker refuses.
 
-    Waits for the open if started early. One pass a minute, no Prefect API calls inside the loop.
+    Waits for the open if started early. One pass a minute (`ExitMonitor.tick`: a fixed number of
+    broker requests whatever the number of positions), no Prefect API calls inside the loop. A broker
+    error never ends the loop: it stays with its symbol, or is an outage the monitor waits out.
     Returns the number of exits that filled.
     """
     log, day = get_run_logger(), run.trade_date
@@ -34,25 +40,25 @@ def watch_positions(run: RunContext) -> int:
     when, store, clock, broker = phase.when, phase.store, phase.clock, phase.broker
     try:
         clock.sleep_until(when.open)
-        unprotected = set(_entry_ids(store, day))  # entries are all sent before the open
-        mirror = ledger.BrokerMirror(store, broker, day)
-        seen = -1
+        monitor = ExitMonitor(store, broker, phase.market, day, run.settings.exits.policy(), run_id=run.run_id, log=log,
+                              dry_run=run.dry_run, limits=run.settings.risk.limits(), halt=ledger.risk_halt(store, day),
+                              notifier=Notifier.from_settings(run.settings),
+                              exit_inputs=ledger.exit_inputs(store, day))  # fmt: skip
         while clock.now() < when.liquidation:
             with store.batch():  # opens a connection only if this tick writes
-                unprotected -= _protect_filled_entries(store, broker, run, unprotected)
-                fills = broker.fills_since(None)
-                if len(fills) != seen:
-                    seen = len(fills)
-                    mirror.sync(fills)
+                monitor.tick(clock.now())  # protects, holds, closes; trips the kill switch past the daily loss limit
+            if monitor.flat:
+                log.info("every position of the day is closed at %s: the monitor ends", f"{clock.now():%H:%M}")
+                break
             clock.sleep_until(_next_minute(clock.now()))
-        exits = [f for f in mirror.sync() if f.side is Side.SELL]
+        exits = [f for f in monitor.fills() if f.side is Side.SELL]
         log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))
         return len(exits)
     finally:
         broker.close()
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def flatten_positions(run: RunContext) -> int:
     """At the liquidation time: cancel the system's open orders and sell what it opened.
 
@@ -82,14 +88,18 @@ def flatten_positions(run: RunContext) -> int:
         broker.close()
 
 
-def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunContext) -> int:
+def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunContext, purpose: Purpose = Purpose.EOD) -> int:
     """Cancel the system's open orders, then sell at market what its own fills left it holding.
 
     The sells wait until the broker confirms the cancels (Alpaca cancels asynchronously and refuses a
     sell while the exits still hold the shares), for at most CANCEL_WAIT.
     """
     day = run.trade_date
-    ours = [o.client_order_id for o in broker.open_orders() if ledger.is_ours(o.client_order_id, day)]
+    ours = [  # a sell this flatten sent before (a retried task) keeps working: its id sends no second one
+        o.client_order_id
+        for o in broker.open_orders()
+        if ledger.is_ours(o.client_order_id, day) and o.intent.purpose is not purpose
+    ]
     if not run.dry_run:
         for order_id in ours:
             broker.cancel(order_id)
@@ -108,7 +118,7 @@ def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunCon
         if shares <= 0:
             continue
         try:
-            orders.append(broker.submit(liquidation(day, symbol, shares)))
+            orders.append(broker.submit(liquidation(day, symbol, shares, purpose)))
         except OrderRejected as rejected:
             get_run_logger().error("could not flatten %s: %s", symbol, rejected)
     ledger.record_orders(store, day, orders, run.run_id)
@@ -119,45 +129,38 @@ def _still_open(broker: Broker, order_ids: list[ClientOrderId]) -> bool:
     return any((order := broker.order(i)) is not None and order.is_open() for i in order_ids)
 
 
-def _protect_filled_entries(
-    store: Store, broker: Broker, run: RunContext, entry_ids: set[ClientOrderId]
-) -> set[ClientOrderId]:
-    """Place a target/stop pair for each entry that is done and holds shares; returns the entries settled.
-
-    An entry that filled only in part before it expired or was cancelled is protected for the shares
-    it got.
-    """
-    day, settled, sent = run.trade_date, set(), []
-    for entry_id in sorted(entry_ids):
-        entry = broker.order(entry_id)
-        if entry is None or entry.is_open():
-            continue
-        settled.add(entry_id)
-        if entry.filled_qty <= 0 or entry.avg_fill_price is None:
-            continue  # unfilled (no opening print), cancelled or rejected: nothing to protect
-        symbol = entry.intent.symbol
-        if broker.order(client_order_id(day, symbol, Purpose.TARGET)) is not None:
-            continue  # protected by an earlier run of the monitor
-        exits = protective_exit(day, symbol, entry.filled_qty, entry.avg_fill_price, run.settings.exits.policy())
-        if run.dry_run:
-            target, stop = exits
-            get_run_logger().info("dry run: would protect %s with target %s and stop %s", symbol,
-                                  target.limit_price, stop.stop_price)  # fmt: skip
-            continue
-        sent += broker.submit_oco(*exits)
-    ledger.record_orders(store, day, sent, run.run_id)
-    return settled
-
-
-def _entry_ids(store: Store, day) -> list[ClientOrderId]:
-    return [
-        ClientOrderId(r[0])
-        for r in store.query(
-            "SELECT client_order_id FROM orders WHERE trade_date = ? AND purpose = 'entry' AND status <> 'rejected'",
-            [day],
-        )
-    ]
-
-
 def _next_minute(moment):
     return moment.replace(second=0, microsecond=0) + MINUTE
+
+
+@task(cache_policy=NO_CACHE)
+def flatten_now(run: RunContext, at: time | None = None) -> int:
+    """Now: cancel the system's open orders, sell what it opened, and send no new order for the rest of the day.
+
+    Holdings the system did not open stay untouched. `at` is the replay's time of day (a replay only).
+    Returns the number of positions sold.
+    """
+    log, day = get_run_logger(), run.trade_date
+    phase = wiring.open_phase(run.settings, run.mode, day, "open")
+    store, clock, broker = phase.store, phase.clock, phase.broker
+    try:
+        if at is not None and run.mode == "replay":
+            clock.sleep_until(datetime.combine(day, at, tzinfo=calendar.NEW_YORK))
+        with store.batch():
+            sold = _sell_what_we_opened(store, broker, clock, run, Purpose.FLATTEN)
+        if run.dry_run:
+            return sold
+        message = f"flattened by hand at {clock.now():%H:%M:%S}: {sold} position(s) sold at market, open orders cancelled"
+        ledger.record_risk_events(
+            store, [RiskEvent(day, clock.now(), Rule.FLATTEN, Action.HALTED, message)], run.run_id
+        )  # no new entry today: a flatten ends the day's trading
+        deadline = clock.now() + 2 * MINUTE
+        while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
+            clock.sleep_until(clock.now() + timedelta(seconds=5 if run.mode == "live" else 60))
+        left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+        if left:
+            log.error("still holding after the flatten: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
+        log.info("%s", message)
+        return sold
+    finally:
+        broker.close()

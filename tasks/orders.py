@@ -10,11 +10,15 @@ from prefect.cache_policies import NO_CACHE
 
 from openbell import calendar, ledger
 from openbell import runtime as wiring
+from openbell.core.learning import State
 from openbell.core.orders import moo_entry
-from openbell.core.sizing import PositionSize, size_position, within_buying_power
+from openbell.core.risk import Action, Book, Halt, RiskEvent, Rule, admit_entries, closing_equities, drawdown_breach
+from openbell.core.sizing import PositionSize, SizingPolicy, scaled, size_position, within_buying_power
 from openbell.core.types import Symbol
 from openbell.errors import OrderRejected
 from openbell.morning import NO_PRICE, reference_prices
+from openbell.notify import Notifier, order_rejected_message
+from openbell.store import Store
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
@@ -50,13 +54,15 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
     ]
     prices = reference_prices(market, day, picks)
     account = broker.account()
+    sizing = _sizing_policy(run, store)
     sizes = [
-        size_position(s, prices[s], account.equity, settings.sizing.policy())
+        size_position(s, prices[s], account.equity, sizing)
         if s in prices
         else PositionSize(s, Decimal(0), 0, Decimal(0), NO_PRICE)
         for s in picks
     ]
     sizes = within_buying_power(sizes, account.buying_power)  # the rule the backtest applies too
+    sizes = _within_risk_limits(run, store, sizes, account.equity, now)
     store.replace(
         "sizing",
         [
@@ -74,7 +80,7 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         where={"trade_date": day},
     )
 
-    accepted, outcome = [], {}
+    accepted, outcome, notifier = [], {}, Notifier.from_settings(settings)
     for size in sizes:
         if not size.shares:
             outcome[size.symbol] = f"skipped: {size.skipped_reason}"
@@ -89,6 +95,9 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         except OrderRejected as rejected:
             log.warning("%s", rejected)
             ledger.record_rejection(store, day, intent, rejected.reason, run.run_id)
+            notifier.notify(
+                order_rejected_message(intent.client_order_id, rejected.reason, rejected.code, symbol=size.symbol)
+            )
             outcome[size.symbol] = f"rejected: {rejected.reason}"
             continue
         accepted.append(order)
@@ -105,3 +114,44 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
     )  # fmt: skip
     return len(accepted)
+
+
+def _within_risk_limits(
+    run: RunContext, store: Store, sizes: list[PositionSize], equity: Decimal, now: datetime
+) -> list[PositionSize]:
+    """The sizes the risk limits admit (the rule the backtest applies too); each refusal logged and recorded.
+
+    A drawdown past its limit halts entries from this session on, until `openbell risk reset`.
+    """
+    limits, day = run.settings.risk.limits(), run.trade_date
+    events: list[RiskEvent] = []
+    halt = ledger.risk_halt(store, day)
+    if halt is None and limits.max_drawdown_pct is not None:
+        equities = closing_equities(equity, ledger.session_pnls(store, day, limits.drawdown_sessions))
+        breach = drawdown_breach(equities, limits)
+        if breach is not None:
+            observed, message = breach
+            halt = Halt(Rule.MAX_DRAWDOWN_PCT, message)
+            events.append(RiskEvent(day, now, Rule.MAX_DRAWDOWN_PCT, Action.ENTRIES_HALTED, message, None, observed,
+                                    float(limits.max_drawdown_pct)))  # fmt: skip
+            get_run_logger().error("risk: new entries halted: %s; `openbell risk reset` resumes them", message)
+    sizes, refused = admit_entries(sizes, limits, Book(equity), trade_date=day, now=now, halted=halt)
+    for event in refused:
+        get_run_logger().warning("risk refused %s", event.message)
+    if not run.dry_run:
+        ledger.record_risk_events(store, events + refused, run.run_id)
+    return sizes
+
+
+def _sizing_policy(run: RunContext, store: Store) -> SizingPolicy:
+    """The settings' sizing, smaller when the learning loop throttled the ranker whose picks trade today."""
+    policy, learning, day = run.settings.sizing.policy(), run.settings.learning, run.trade_date
+    if not learning.enabled:
+        return policy
+    decided = store.query("SELECT ranker FROM ranking_decisions WHERE trade_date = ?", [day])
+    if decided and ledger.ranker_state_on(store, day, decided[0][0]) is State.THROTTLED:
+        get_run_logger().warning(
+            "learning loop: %s is throttled: each position gets %s of its size", decided[0][0], learning.throttle_size
+        )
+        return scaled(policy, learning.throttle_size)
+    return policy

@@ -15,9 +15,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar
+from openbell import calendar, ledger
 from openbell import runtime as wiring
-from openbell.core.ranking import GapVolumeRanker, RankedPick, fixed_ranking
+from openbell.core.learning import State, next_state, ranker_records
+from openbell.core.ranking import METHOD_RANKER, GapVolumeRanker, RankedPick, fixed_ranking
 from openbell.core.voters import EXCLUDED_COLUMN, VOTERS
 from openbell.errors import ConfigError
 from openbell.llm import audit
@@ -59,7 +60,8 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
         return picks, outcome.scores, outcome.fallback_reason
 
     market = wiring.market_for(run.settings, run.mode)
-    day = rank_day(candidates, run.trade_date, run.settings, market, llm=ask_llm)
+    quarantined = _judge_rankers(run, store)
+    day = rank_day(candidates, run.trade_date, run.settings, market, llm=ask_llm, quarantined=quarantined)
     if day.ensemble_failure:  # voters are advisory unless they decide the day
         log.warning("%s", day.ensemble_failure)
     outcome = outcomes[0] if outcomes else None
@@ -67,6 +69,38 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     key = outcome.request_key if outcome else None
     _record(store, run, day.ranker, day.picks, scores, requested=method, fallback_reason=day.fallback_reason, llm_key=key)
     return _publish(run, day.ranker, day.picks, day.fallback_reason)
+
+
+def _judge_rankers(run: RunContext, store: Store) -> str | None:
+    """The learning loop: each ranker's state for the day from its recent record, recorded with the reason.
+
+    Returns why the method's ranker is quarantined (the fallback then trades), or None.
+    """
+    learning = run.settings.learning
+    if not learning.enabled:
+        return None
+    policy, day, log = learning.policy(), run.trade_date, get_run_logger()
+    trades, quality = ledger.ranker_history(store, day, policy.lookback_sessions)
+    records = ranker_records(trades, quality)
+    previous = ledger.ranker_states(store, day)
+    requested = METHOD_RANKER[run.settings.ranking.method]
+    rows, verdicts = [], {}
+    for name in sorted({*records, *previous, requested}):
+        before = previous.get(name, State.ACTIVE)
+        state, reason = next_state(records.get(name), before, policy)
+        verdicts[name] = (state, reason)
+        record = records.get(name)
+        rows.append({
+            "trade_date": day, "ranker": name, "state": state.value, "previous_state": before.value, "reason": reason,
+            "sessions": record.sessions if record else 0, "trades": record.trades if record else 0,
+            "win_rate": record.win_rate if record else None, "expectancy_pct": record.expectancy_pct if record else None,
+            "spearman": record.spearman if record else None, "run_id": run.run_id,
+        })  # fmt: skip
+        if state is not before:
+            log.warning("learning loop: %s %s -> %s: %s", name, before.value, state.value, reason)
+    store.replace("ranker_states", rows, where={"trade_date": day})
+    state, reason = verdicts[requested]
+    return reason if state is State.QUARANTINED else None
 
 
 def _llm_ranking(

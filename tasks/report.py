@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from decimal import Decimal
 
 from prefect import get_run_logger, task
@@ -11,6 +12,7 @@ from openbell import runtime as wiring
 from openbell.core.pnl import DailyPnl, round_trips, summarize_day
 from openbell.core.quality import ranking_quality, realised_returns
 from openbell.core.types import ClientOrderId, Fill, Purpose, Side, Symbol, Trade, client_order_id
+from openbell.notify import Notifier, daily_summary_message
 from openbell.report import RankerQuality, RankingReview, render_markdown, render_report
 from openbell.store import Store
 from tasks.artifacts import publish_markdown
@@ -29,12 +31,15 @@ def build_report(run: RunContext) -> str:
         return ""
     store = wiring.store_for(run.settings)
     with store.batch():  # one connection for the day's reads and writes
-        text, summary, trades, review = _write_day(run, store, when)
+        summary, trades, review = _write_day(run, store, when)
+        risk = _risk_lines(store, day) + _learning_lines(store, day)
+    text = render_report(summary, trades, review, risk)
     log.info(
         "end-of-day report for %s: %d trades, net P&L $%s (the whole report: the eod-report artifact)",
         day, summary.trades, f"{summary.net_pnl:,.2f}",
     )  # fmt: skip
-    publish_markdown("eod-report", render_markdown(summary, trades, review), f"End-of-day report for {day}")
+    publish_markdown("eod-report", render_markdown(summary, trades, review, risk), f"End-of-day report for {day}")
+    Notifier.from_settings(run.settings).notify(daily_summary_message(**asdict(summary)))
     return text
 
 
@@ -54,9 +59,7 @@ def housekeep_store(run: RunContext) -> str:
     return str(done)
 
 
-def _write_day(
-    run: RunContext, store: Store, when: wiring.Phases
-) -> tuple[str, DailyPnl, list[Trade], RankingReview | None]:
+def _write_day(run: RunContext, store: Store, when: wiring.Phases) -> tuple[DailyPnl, list[Trade], RankingReview | None]:
     """Round trips and P&L from the day's fills into `trades` and `daily_pnl`, and the ranking review."""
     day = run.trade_date
     purposes = {
@@ -81,7 +84,30 @@ def _write_day(
     store.replace("trades", [_trade_row(t) for t in trades], where={"trade_date": day})
     store.replace("daily_pnl", [_summary_row(summary, run.run_id)], where={"trade_date": day})
     review = _review_ranking(run, store, when)
-    return render_report(summary, trades, review), summary, trades, review
+    return summary, trades, review
+
+
+def _learning_lines(store: Store, day) -> list[str]:
+    """The learning loop's verdict on each ranker for `day`, changes first."""
+    rows = store.query(
+        "SELECT ranker, state, previous_state, reason FROM ranker_states WHERE trade_date = ? "
+        "ORDER BY state = previous_state, ranker",
+        [day],
+    )
+    return [
+        f"learning loop: {ranker} {state}{'' if state == previous else f' (was {previous})'}: {reason}"
+        for ranker, state, previous, reason in rows
+    ]
+
+
+def _risk_lines(store: Store, day) -> list[str]:
+    """What the risk guards did on `day`, one line each in time order."""
+    return [
+        f"{ts:%H:%M:%S} {rule} {action}: {message}"
+        for ts, rule, action, message in store.query(
+            "SELECT ts, rule, action, message FROM risk_events WHERE trade_date = ? ORDER BY ts, event_id", [day]
+        )
+    ]
 
 
 def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> RankingReview | None:
@@ -117,7 +143,7 @@ def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> Ranki
 
 def _trade_row(t: Trade) -> dict:
     entry_id = client_order_id(t.trade_date, t.symbol, Purpose.ENTRY)
-    exit_id = client_order_id(t.trade_date, t.symbol, Purpose(t.exit_reason.value))
+    exit_id = t.exit_order_id or client_order_id(t.trade_date, t.symbol, Purpose(t.exit_reason.value))
     return {
         "trade_date": t.trade_date,
         "symbol": t.symbol,

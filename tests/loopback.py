@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -32,3 +35,34 @@ class LoopbackHttp:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@dataclass
+class JsonReceiver(LoopbackHttp):
+    """A notification receiver: takes apprise's json:// posts, answers `status` after `delay_s`, keeps every payload."""
+
+    status: int = 200
+    delay_s: float = 0.0
+    payloads: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.serve(_JsonHandler, poll_interval_s=0.01)
+
+    def url_for(self, path: str = "/openbell", password: str | None = None) -> str:
+        """The apprise URL that posts here (with a user and `password` when given)."""
+        user = f"user:{password}@" if password else ""
+        return f"json://{user}127.0.0.1:{self.port}{path}"
+
+
+class _JsonHandler(BaseHTTPRequestHandler):
+    fake: JsonReceiver
+
+    def do_POST(self) -> None:
+        self.fake.payloads.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        time.sleep(self.fake.delay_s)
+        self.send_response(self.fake.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass

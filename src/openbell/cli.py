@@ -100,6 +100,25 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--report", type=Path, help="the HTML report (default data/reports/<run id>.html)")
     compare.set_defaults(command=_compare)
 
+    flatten = commands.add_parser(
+        "flatten", help="now: cancel the system's open orders, sell what it opened, no new order today"
+    )
+    flatten.add_argument("--dry-run", action="store_true", help="say what would be cancelled and sold; send nothing")
+    flatten.add_argument("--db", type=Path, help=_DB_HELP)
+    flatten.add_argument(
+        "--replay", metavar="DATE@HH:MM", type=_replay_moment, help="flatten a replayed day at that time instead of today"
+    )
+    flatten.set_defaults(command=_flatten)
+
+    risk = commands.add_parser("risk", help="the risk guards: what they did, and resuming entries after a drawdown halt")
+    risk_commands = risk.add_subparsers(required=True, metavar="ACTION")
+    risk_status = risk_commands.add_parser("status", help="the limits in force and the guards' latest events")
+    risk_status.add_argument("--db", type=Path, help=_DB_HELP)
+    risk_status.set_defaults(command=_risk_status)
+    risk_reset = risk_commands.add_parser("reset", help="resume new entries after a drawdown halt")
+    risk_reset.add_argument("--db", type=Path, help=_DB_HELP)
+    risk_reset.set_defaults(command=_risk_reset)
+
     query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
     query.add_argument("sql", help='e.g. "SELECT * FROM trades ORDER BY trade_date"')
     query.add_argument("--db", type=Path, help=_DB_HELP)
@@ -296,6 +315,7 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
 def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
     from openbell import runtime
 
+    settings.require_tradable_exits()
     market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
     day = runtime.resolve_trade_date(trade_date, "replay", settings)
     runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
@@ -458,6 +478,75 @@ def _json_value(value):
         return str(value)
     naive_midnight = getattr(value, "tzinfo", None) is None and hasattr(value, "hour") and value.time() == time(0)
     return value.date().isoformat() if naive_midnight else value.isoformat()  # DATE columns come back as midnight
+
+
+def _flatten(args: argparse.Namespace) -> int:
+    from openbell import runtime
+    from openbell.config import RunOptions
+
+    options = RunOptions(db_path=str(args.db) if args.db else None)
+    settings = options.settings()
+    day, at = args.replay if args.replay else (None, None)
+    mode = "replay" if args.replay else "live"
+    runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
+    api = _open_prefect_api(settings)
+    try:
+        flatten_now = _flow("flows.flatten_now", "flatten_now")
+        with _flow_runs(api):
+            sold = flatten_now(trade_date=day, mode=mode, options=options, dry_run=args.dry_run, at=at)
+    finally:
+        api.stop()
+    print(f"openbell: {sold} position(s) {'would be ' if args.dry_run else ''}sold; the flow's log has each order")
+    return 0
+
+
+def _risk_status(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from openbell import calendar, ledger
+    from openbell.config import load_settings
+
+    limits = load_settings().risk.limits()
+    on = {k: v for k, v in dataclasses.asdict(limits).items() if v is not None and k != "drawdown_sessions"}
+    print("limits: " + (", ".join(f"{k} {v}" for k, v in on.items()) if on else "none (every limit is off)"))
+    store = _store_of(args)
+    halt = ledger.risk_halt(store, datetime.now(calendar.NEW_YORK).date())
+    print(f"new entries: {'halted: ' + halt.reason if halt else 'allowed'}")
+    events = store.query_df(
+        "SELECT trade_date, strftime(ts, '%H:%M:%S') AS time, rule, symbol, action, message FROM risk_events "
+        "ORDER BY ts DESC LIMIT 20",
+        read_only=True,
+    )
+    print("latest events:" if len(events) else "no risk events yet")
+    if len(events):
+        print(events.to_string(index=False))
+    return 0
+
+
+def _risk_reset(args: argparse.Namespace) -> int:
+    from openbell import calendar, ledger
+    from openbell.core.risk import Action, RiskEvent, Rule
+
+    store = _store_of(args)
+    now = datetime.now(calendar.NEW_YORK)
+    halt = ledger.risk_halt(store, now.date())
+    event = RiskEvent(now.date(), now, Rule.MAX_DRAWDOWN_PCT, Action.RESET, "new entries resumed by `openbell risk reset`")
+    ledger.record_risk_events(store, [event])
+    if halt is None:
+        print("openbell: no drawdown halt was in force; the drawdown is measured from now on")
+    elif halt.rule is Rule.MAX_DRAWDOWN_PCT:
+        print(f"openbell: new entries resume from the next session (was: {halt.reason})")
+    else:
+        print(f"openbell: the drawdown is measured from now on; today stays halted: {halt.reason}")
+    return 0
+
+
+def _replay_moment(text: str) -> tuple[date, time]:
+    day, _, at = text.partition("@")
+    try:
+        return date.fromisoformat(day), time.fromisoformat(at)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a replayed moment like 2018-03-01@10:30") from None
 
 
 def _flow(module: str, name: str):

@@ -20,14 +20,25 @@ from datetime import time
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitPolicy
+from openbell.core.learning import LearningPolicy
+from openbell.core.risk import RiskLimits
 from openbell.core.scan import ScanFilters
 from openbell.core.sizing import SizingPolicy
 from openbell.core.voters import VOTERS
@@ -119,6 +130,25 @@ RankerName = Literal["llm", "ensemble", "quant"]
 ENSEMBLE_VOTERS = (*VOTERS, "llm")  # the technical voters, and the LLM as one more
 
 
+class LearningSettings(BaseModel):
+    """The learning loop: each ranker's recent record throttles or quarantines it (off by default)."""
+
+    model_config = _STRICT
+    enabled: bool = Field(False, description="Judge the rankers before each ranking and act on the verdict.")
+    lookback_sessions: int = Field(20, ge=1, description="The sessions each ranker's record covers.")
+    min_trades: int = Field(10, ge=1, description="Fewer trades: judged on rank correlation alone.")
+    min_sessions: int = Field(5, ge=1, description="Fewer scored sessions: too little history to judge.")
+    throttle_win_rate: float = Field(0.40, ge=0, le=1, description="Throttle below this win rate.")
+    throttle_expectancy_pct: float = Field(0.0, description="Throttle below this mean return per trade, percent.")
+    quarantine_expectancy_pct: float = Field(-0.5, description="Quarantine below this mean return per trade, percent.")
+    quarantine_spearman: float = Field(-0.10, ge=-1, le=1, description="Quarantine below this mean rank correlation.")
+    recover_spearman: float = Field(0.05, ge=-1, le=1, description="A quarantined ranker recovers above this.")
+    throttle_size: Decimal = Field(Decimal("0.5"), gt=0, le=1, description="A throttled ranker's trades, times the size.")
+
+    def policy(self) -> LearningPolicy:
+        return LearningPolicy(**self.model_dump(exclude={"enabled"}))
+
+
 class RankingSettings(BaseModel):
     model_config = _STRICT
     method: RankerName = Field(
@@ -202,9 +232,48 @@ class ExitSettings(BaseModel):
     early_close_offset_min: int = Field(
         15, ge=1, le=120, description="On half days, flatten this many minutes before the close."
     )
+    target_atr: Decimal | None = Field(
+        None, gt=0, description="Target at this many ATR(14) above the entry fill instead of target_pct (unset: off)."
+    )
+    stop_atr: Decimal | None = Field(
+        None, gt=0, description="Stop at this many ATR(14) below the entry fill instead of stop_pct (unset: off)."
+    )
+    trail_pct: Decimal | None = Field(
+        None, gt=0, lt=100, description="Trailing stop: this percent below the highest high since the entry (unset: off)."
+    )
+    trail_atr: Decimal | None = Field(
+        None, gt=0, description="Trailing stop: this many ATR(14) below the highest high; wins over trail_pct (unset: off)."
+    )
+    breakeven_after_pct: Decimal | None = Field(
+        None, gt=0, description="Move the stop up to the entry once a bar's high reached this percent (unset: off)."
+    )
+    time_exit_min: int | None = Field(
+        None, ge=1, le=390, description="Sell at market this many minutes after the entry (unset: off)."
+    )
+    confidence_targets: list[tuple[Decimal, Decimal]] = Field(
+        default_factory=list,
+        description="Target percent by the ranker's confidence: [min_confidence, target_pct] pairs, highest match wins.",
+        examples=[[[0.8, 2.6], [0.7, 1.8]]],
+    )
+
+    @model_validator(mode="after")
+    def _valid_policy(self) -> ExitSettings:
+        self.policy()  # the policy's own checks (ValueError says what is wrong)
+        return self
 
     def policy(self) -> ExitPolicy:
-        return ExitPolicy(self.target_pct, self.stop_pct, self.liquidation_time)
+        return ExitPolicy(
+            self.target_pct,
+            self.stop_pct,
+            self.liquidation_time,
+            target_atr=self.target_atr,
+            stop_atr=self.stop_atr,
+            trail_pct=self.trail_pct,
+            trail_atr=self.trail_atr,
+            breakeven_after_pct=self.breakeven_after_pct,
+            time_exit_min=self.time_exit_min,
+            confidence_targets=tuple(self.confidence_targets),
+        )
 
 
 class SizingSettings(BaseModel):
@@ -218,6 +287,30 @@ class SizingSettings(BaseModel):
 
     def policy(self) -> SizingPolicy:
         return SizingPolicy(self.allocation, self.pct_of_equity, self.max_shares, self.max_notional)
+
+
+class RiskSettings(BaseModel):
+    """Guardrails on the day's entries and losses; every limit is off (None) by default."""
+
+    model_config = _STRICT
+    daily_loss_usd: Decimal | None = Field(
+        None, gt=0, description="Stop the day at this loss in dollars, realised plus marked to market."
+    )
+    daily_loss_pct: Decimal | None = Field(
+        None, gt=0, le=100, description="Stop the day at this loss in percent of the day's starting equity."
+    )
+    max_positions: int | None = Field(None, ge=1, description="Most positions open at once.")
+    max_exposure_usd: Decimal | None = Field(None, gt=0, description="Most gross exposure in dollars.")
+    max_exposure_pct: Decimal | None = Field(None, gt=0, le=100, description="Most gross exposure in percent of equity.")
+    max_symbol_notional_usd: Decimal | None = Field(None, gt=0, description="Most dollars in one symbol.")
+    max_trades_per_day: int | None = Field(None, ge=1, description="Most new entries in a day.")
+    max_drawdown_pct: Decimal | None = Field(
+        None, gt=0, le=100, description="Halt new entries when equity falls this far below its recent peak."
+    )
+    drawdown_sessions: int = Field(20, ge=1, description="The sessions whose equity peak the drawdown is measured from.")
+
+    def limits(self) -> RiskLimits:
+        return RiskLimits(**self.model_dump())
 
 
 class AlpacaSettings(BaseModel):
@@ -274,6 +367,29 @@ class ResearchSettings(BaseModel):
     )
 
 
+def _an_apprise_url(url: SecretStr) -> SecretStr:
+    from openbell.notify import url_problem  # here: no URL, no apprise import
+
+    problem = url_problem(url.get_secret_value())
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+class NotifySettings(BaseModel):
+    """Where the kill switch, rejected orders, monitor trouble and the daily summary are sent (through apprise)."""
+
+    model_config = _STRICT
+    urls: list[Annotated[SecretStr, AfterValidator(_an_apprise_url)]] = Field(
+        default_factory=list,
+        description="Apprise URLs to notify, a JSON list (secrets: never logged or sent); none: no notifications.",
+        examples=[["json://127.0.0.1:8080/openbell", "mailto://user:app-password@gmail.com"]],
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Seconds a notification may take, all receivers at once; a late one is given up."
+    )
+
+
 LIVE_CONFIRMATION = "I understand this trades real money"
 
 
@@ -290,9 +406,12 @@ class Settings(BaseSettings):
     news: NewsSettings = NewsSettings()
     exits: ExitSettings = ExitSettings()
     sizing: SizingSettings = SizingSettings()
+    risk: RiskSettings = RiskSettings()
+    learning: LearningSettings = LearningSettings()
     broker: BrokerSettings = BrokerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     research: ResearchSettings = ResearchSettings()
+    notify: NotifySettings = NotifySettings()
 
     def require_live_confirmed(self) -> None:
         """Refuse live trading unless it was switched on deliberately, twice."""
@@ -300,6 +419,20 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "OPENBELL_TRADING_MODE=live trades real money; to confirm, also set "
                 f'OPENBELL_LIVE_CONFIRMATION="{LIVE_CONFIRMATION}" (or use a paper account)'
+            )
+
+    def require_tradable_exits(self) -> None:
+        """Refuse exits the trading flows cannot yet hold the way a backtest trades them (research takes them all)."""
+        x, problems = self.exits, []
+        if x.breakeven_after_pct is not None:
+            problems.append("OPENBELL_EXITS__BREAKEVEN_AFTER_PCT: the trading flows do not move a stop at the broker yet")
+        trailing = x.trail_pct is not None or x.trail_atr is not None
+        if trailing and self.broker.kind == "alpaca":
+            problems.append("a trailing stop (OPENBELL_EXITS__TRAIL_PCT/_ATR): Alpaca takes no trailing stop in a "
+                            "one-cancels-other pair")  # fmt: skip
+        if problems:
+            raise ConfigError(
+                "; ".join(problems) + ". Backtests and sweeps take these exits; unset them to trade (replay or live)"
             )
 
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:

@@ -8,10 +8,15 @@ are recorded or acted on, so holdings and orders the system did not create are n
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
+
+import pandas as pd
 
 from openbell import calendar
 from openbell.brokers import Broker
-from openbell.core.risk import RiskEvent
+from openbell.core.learning import State
+from openbell.core.prices import price_to_units, units_to_price
+from openbell.core.risk import Action, Halt, RiskEvent, Rule
 from openbell.core.types import ClientOrderId, Fill, Order, OrderIntent, Side, Symbol, is_ours
 from openbell.store import Store
 
@@ -43,6 +48,76 @@ def record_risk_events(store: Store, events: list[RiskEvent], run_id: str | None
     ])  # fmt: skip
 
 
+def risk_halt(store: Store, trade_date: date) -> Halt | None:
+    """What stops new entries on `trade_date`: the day's loss limit tripped that day, or a drawdown halt not yet reset."""
+    day_halt = store.query(
+        "SELECT rule, message FROM risk_events WHERE trade_date = ? AND action = ? ORDER BY ts LIMIT 1",
+        [trade_date, Action.HALTED.value],
+    )
+    if day_halt:
+        return Halt(Rule(day_halt[0][0]), day_halt[0][1])
+    drawdown = store.query(
+        "SELECT message FROM risk_events WHERE action = ? AND trade_date <= ? "
+        "AND ts > coalesce((SELECT max(ts) FROM risk_events WHERE action = ?), TIMESTAMPTZ '1970-01-01') "
+        "ORDER BY ts DESC LIMIT 1",
+        [Action.ENTRIES_HALTED.value, trade_date, Action.RESET.value],
+    )
+    return Halt(Rule.MAX_DRAWDOWN_PCT, drawdown[0][0] + "; `openbell risk reset` resumes") if drawdown else None
+
+
+def session_pnls(store: Store, before: date, sessions: int) -> list[Decimal]:
+    """Net P&L of the last `sessions` traded sessions before `before` (since the last risk reset), oldest first."""
+    rows = store.query(
+        "SELECT net_pnl FROM daily_pnl WHERE trade_date < ? AND trade_date > coalesce("
+        "(SELECT max(trade_date) FROM risk_events WHERE action = ?), DATE '1900-01-01') "
+        "ORDER BY trade_date DESC LIMIT ?",
+        [before, Action.RESET.value, sessions],
+    )
+    return [Decimal(r[0] or 0) for r in reversed(rows)]
+
+
+def exit_inputs(store: Store, day: date) -> dict[str, tuple[Decimal | None, float | None]]:
+    """Each of the day's picks: the scan's ATR(14) in dollars and the ranker's confidence (None when unknown)."""
+    rows = store.query(
+        "SELECT r.symbol, c.atr14, r.confidence FROM rankings r LEFT JOIN candidates c USING (trade_date, symbol) "
+        "WHERE r.trade_date = ? AND r.selected",
+        [day],
+    )
+    return {  # the ATR to $0.0001, as the backtest takes it
+        symbol: (units_to_price(price_to_units(Decimal(repr(atr)))) if atr is not None and atr > 0 else None, confidence)
+        for symbol, atr, confidence in rows
+    }
+
+
+def ranker_history(store: Store, before: date, sessions: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The last `sessions` ranked sessions before `before`: each trade with the ranker that picked it
+    (ranker, pnl, return_pct), and every ranker's daily rank correlation (ranker, spearman)."""
+    window = "SELECT trade_date FROM ranking_decisions WHERE trade_date < ? ORDER BY trade_date DESC LIMIT ?"
+    trades = store.query_df(
+        f"SELECT d.ranker, t.pnl::DOUBLE AS pnl, t.return_pct FROM trades t JOIN ranking_decisions d USING (trade_date) "
+        f"WHERE t.trade_date IN ({window})",
+        [before, sessions],
+    )
+    quality = store.query_df(
+        f"SELECT ranker, spearman FROM ranking_quality WHERE horizon = 'open_close' AND trade_date IN ({window})",
+        [before, sessions],
+    )
+    return trades, quality
+
+
+def ranker_states(store: Store, before: date) -> dict[str, State]:
+    """Each ranker's latest state before `before` (a ranker never judged is not listed)."""
+    rows = store.query(
+        "SELECT ranker, arg_max(state, trade_date) FROM ranker_states WHERE trade_date < ? GROUP BY ranker", [before]
+    )
+    return {ranker: State(state) for ranker, state in rows}
+
+
+def ranker_state_on(store: Store, day: date, ranker: str) -> State | None:
+    rows = store.query("SELECT state FROM ranker_states WHERE trade_date = ? AND ranker = ?", [day, ranker])
+    return State(rows[0][0]) if rows else None
+
+
 class BrokerMirror:
     """Keeps `orders` and `fills` in step with the broker, writing only what changed since last time."""
 
@@ -51,21 +126,20 @@ class BrokerMirror:
         self._written: dict[ClientOrderId, Order] = {}
         self._fill_ids: set[str] = set()
 
-    def sync(self, fills: list[Fill] | None = None) -> list[Fill]:
+    def sync(self, fills: list[Fill] | None = None, orders: list[Order] | None = None) -> list[Fill]:
         """Record the day's changed orders and new fills; returns all of the system's fills.
+
+        Two broker reads whatever the number of orders: the day's orders and the fills.
 
         Args:
             fills: the broker's `fills_since(None)` when the caller has just read them, so that one
                 monitor tick asks the broker for its fills once; read here when None.
+            orders: the broker's `day_orders()`, likewise.
         """
-        ids = [
-            ClientOrderId(r[0])
-            for r in self._store.query(
-                "SELECT client_order_id FROM orders WHERE trade_date = ? AND status <> 'rejected'", [self._date]
-            )
-        ]
-        reported = [o for o in (self._broker.order(i) for i in ids) if o is not None]
-        changed = [o for o in reported if self._written.get(o.client_order_id) != o]
+        if orders is None:
+            orders = self._broker.day_orders()
+        ours = [o for o in orders if is_ours(o.client_order_id, self._date)]
+        changed = [o for o in ours if self._written.get(o.client_order_id) != o]
         record_orders(self._store, self._date, changed)
         self._written.update({o.client_order_id: o for o in changed})
         if fills is None:

@@ -82,6 +82,7 @@ def rank_day(
     *,
     llm: LlmRanking | None = None,
     every_ranker: bool = True,
+    quarantined: str | None = None,
 ) -> DayRanking:
     """Rank the scan's candidates the way `ranking.method` asks, falling back to the quant ranker.
 
@@ -89,6 +90,8 @@ def rank_day(
         llm: asks the LLM (None: the LLM is not asked, as when the method is quant).
         every_ranker: also compute the ensemble and the voters when they do not decide the day
             (the trading day records them all; a backtest skips what it does not trade).
+        quarantined: why the learning loop quarantined the method's ranker: it is still asked (and
+            scored), but the quant ranker's picks trade.
     """
     method, top_n = settings.ranking.method, settings.scan.top_n
     quant = GapVolumeRanker()
@@ -104,7 +107,9 @@ def rank_day(
             votes, by_ranker["ensemble"] = _ensemble(candidates, day, settings, market, llm_scores, note)
         except Exception as exc:  # voters are advisory unless they decide the day
             ensemble_failure = f"ensemble failed: {type(exc).__name__}: {exc}"
-    ranker, reason = choose_ranker(method, llm_asked=llm_asked, llm_fallback=llm_reason, ensemble_failure=ensemble_failure)
+    ranker, reason = choose_ranker(
+        method, llm_asked=llm_asked, llm_fallback=llm_reason, ensemble_failure=ensemble_failure, quarantined=quarantined
+    )
     return DayRanking(ranker, by_ranker[ranker], method, reason, by_ranker, votes, llm_scores, ensemble_failure)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from openbell.core.pnl import DailyPnl
@@ -81,7 +82,9 @@ def _quality_markdown(review: RankingReview) -> list[str]:
 _ROW = "{:<7} {:>6} {:>5} {:>10} {:>5} {:>10} {:<6} {:>10} {:>7}"
 
 
-def render_report(summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None) -> str:
+def render_report(
+    summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None, risk: Sequence[str] = ()
+) -> str:
     lines = [
         f"openbell report for {summary.trade_date}",
         f"trades {summary.trades}   wins {summary.wins}   losses {summary.losses}   win rate {summary.win_rate:.0%}",
@@ -106,10 +109,14 @@ def render_report(summary: DailyPnl, trades: list[Trade], review: RankingReview 
         ]
     if review is not None:
         lines += _quality_lines(review)
+    if risk:
+        lines += ["", "risk guards and the learning loop:", *(f"  {line}" for line in risk)]
     return "\n".join(lines)
 
 
-def render_markdown(summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None) -> str:
+def render_markdown(
+    summary: DailyPnl, trades: list[Trade], review: RankingReview | None = None, risk: Sequence[str] = ()
+) -> str:
     """The same report as markdown, for the Prefect UI."""
     lines = [
         f"# openbell report for {summary.trade_date}",
@@ -132,4 +139,6 @@ def render_markdown(summary: DailyPnl, trades: list[Trade], review: RankingRevie
         ]
     if review is not None:
         lines += _quality_markdown(review)
+    if risk:
+        lines += ["", "## Risk guards and the learning loop", "", *(f"- {line}" for line in risk)]
     return "\n".join(lines)

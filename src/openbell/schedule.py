@@ -17,7 +17,8 @@ from openbell.config import Settings
 from openbell.runtime import phases
 
 NEW_YORK = "America/New_York"
-ON_DEMAND = ("backtest", "sweep")  # deployments without a schedule: research, started from the UI's Run button
+# Deployments without a schedule, started from the UI's Run button: research, and flattening now.
+ON_DEMAND = ("backtest", "sweep", "flatten-now")
 EARLY_CLOSE = time(13, 0)  # every NYSE half day closes at 13:00
 
 

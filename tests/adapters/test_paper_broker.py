@@ -17,7 +17,17 @@ from openbell.clock import SimClock
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import liquidation, moo_entry, protective_exit
-from openbell.core.types import Order, OrderIntent, OrderStatus, Position, Purpose, Symbol, client_order_id
+from openbell.core.types import (
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Purpose,
+    Side,
+    Symbol,
+    client_order_id,
+)
 from openbell.errors import OrderRejected
 from openbell.marketdata.base import DAILY_COLUMNS, MINUTE_COLUMNS, OPENING_PRINT_COLUMNS, MarketData
 from openbell.store import Store
@@ -450,3 +460,36 @@ def test_orders_submitted_inside_a_store_batch_are_persisted_when_the_batch_ends
 
     rows = Store(db_path).query("SELECT symbol, status FROM paper_orders ORDER BY symbol")
     assert rows == [(s, "new") for s in symbols]
+
+
+# -- buying power ---------------------------------------------------------------------------------
+
+
+class MarketWithPriorClose(FakeMarket):
+    """The hand-made minute bars, and a prior session's close of 50.00 for every symbol."""
+
+    def daily_bars(self, start: date, end: date, symbols: Collection[str] | None = None) -> pd.DataFrame:
+        rows = [{"symbol": s, "date": start, "open": 50.0, "high": 50.0, "low": 50.0, "close": 50.0, "volume": 1}
+                for s in (symbols or self.symbols())]  # fmt: skip
+        return pd.DataFrame(rows, columns=list(DAILY_COLUMNS))
+
+
+def test_a_market_buy_beyond_the_cash_is_refused_with_what_it_needs_and_what_is_left(make_broker: BrokerFactory) -> None:
+    broker, clock = make_broker([flat("09:30", 50.0), flat("09:31", 50.0)], start=at("09:32"))
+    too_big = OrderIntent(client_order_id(DAY, ABC, Purpose.ENTRY), ABC, Side.BUY, 2_001, OrderType.MARKET, Purpose.ENTRY)
+
+    with pytest.raises(OrderRejected, match=r"insufficient buying power: 2001 ABC needs about \$100,050.00, \$100,000.00"):
+        broker.submit(too_big)
+
+    fits = OrderIntent(client_order_id(DAY, ABC, Purpose.ENTRY), ABC, Side.BUY, 2_000, OrderType.MARKET, Purpose.ENTRY)
+    assert broker.submit(fits).status is OrderStatus.NEW
+
+
+def test_working_entries_hold_buying_power_so_the_entry_that_would_overdraw_is_refused(store: Store) -> None:
+    bars = [flat("09:30", 50.0), flat("09:30", 50.0, XYZ)]
+    broker = PaperBroker(store, MarketWithPriorClose(bars), SimClock(at("09:00")), DAY)
+    broker.submit(moo_entry(DAY, ABC, 1_500))  # $75,000 of the $100,000 at the prior close
+
+    with pytest.raises(OrderRejected, match="insufficient buying power"):
+        broker.submit(moo_entry(DAY, XYZ, 600))  # $30,000 more
+    assert broker.submit(moo_entry(DAY, XYZ, 500)).status is OrderStatus.NEW  # $25,000 fits exactly

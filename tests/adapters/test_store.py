@@ -48,6 +48,8 @@ ALL_TABLES = {
     "backtest_daily",
     "backtest_metrics",
     "risk_events",
+    "paper_trailing_stops",
+    "ranker_states",
 }
 
 

@@ -74,7 +74,8 @@ def test_every_row_moves_exactly_and_the_file_stays_as_it_was(tmp_path: Path) ->
         assert store.query(f"SELECT * FROM {table} {order}") == expected, table
         assert copied[table] == len(rows(f"SELECT * FROM {table}", con))
     con.close()
-    assert store.query("SELECT max(version) FROM schema_migrations") == [(len(MIGRATIONS),)]  # the store's own schema history
+    # the store's own schema history
+    assert store.query("SELECT max(version) FROM schema_migrations") == [(len(MIGRATIONS),)]
     assert old.read_bytes() == before
 
 

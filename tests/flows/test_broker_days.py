@@ -14,6 +14,8 @@ the pushes and the liquidation's fills were missed).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -61,13 +63,13 @@ class BrokerDay:
         return IbkrBroker(self.settings, clock, DAY)
 
 
-def _run_day(db: Path, shared_data) -> None:
-    """Run the whole trading day into `db`, the broker as the environment says."""
+def _run_day(db: Path, shared_data, **options) -> str:
+    """Run the whole trading day into `db`, the broker as the environment says; returns the report."""
     from flows.trading_day import trading_day
 
     minute, daily = shared_data
-    trading_day(trade_date=DAY, symbols=SYMBOLS, options=RunOptions(db_path=str(db), minute_bars=str(minute),
-                                                                    daily_bars=str(daily)))  # fmt: skip
+    return trading_day(trade_date=DAY, symbols=SYMBOLS, options=RunOptions(db_path=str(db), minute_bars=str(minute),
+                                                                           daily_bars=str(daily), **options))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +79,9 @@ def paper_day(prefect_harness, shared_data, tmp_path_factory) -> Store:
     return Store(db)
 
 
-@pytest.fixture(scope="module", params=["alpaca", "ibkr"])
-def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factory):
-    """The day through the fake of `request.param`, its broker chosen by environment variables as a user would."""
-    kind = request.param
+@contextmanager
+def _through_fake(kind: str, shared_data) -> Iterator[tuple[BridgedAlpaca | BridgedTws, Settings]]:
+    """A fake of `kind` filling by the paper fill model, chosen as the broker by environment variables as a user would."""
     engine = PaperExchange(DAY, *shared_data)
     if kind == "alpaca":
         fake = BridgedAlpaca(engine, api_key=API_KEY, secret_key=SECRET_KEY).start()
@@ -96,14 +97,23 @@ def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factor
         env = {"KIND": "ibkr", "IBKR__PORT": str(fake.port), "IBKR__CLIENT_ID": str(CLIENT_ID),
                "IBKR__CONNECT_TIMEOUT_S": "5"}  # fmt: skip
         settings = Settings(broker=BrokerSettings(kind="ibkr", ibkr=IbkrSettings(port=fake.port, client_id=CLIENT_ID + 1)))
-    db = tmp_path_factory.mktemp(kind) / "openbell.ducklake"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(f"OPENBELL_BROKER__{name}", value)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(f"OPENBELL_BROKER__{name}", value)
+            yield fake, settings
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="module", params=["alpaca", "ibkr"])
+def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factory):
+    """The day through the fake of `request.param`."""
+    with _through_fake(request.param, shared_data) as (fake, settings):
+        db = tmp_path_factory.mktemp(request.param) / "openbell.ducklake"
         _run_day(db, shared_data)
-    fake.stop_following()
-    yield BrokerDay(kind, Store(db), fake, settings)
-    fake.stop()
+        fake.stop_following()
+        yield BrokerDay(request.param, Store(db), fake, settings)
 
 
 def _trades(store: Store) -> dict[str, tuple]:
@@ -180,3 +190,32 @@ def test_the_fake_and_its_matching_engine_report_no_failure(broker_day):
     if broker_day.kind == "ibkr":
         assert fake.errors == []
         assert fake.unhandled == []
+
+
+@pytest.mark.parametrize("kind", ["alpaca", "ibkr"])
+def test_a_kill_switch_day_ends_flat_with_each_order_sent_once(kind, prefect_harness, shared_data, tmp_path):
+    """Wide exits (NVAX alone lost $1,544 with them) and a $500 daily loss limit, through the real SDK clients."""
+    with _through_fake(kind, shared_data) as (fake, settings), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENBELL_RISK__DAILY_LOSS_USD", "500")
+        db = tmp_path / "openbell.ducklake"
+        report = _run_day(db, shared_data, target_pct=Decimal(20), stop_pct=Decimal(15))
+        fake.stop_following()
+        day = BrokerDay(kind, Store(db), fake, settings)
+        broker = day.broker()
+        try:
+            positions, working = broker.positions(), broker.open_orders()
+        finally:
+            broker.close()
+
+    store = day.store
+    assert store.query("SELECT rule, action FROM risk_events WHERE action = 'halted'") == [("daily_loss_usd", "halted")]
+    killed = store.query("SELECT symbol, status FROM orders WHERE purpose = 'kill' ORDER BY symbol")
+    assert killed and all(status == "filled" for _, status in killed)
+    assert "kill_switch" in report
+    assert positions == {HELD.symbol: HELD} and working == []
+    ids = [cid for (cid,) in store.query("SELECT client_order_id FROM orders")]
+    if kind == "alpaca":
+        sent = [cid for cid in ids if not cid.endswith("-stop")]
+        assert [len(fake.orders_with_client_id(cid)) for cid in sent] == [1] * len(sent)
+    else:
+        assert sorted(fake.place_requests) == sorted(ids)

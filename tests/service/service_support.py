@@ -16,7 +16,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED = ["scan-and-rank", "place-moo-orders", "monitor-exits", "liquidate-eod", "report-eod"]
-DEPLOYMENTS = [*SCHEDULED, "backtest", "sweep"]  # the research deployments run on demand
+DEPLOYMENTS = [*SCHEDULED, "backtest", "sweep", "flatten-now"]  # run on demand: research, and flattening now
 T = TypeVar("T")
 
 

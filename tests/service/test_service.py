@@ -41,6 +41,7 @@ CRONS = {
     "report-eod": {"15 16 * * 1-5", "15 13 * * 1-5"},
     "backtest": set(),  # on demand
     "sweep": set(),
+    "flatten-now": set(),  # the UI's Run button
 }
 NEW_YORK_TIME = re.compile(r"\w{3} \d{4}-\d{2}-\d{2} \d{2}:\d{2} E[SD]T")
 

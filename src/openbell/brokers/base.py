@@ -74,6 +74,15 @@ class Broker(Protocol):
 
     def open_orders(self) -> list[Order]: ...
 
+    def day_orders(self) -> list[Order]:
+        """Every order of the trading day the broker knows, working or done, in one read (a fixed request budget).
+
+        What an adapter can represent: the paper broker reports all its orders; Alpaca and Interactive
+        Brokers report the system's own (`ob-YYYYMMDD-` ids; a stop leg under our stop's id), since
+        others' orders carry no purpose. Callers keep the system's with `core.types.is_ours` all the same.
+        """
+        ...
+
     def fills_since(self, since: datetime | None = None) -> list[Fill]:
         """Fills of the trading day at or after `since` (all of them when None), in time order."""
         ...

@@ -7,6 +7,10 @@ Fill model (exact; the replay engine in core.backtest implements the same rules 
   simulated once it is complete (the clock is past its minute). Market orders fill at the bar's
   open. Sell limit (target) and sell stop orders, alone or as a one-cancels-other pair, fill by
   `core.exits.bar_exits`: gap through at the open, else the stop before the target.
+- A trailing stop fills the same way at its level for the bar: the trail below the highest price
+  since it was placed (the open of its first bar, then the highs of its completed bars: within a bar
+  the order of high and low is unknown), never below its `stop_price`, tick-rounded
+  (`core.exits.trail_stop`); so it follows `core.exits.step` and the replay engine.
 - At the session's end, market orders still waiting fill at the symbol's last close and day
   orders expire.
 - Commission per order max($1.00, $0.005 x shares); market fills take the slippage in bps.
@@ -29,7 +33,7 @@ from openbell import calendar
 from openbell.brokers.base import Account, MooWindow, check_market_on_open
 from openbell.clock import Clock
 from openbell.core.backtest import FillCosts
-from openbell.core.exits import ExitCode, bar_exits
+from openbell.core.exits import ExitCode, bar_exits, trail_stop
 from openbell.core.prices import price_to_units, to_units, units_to_price, with_slippage
 from openbell.core.types import (
     ClientOrderId,
@@ -49,6 +53,7 @@ from openbell.marketdata.base import MarketData
 from openbell.store import Store
 
 MOO_CUTOFF = time(9, 28)
+_STOP_TYPES = frozenset({OrderType.STOP, OrderType.TRAILING_STOP})
 _NO_LEVEL = np.int64(2**62)  # a target no bar reaches
 
 
@@ -92,6 +97,7 @@ class PaperBroker:
         self._unsaved_fills: list[Fill] = []
         self._fills: list[Fill] = []
         self._synced_s = -1.0
+        self._prior_close: dict[Symbol, Decimal] = {}
         self._load()
 
     # --- the Broker protocol ---------------------------------------------------------------
@@ -140,6 +146,11 @@ class PaperBroker:
     def open_orders(self) -> list[Order]:
         self._sync()
         return [o for book in self._working.values() for o in book.values()]
+
+    def day_orders(self) -> list[Order]:
+        """Every order of the day, in the order they were sent."""
+        self._sync()
+        return list(self._orders.values())
 
     def fills_since(self, since: datetime | None = None) -> list[Fill]:
         self._sync()
@@ -226,13 +237,13 @@ class PaperBroker:
             exits = [o for o in working if o.intent.order_type is not OrderType.MARKET]
             for group in _oco_groups(exits):
                 target = next((o for o in group if o.intent.order_type is OrderType.LIMIT), None)
-                stop = next((o for o in group if o.intent.order_type is OrderType.STOP), None)
+                stop = next((o for o in group if o.intent.order_type in _STOP_TYPES), None)
                 code, price = bar_exits(
                     bars.open[i],
                     bars.high[i],
                     bars.low[i],
                     price_to_units(target.intent.limit_price) if target else _NO_LEVEL,
-                    price_to_units(stop.intent.stop_price) if stop else np.int64(0),
+                    self._stop_level(stop, bars, i) if stop else np.int64(0),
                 )
                 if code == ExitCode.NONE:
                     continue
@@ -242,6 +253,17 @@ class PaperBroker:
                     changed.append(
                         self._finish(loser, OrderStatus.CANCELLED, f"one-cancels-other: {winner.client_order_id} filled")
                     )
+
+    def _stop_level(self, stop: Order, bars: _SymbolBars, i: int) -> int:
+        """The stop order's level on bar i: its stop price, or a trailing stop's level from the bars before i."""
+        intent = stop.intent
+        floor = price_to_units(intent.stop_price) if intent.stop_price is not None else 0
+        if intent.order_type is not OrderType.TRAILING_STOP:
+            return floor
+        first = int(np.searchsorted(bars.minute_start, self._seconds(stop.submitted_at), side="left"))
+        highest = max(int(bars.open[first]), int(bars.high[first:i].max(initial=0)))
+        trailed = trail_stop(units_to_price(highest), intent.trail_percent, intent.trail_amount)
+        return max(floor, price_to_units(trailed))
 
     def _session_end(self, changed: list[Order], new_fills: list[Fill]) -> None:
         for order in [o for book in self._working.values() for o in book.values()]:
@@ -294,6 +316,36 @@ class PaperBroker:
             raise OrderRejected(intent.client_order_id, "the session has closed")
         if intent.side is Side.BUY and intent.order_type is not OrderType.MARKET:
             raise OrderRejected(intent.client_order_id, "the paper broker takes buy orders as market or market-on-open only")
+        if intent.side is Side.BUY:
+            self._check_buying_power(intent)
+
+    def _check_buying_power(self, intent: OrderIntent) -> None:
+        """Refuse a buy that the cash left after the working buys cannot pay for, priced as a broker prices it.
+
+        A buy is priced at the symbol's last trade before now (today's last completed bar, else the
+        previous session's close), as Alpaca prices a market order against buying power.
+        """
+        working = [o.intent for book in self._working.values() for o in book.values() if o.intent.side is Side.BUY]
+        committed = sum((i.qty * self._last_price(i.symbol) for i in working), Decimal(0))
+        needed = intent.qty * self._last_price(intent.symbol)
+        available = self.account().buying_power - committed
+        if needed > available:
+            raise OrderRejected(
+                intent.client_order_id,
+                f"insufficient buying power: {intent.qty} {intent.symbol} needs about ${needed:,.2f}, "
+                f"${max(available, Decimal(0)):,.2f} available",
+            )
+
+    def _last_price(self, symbol: Symbol) -> Decimal:
+        bars = self._bars_for(symbol)
+        done = np.flatnonzero(bars.minute_start + 60 <= self._seconds(self._clock.now()))
+        if len(done):
+            return units_to_price(int(bars.close[done[-1]]))
+        if symbol not in self._prior_close:
+            prior = calendar.previous_session(self._date)
+            daily = self._market.daily_bars(prior, prior, [symbol])
+            self._prior_close[symbol] = Decimal(str(daily["close"].iloc[-1])) if len(daily) else Decimal(0)
+        return self._prior_close[symbol]
 
     # --- bars and persistence --------------------------------------------------------------
     def _bars_for(self, symbol: Symbol) -> _SymbolBars:
@@ -317,8 +369,13 @@ class PaperBroker:
         orders = self._store.query_df(
             "SELECT * FROM paper_orders WHERE trade_date = ? ORDER BY submitted_at, client_order_id", [self._date]
         )
+        trails = self._store.query(
+            "SELECT client_order_id, trail_percent, trail_amount FROM paper_trailing_stops WHERE trade_date = ?",
+            [self._date],
+        )
+        by_order = {order_id: (percent, amount) for order_id, percent, amount in trails}
         for row in orders.itertuples(index=False):
-            self._put(_order_from_row(row))
+            self._put(_order_from_row(row, by_order))
         fills = self._store.query_df("SELECT * FROM paper_fills WHERE trade_date = ? ORDER BY ts, fill_id", [self._date])
         self._fills = [_fill_from_row(row) for row in fills.itertuples(index=False)]
         synced = self._store.query("SELECT synced_until FROM paper_clock WHERE trade_date = ?", [self._date])
@@ -336,6 +393,9 @@ class PaperBroker:
         self._unsaved_orders, self._unsaved_fills = {}, []
         if orders:
             self._store.upsert("paper_orders", [_order_row(o, self._date) for o in orders])
+            trailing = [o.intent for o in orders if o.intent.order_type is OrderType.TRAILING_STOP]
+            if trailing:
+                self._store.upsert("paper_trailing_stops", [_trail_row(i, self._date) for i in trailing])
         if fills:
             self._store.upsert("paper_fills", [_fill_row(f, self._date) for f in fills])
         self._store.upsert("paper_clock", [{"trade_date": self._date, "synced_until": self._at(max(self._synced_s, 0))}])
@@ -378,11 +438,19 @@ def _order_row(order: Order, trade_date: date) -> dict:
     }  # fmt: skip
 
 
+def _trail_row(intent: OrderIntent, trade_date: date) -> dict:
+    return {
+        "client_order_id": intent.client_order_id, "trade_date": trade_date,
+        "trail_percent": intent.trail_percent, "trail_amount": intent.trail_amount,
+    }  # fmt: skip
+
+
 def _dec(value) -> Decimal | None:
     return None if value is None or pd.isna(value) else Decimal(str(value))
 
 
-def _order_from_row(row) -> Order:
+def _order_from_row(row, trails: dict[str, tuple]) -> Order:
+    trail = trails.get(row.client_order_id)  # (trail_percent, trail_amount) of a trailing stop
     intent = OrderIntent(
         client_order_id=ClientOrderId(row.client_order_id),
         symbol=Symbol(row.symbol),
@@ -394,6 +462,8 @@ def _order_from_row(row) -> Order:
         limit_price=_dec(row.limit_price),
         stop_price=_dec(row.stop_price),
         oco_group=None if pd.isna(row.oco_group) else row.oco_group,
+        trail_percent=_dec(trail[0]) if trail else None,
+        trail_amount=_dec(trail[1]) if trail else None,
     )
     return Order(
         intent=intent,

@@ -6,6 +6,11 @@ bar (no such bar: unfilled), sets target and stop from the fill, finds the first
 `core.exits.first_exits` (the rule the paper broker and the live monitor use), and liquidates
 the rest at the open of the first bar at or after the liquidation time, or at the last close.
 Everything is integer arithmetic on $0.0001 units, so results equal the Decimal booking exactly.
+
+The policy's other rules are the scalar stepper's (`core.exits.step`) in columns: levels from ATR
+multiples or a confidence table per session, a stop that moves bar by bar (the running maximum of
+the highs of each session's completed bars, by one `np.maximum.accumulate` over sessions lifted
+apart), and the time exit as an earlier cut-off. With them off, the engine takes the short path.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from decimal import Decimal
 import numpy as np
 
 from openbell.core.exits import ExitCode, ExitPolicy, first_exits, first_true
-from openbell.core.prices import UNITS, scaled_to_tick
+from openbell.core.prices import UNITS, scaled_to_tick, shifted_to_tick
 
 OPEN_MINUTE = 9 * 60 + 30
-EOD = 3  # exit code of a liquidation, next to ExitCode.TARGET (1) and ExitCode.STOP (2)
+EOD = int(ExitCode.EOD)  # exit code of a liquidation (3), next to ExitCode.TARGET (1), STOP (2) and TIME (4)
 _NEVER = np.iinfo(np.int64).max
-REASONS = {int(ExitCode.TARGET): "target", int(ExitCode.STOP): "stop", EOD: "eod"}
+KILL_SWITCH = 9  # exit code of a position flattened when the day's loss limit tripped (core.risk)
+REASONS = {
+    int(ExitCode.TARGET): "target",
+    int(ExitCode.STOP): "stop",
+    EOD: "eod",
+    int(ExitCode.TIME): "time",
+    KILL_SWITCH: "kill_switch",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +82,7 @@ class SessionResults:
     stop: np.ndarray
     exit_index: np.ndarray  # -1 when the liquidation filled at the last close after the session's bars
     exit_price: np.ndarray
-    exit_code: np.ndarray  # ExitCode.TARGET, ExitCode.STOP or EOD; 0 when unfilled
+    exit_code: np.ndarray  # ExitCode.TARGET, STOP, EOD or TIME; 0 when unfilled
     commission: np.ndarray
     pnl: np.ndarray
 
@@ -81,11 +93,16 @@ def replay_sessions(
     liquidation_minute: np.ndarray | int,
     policy: ExitPolicy = ExitPolicy(),
     costs: FillCosts = FillCosts(),
+    atr: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
 ) -> SessionResults:
     """Buy `shares[i]` of session i at its opening print and exit by the paper fill model.
 
-    Market fills (entry, stop, liquidation) take `costs.slippage_bps`; the target is a limit
-    order and fills at its price (or at a better open) without slippage.
+    Market fills (entry, stop, time exit, liquidation) take `costs.slippage_bps`; the target is a
+    limit order and fills at its price (or at a better open) without slippage. `atr[i]` is session
+    i's ATR(14) in $0.0001 units (0: unknown) and `confidence[i]` the ranker's confidence (NaN:
+    none), for the policy's ATR multiples and confidence table; each session then exits as
+    `core.exits.step` decides bar by bar.
     """
     starts, ends = bars.starts, bars.ends
     shares = np.asarray(shares, dtype=np.int64)
@@ -99,17 +116,28 @@ def replay_sessions(
     filled = (lengths > 0) & (minute[starts] == OPEN_MINUTE) & (shares > 0)
     buy_slip, sell_slip = 1 + costs.slippage_bps / 10_000, 1 - costs.slippage_bps / 10_000
     entry = np.where(filled, scaled_to_tick(open_[starts], buy_slip), 0)
-    target = scaled_to_tick(entry, 1 + policy.target_pct / 100)
-    stop = scaled_to_tick(entry, 1 - policy.stop_pct / 100)
+    atr = None if atr is None else np.asarray(atr, dtype=np.int64)
+    target, stop, moves = _levels(policy, entry, atr, confidence)
 
     # Unfilled sessions get levels no bar reaches, instead of a per-bar mask.
     target = np.where(filled, target, _NEVER)
     stop = np.where(filled, stop, -1)
-    if np.ndim(liquidation_minute) == 0:
+    cutoff = liquidation  # exits are checked on bars before it; the first bar at or after it sells at its open
+    if policy.time_exit_min is not None:
+        cutoff = np.minimum(liquidation, OPEN_MINUTE + policy.time_exit_min)
+    if np.ndim(liquidation_minute) == 0 and policy.time_exit_min is None:
         before_liquidation = bars.minute < liquidation_minute
     else:
-        before_liquidation = bars.minute < np.repeat(liquidation, lengths)
-    exit_index, exit_code, exit_price = first_exits(bars.open, bars.high, bars.low, starts, target, stop, before_liquidation)
+        before_liquidation = bars.minute < np.repeat(cutoff, lengths)
+    if policy.moves_stop:
+        stops = np.where(np.repeat(filled, lengths), _moving_stops(bars, lengths, entry, stop, moves), -1)
+        exit_index, exit_code, exit_price = first_exits(
+            bars.open, bars.high, bars.low, starts, np.repeat(target, lengths), stops, before_liquidation, per_bar=True
+        )
+    else:
+        exit_index, exit_code, exit_price = first_exits(
+            bars.open, bars.high, bars.low, starts, target, stop, before_liquidation
+        )
     # The stop becomes a market order when triggered and takes slippage; the target is a limit.
     exit_price = np.where(
         exit_code == ExitCode.STOP, scaled_to_tick(exit_price, sell_slip), scaled_to_tick(exit_price, Decimal(1))
@@ -122,7 +150,10 @@ def replay_sessions(
     eod_price = np.where(at_open, open_[liquidation_bar], close[np.maximum(ends - 1, 0)])
     exit_price = np.where(to_liquidate, scaled_to_tick(eod_price, sell_slip), exit_price)
     exit_index = np.where(at_open, liquidation_bar, np.where(to_liquidate, -1, exit_index))
-    exit_code = np.where(to_liquidate, EOD, exit_code).astype(np.int8)
+    market_exit = EOD
+    if policy.time_exit_min is not None:  # the first bar at or after the time exit, before the liquidation time
+        market_exit = np.where(at_open & (minute[liquidation_bar] < liquidation), int(ExitCode.TIME), EOD)
+    exit_code = np.where(to_liquidate, market_exit, exit_code).astype(np.int8)
 
     commission = np.where(filled, 2 * costs.commission_units(shares), 0)
     return SessionResults(
@@ -137,6 +168,90 @@ def replay_sessions(
         commission=commission,
         pnl=np.where(filled, (exit_price - entry) * shares - commission, 0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _StopMoves:
+    """How the stops move while held: the trailing stop and the break-even, per session (None: off)."""
+
+    trail_pct: Decimal | None  # one percentage for every session ...
+    trail_amount: np.ndarray | None  # ... or an amount in units per session (-1 where the ATR is unknown)
+    breakeven_at: np.ndarray | None  # units per session
+
+
+def _levels(
+    policy: ExitPolicy, entry: np.ndarray, atr: np.ndarray | None, confidence: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, _StopMoves]:
+    """Target, initial stop and stop moves per session, as `core.exits.exit_levels_for` computes them one by one."""
+    target = scaled_to_tick(entry, 1 + policy.target_pct / 100)
+    if policy.confidence_targets and confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float64)
+        chosen = np.zeros(len(entry), dtype=bool)
+        for least, target_pct in policy.confidence_targets:  # highest minimum first: the first match wins
+            match = ~chosen & (confidence >= float(least))  # NaN matches nothing
+            target = np.where(match, scaled_to_tick(entry, 1 + target_pct / 100), target)
+            chosen |= match
+    stop = scaled_to_tick(entry, 1 - policy.stop_pct / 100)
+    trail_amount = None
+    if atr is not None:
+        known = atr > 0
+        if policy.target_atr is not None:  # multiple x ATR on the tick, as core.exits.atr_amount
+            target = np.where(known, shifted_to_tick(entry, scaled_to_tick(atr, policy.target_atr)), target)
+        if policy.stop_atr is not None:
+            stop = np.where(known, np.maximum(shifted_to_tick(entry, -scaled_to_tick(atr, policy.stop_atr)), 0), stop)
+        if policy.trail_atr is not None:
+            trail_amount = np.where(known, scaled_to_tick(atr, policy.trail_atr), -1)
+    breakeven = policy.breakeven_after_pct
+    moves = _StopMoves(
+        trail_pct=policy.trail_pct,
+        trail_amount=trail_amount,
+        breakeven_at=None if breakeven is None else scaled_to_tick(entry, 1 + breakeven / 100),
+    )
+    trailed = _trail(entry, moves)
+    return target, (stop if trailed is None else np.maximum(stop, trailed)), moves
+
+
+def _trail(highest: np.ndarray, moves: _StopMoves, lengths: np.ndarray | None = None) -> np.ndarray | None:
+    """The trailing stop's level below `highest` (per session, or per bar given the sessions' `lengths`)."""
+    if moves.trail_amount is None and moves.trail_pct is None:
+        return None
+    percent = None if moves.trail_pct is None else scaled_to_tick(highest, 1 - moves.trail_pct / 100)
+    if moves.trail_amount is None:
+        return percent
+    amount = moves.trail_amount if lengths is None else np.repeat(moves.trail_amount, lengths)
+    by_amount = np.maximum(shifted_to_tick(highest, -np.maximum(amount, 0)), 0)
+    # Where the ATR is unknown (amount -1), the percentage applies, or no trailing stop at all.
+    return np.where(amount >= 0, by_amount, -1 if percent is None else percent)
+
+
+def _moving_stops(
+    bars: SessionBars, lengths: np.ndarray, entry: np.ndarray, stop: np.ndarray, moves: _StopMoves
+) -> np.ndarray:
+    """The stop in force on every bar: the initial stop, raised by the trailing stop and the break-even.
+
+    The level on bar t comes from the highs of its session's bars before t (completed bars): a running
+    maximum per session, by one cumulative maximum over the sessions lifted apart (session k's highs
+    plus k x (the highest high + 1), so no maximum reaches into the next session), shifted by one bar.
+    """
+    stops = np.repeat(stop, lengths)
+    if not bars.n_bars:
+        return stops
+    session = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    lift = int(bars.high.max()) + 1
+    if len(lengths) * lift >= 2**62:
+        raise OverflowError("too many sessions at too high prices for the integer running maximum; replay fewer at once")
+    lifted = session * lift
+    running = np.maximum.accumulate(bars.high + lifted) - lifted
+    highest = np.empty_like(running)
+    highest[1:] = running[:-1]
+    highest[bars.starts[lengths > 0]] = 0  # no completed bar yet on a session's first bar
+    trailed = _trail(highest, moves, lengths)
+    if trailed is not None:
+        stops = np.maximum(stops, trailed)
+    if moves.breakeven_at is not None:
+        armed = highest >= np.repeat(moves.breakeven_at, lengths)
+        stops = np.where(armed, np.maximum(stops, np.repeat(entry, lengths)), stops)
+    return stops
 
 
 def select_sessions(bars: SessionBars, sessions: np.ndarray) -> SessionBars:

@@ -10,37 +10,146 @@ For each bar, the first branch that holds wins:
 3. the low reaches the stop             -> stop fills at the stop price
    (when one bar touches both levels, the stop is assumed first: the conservative choice)
 4. the high reaches the target          -> target fills at the target price
+
+Around that rule, `ExitState` and `step` follow one position bar by bar: the levels it starts
+from (percentages, ATR multiples or a confidence table), the stop raised by a trailing stop or a
+break-even once a bar completes, and the market exits (time exit, liquidation) at a bar's open.
+`step` is the reference the paper broker and the monitor follow; the replay engine
+(core.backtest) applies the same rules to whole columns and is tested equal to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from decimal import Decimal
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
+
+from openbell.core.prices import price_to_units, round_to_tick, units_to_price
 
 
 class ExitCode(IntEnum):
     NONE = 0
     TARGET = 1
-    STOP = 2
+    STOP = 2  # the stop as it stands: fixed, raised by the trailing stop or moved to the entry by the break-even
+    EOD = 3  # the liquidation: at market, at the open of the first bar at or after the liquidation time
+    TIME = 4  # the time exit: at market, at the open of the first bar at or after entry + time_exit_min
 
 
 @dataclass(frozen=True, slots=True)
 class ExitPolicy:
-    """When a position is closed: +target_pct, -stop_pct, or at the liquidation time."""
+    """When a position is closed: at its target, its stop, a time exit, or at the liquidation time.
+
+    The defaults are +target_pct / -stop_pct from the entry fill and the liquidation; every other
+    rule is off until set. An ATR multiple replaces the percentage when the position's ATR(14) is
+    known (else the percentage applies); a confidence table picks the target percentage by the
+    ranker's confidence. The trailing stop and the break-even only ever raise the stop.
+    """
 
     target_pct: Decimal = Decimal("2.6")
     stop_pct: Decimal = Decimal("0.9")
     liquidation: time = time(15, 45)  # New York time; moved earlier on half days by the calendar
+    target_atr: Decimal | None = None  # target = entry + target_atr x ATR(14)
+    stop_atr: Decimal | None = None  # stop = entry - stop_atr x ATR(14)
+    trail_pct: Decimal | None = None  # stop >= highest high since entry x (1 - trail_pct / 100)
+    trail_atr: Decimal | None = None  # stop >= highest high since entry - trail_atr x ATR(14)
+    breakeven_after_pct: Decimal | None = None  # stop >= entry once a completed bar's high reached +this %
+    time_exit_min: int | None = None  # sell at market this many minutes after the entry
+    confidence_targets: tuple[tuple[Decimal, Decimal], ...] = ()  # (min_confidence, target_pct), highest match wins
 
     def __post_init__(self) -> None:
         if not Decimal(0) < self.target_pct < Decimal(1000):
             raise ValueError(f"target_pct must be a positive percentage such as 2.6, got {self.target_pct}")
         if not Decimal(0) < self.stop_pct < Decimal(100):
             raise ValueError(f"stop_pct must be a percentage between 0 and 100 such as 0.9, got {self.stop_pct}")
+        for name in ("target_atr", "stop_atr", "trail_atr", "breakeven_after_pct"):
+            value = getattr(self, name)
+            if value is not None and not Decimal(0) < value < Decimal(1000):
+                raise ValueError(f"{name} must be positive (or unset), got {value}")
+        if self.trail_pct is not None and not Decimal(0) < self.trail_pct < Decimal(100):
+            raise ValueError(f"trail_pct must be a percentage between 0 and 100 such as 1.5, got {self.trail_pct}")
+        if self.time_exit_min is not None and self.time_exit_min < 1:
+            raise ValueError(f"time_exit_min must be at least 1 minute (or unset), got {self.time_exit_min}")
+        table = tuple((Decimal(str(c)), Decimal(str(t))) for c, t in self.confidence_targets)
+        for confidence, target in table:
+            if not Decimal(0) <= confidence <= Decimal(1) or not Decimal(0) < target < Decimal(1000):
+                raise ValueError(
+                    "confidence_targets must be (min_confidence in [0, 1], target_pct > 0) pairs such as "
+                    f"[(0.8, 2.6), (0.7, 1.8)], got {(confidence, target)}"
+                )
+        object.__setattr__(self, "confidence_targets", tuple(sorted(table, reverse=True)))
+
+    @property
+    def moves_stop(self) -> bool:
+        """True when the stop can rise while the position is held (trailing stop or break-even)."""
+        return self.trail_pct is not None or self.trail_atr is not None or self.breakeven_after_pct is not None
+
+    def target_pct_for(self, confidence: float | None) -> Decimal:
+        """The target percentage for a pick: the confidence table's highest row at or below it, else target_pct."""
+        if confidence is not None and confidence == confidence:  # NaN: no confidence
+            for least, target in self.confidence_targets:
+                if confidence >= float(least):
+                    return target
+        return self.target_pct
+
+
+@dataclass(frozen=True, slots=True)
+class ExitLevels:
+    """A position's exits as they start from its entry fill: tick-rounded Decimals."""
+
+    target: Decimal
+    stop: Decimal  # the fixed stop, raised to the trailing stop's level at the entry fill
+    trail_pct: Decimal | None = None  # the trailing stop, in percent ...
+    trail_amount: Decimal | None = None  # ... or in dollars (trail_atr x ATR, on the tick); at most one is set
+    breakeven_at: Decimal | None = None  # a completed bar's high at or above this moves the stop to the entry
+
+
+def atr_amount(multiple: Decimal, atr: Decimal) -> Decimal:
+    """`multiple` x ATR as a price distance, rounded to the tick (so every path computes the same levels)."""
+    return round_to_tick(multiple * atr)
+
+
+def trail_stop(highest: Decimal, trail_pct: Decimal | None, trail_amount: Decimal | None) -> Decimal | None:
+    """The trailing stop's level below `highest`, tick-rounded and never below 0; None without a trailing stop."""
+    if trail_amount is not None:
+        return max(round_to_tick(highest - trail_amount), Decimal(0))
+    if trail_pct is not None:
+        return round_to_tick(highest * (1 - trail_pct / 100))
+    return None
+
+
+def exit_levels_for(
+    policy: ExitPolicy, entry: Decimal, atr: Decimal | None = None, confidence: float | None = None
+) -> ExitLevels:
+    """Target, initial stop and the stop's moves for a long entry filled at `entry`, computed once.
+
+    `atr` is the scan's ATR(14) in dollars (None or 0: unknown, the percentages apply); `confidence`
+    the ranker's confidence in the pick (None: target_pct). With the defaults this is
+    `core.prices.exit_levels(entry, target_pct, stop_pct)`.
+    """
+    known = atr is not None and atr > 0
+    if policy.target_atr is not None and known:
+        target = round_to_tick(entry + atr_amount(policy.target_atr, atr))
+    else:
+        target = round_to_tick(entry * (1 + policy.target_pct_for(confidence) / 100))
+    if policy.stop_atr is not None and known:
+        stop = max(round_to_tick(entry - atr_amount(policy.stop_atr, atr)), Decimal(0))
+    else:
+        stop = round_to_tick(entry * (1 - policy.stop_pct / 100))
+    trail_amount = atr_amount(policy.trail_atr, atr) if policy.trail_atr is not None and known else None
+    trail_pct = policy.trail_pct if trail_amount is None else None
+    trailed = trail_stop(entry, trail_pct, trail_amount)
+    breakeven = policy.breakeven_after_pct
+    return ExitLevels(
+        target=target,
+        stop=stop if trailed is None else max(stop, trailed),
+        trail_pct=trail_pct,
+        trail_amount=trail_amount,
+        breakeven_at=None if breakeven is None else round_to_tick(entry * (1 + breakeven / 100)),
+    )
 
 
 def bar_exits(
@@ -92,12 +201,15 @@ def first_exits(
     target: np.ndarray,
     stop: np.ndarray,
     active: np.ndarray | None = None,
+    *,
+    per_bar: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first triggering bar of each position, over bars laid out position after position.
 
     `starts[i]` is the index of position i's first bar (its entry bar); its bars run to
-    `starts[i + 1]` (or the end). `target[i]` and `stop[i]` are its levels. Bars where the
-    optional boolean `active` is False (after the liquidation time, say) never trigger.
+    `starts[i + 1]` (or the end). `target[i]` and `stop[i]` are its levels (with `per_bar`, one
+    level per bar instead: a stop that moves). Bars where the optional boolean `active` is False
+    (after the liquidation time, say) never trigger.
     Returns (bar_index, code, price) per position; bar_index is -1 and code NONE when no bar triggers.
 
     Every bar is tested with `bar_triggers`; `bar_exits` then decides reason and price on each
@@ -105,8 +217,10 @@ def first_exits(
     """
     starts = np.asarray(starts, dtype=np.int64)
     ends = np.append(starts[1:], len(open_))
-    lengths = ends - starts
-    triggered = bar_triggers(open_, high, low, np.repeat(target, lengths), np.repeat(stop, lengths))
+    if not per_bar:
+        lengths = ends - starts
+        target, stop = np.repeat(target, lengths), np.repeat(stop, lengths)
+    triggered = bar_triggers(open_, high, low, target, stop)
     if active is not None:
         triggered &= active
     bar_index = first_true(triggered, starts, ends)
@@ -115,5 +229,90 @@ def first_exits(
     at = bar_index[hit]
     codes = np.zeros(len(starts), dtype=np.int8)
     prices = np.zeros(len(starts), dtype=np.int64)
-    codes[hit], prices[hit] = bar_exits(open_[at], high[at], low[at], np.asarray(target)[hit], np.asarray(stop)[hit])
+    codes[hit], prices[hit] = bar_exits(open_[at], high[at], low[at], target[at], stop[at])
     return bar_index, codes, prices
+
+
+# --- one position, bar by bar: the reference ----------------------------------------------------
+
+
+class ExitBar(NamedTuple):
+    """One minute bar as the stepper reads it: `minute` since midnight New York, prices in $0.0001 units."""
+
+    minute: int
+    open: int
+    high: int
+    low: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExitState:
+    """One open long position between two bars. Prices in $0.0001 units."""
+
+    entry: int
+    target: int
+    stop: int  # the stop for the next bar: never lowered
+    highest: int  # highest high of the completed bars since the entry (0 before the first)
+    liquidation_minute: int
+    time_exit_minute: int | None
+    breakeven_at: int | None
+    trail_pct: Decimal | None
+    trail_amount: Decimal | None
+
+    @classmethod
+    def opened(
+        cls,
+        policy: ExitPolicy,
+        entry: Decimal,
+        entry_minute: int,
+        liquidation_minute: int,
+        atr: Decimal | None = None,
+        confidence: float | None = None,
+    ) -> ExitState:
+        """The state of a position filled at `entry` in the bar starting at `entry_minute` (that bar counts)."""
+        levels = exit_levels_for(policy, entry, atr, confidence)
+        return cls(
+            entry=price_to_units(entry),
+            target=price_to_units(levels.target),
+            stop=price_to_units(levels.stop),
+            highest=0,
+            liquidation_minute=liquidation_minute,
+            time_exit_minute=None if policy.time_exit_min is None else entry_minute + policy.time_exit_min,
+            breakeven_at=None if levels.breakeven_at is None else price_to_units(levels.breakeven_at),
+            trail_pct=levels.trail_pct,
+            trail_amount=levels.trail_amount,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExitDecision:
+    """What one bar does to a position: `code` NONE keeps it; else it is sold at `price` (units, before slippage)."""
+
+    code: ExitCode
+    price: int
+    stop: int  # the stop for the next bar (a monitor keeps its broker's stop order there)
+
+
+def step(state: ExitState, bar: ExitBar) -> tuple[ExitState, ExitDecision]:
+    """The next complete bar of an open position: the exit it triggers, or the state for the bar after.
+
+    In order: a bar at or after the liquidation time sells at its open (EOD); one at or after the time
+    exit sells at its open (TIME); else `bar_exits` with the target and the current stop. A bar that
+    triggers nothing then counts as completed: its high may raise the trailing stop and arm the
+    break-even, for the next bar only (within a bar the order of high and low is unknown).
+    """
+    if bar.minute >= state.liquidation_minute:
+        return state, ExitDecision(ExitCode.EOD, bar.open, state.stop)
+    if state.time_exit_minute is not None and bar.minute >= state.time_exit_minute:
+        return state, ExitDecision(ExitCode.TIME, bar.open, state.stop)
+    code, price = bar_exits(bar.open, bar.high, bar.low, state.target, state.stop)
+    if code != ExitCode.NONE:
+        return state, ExitDecision(ExitCode(int(code)), int(price), state.stop)
+    highest = max(state.highest, bar.high)
+    stop = state.stop
+    trailed = trail_stop(units_to_price(highest), state.trail_pct, state.trail_amount)
+    if trailed is not None:
+        stop = max(stop, price_to_units(trailed))
+    if state.breakeven_at is not None and highest >= state.breakeven_at:
+        stop = max(stop, state.entry)
+    return replace(state, highest=highest, stop=stop), ExitDecision(ExitCode.NONE, 0, stop)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from openbell.core.exits import ExitPolicy
-from openbell.core.prices import exit_levels
+from openbell.core.exits import ExitCode, ExitPolicy, exit_levels_for
+from openbell.core.protection import EXIT_PURPOSE
 from openbell.core.types import OrderIntent, OrderType, Purpose, Side, Symbol, TimeInForce, client_order_id, our_prefix
 
 
@@ -24,10 +24,24 @@ def moo_entry(trade_date: date, symbol: Symbol, shares: int) -> OrderIntent:
 
 
 def protective_exit(
-    trade_date: date, symbol: Symbol, shares: int, entry_price: Decimal, policy: ExitPolicy
+    trade_date: date,
+    symbol: Symbol,
+    shares: int,
+    entry_price: Decimal,
+    policy: ExitPolicy,
+    atr: Decimal | None = None,
+    confidence: float | None = None,
 ) -> tuple[OrderIntent, OrderIntent]:
-    """A one-cancels-other pair for a filled long entry: a target limit and a stop, from the fill price."""
-    target, stop = exit_levels(entry_price, policy.target_pct, policy.stop_pct)
+    """A one-cancels-other pair for a filled long entry: a target limit and a stop, from the fill price.
+
+    The levels are `core.exits.exit_levels_for` (percentages, ATR multiples with the scan's `atr`, or
+    the confidence table with the ranker's `confidence`). With a trailing stop in the policy the stop
+    is a trailing stop whose `stop_price` is its starting level (the fixed stop, or the trail from the
+    fill when that is higher); break-even moves and time exits are the monitor's (`core.exits.step`).
+    """
+    levels = exit_levels_for(policy, entry_price, atr, confidence)
+    target, stop = levels.target, levels.stop
+    trailing = levels.trail_pct is not None or levels.trail_amount is not None
     group = f"{our_prefix(trade_date)}{symbol}-exit"
     return (
         OrderIntent(
@@ -45,16 +59,27 @@ def protective_exit(
             symbol,
             Side.SELL,
             shares,
-            OrderType.STOP,
+            OrderType.TRAILING_STOP if trailing else OrderType.STOP,
             Purpose.STOP,
             stop_price=stop,
             oco_group=group,
+            trail_percent=levels.trail_pct,
+            trail_amount=levels.trail_amount,
         ),
     )
 
 
-def liquidation(trade_date: date, symbol: Symbol, shares: int) -> OrderIntent:
-    """Sell `shares` at market to flatten what the system opened."""
-    return OrderIntent(
-        client_order_id(trade_date, symbol, Purpose.EOD), symbol, Side.SELL, shares, OrderType.MARKET, Purpose.EOD
-    )
+def liquidation(trade_date: date, symbol: Symbol, shares: int, purpose: Purpose = Purpose.EOD) -> OrderIntent:
+    """Sell `shares` at market to flatten what the system opened: at the liquidation time (EOD), when the
+    day's loss limit trips (KILL), or when the user flattens (FLATTEN)."""
+    return OrderIntent(client_order_id(trade_date, symbol, purpose), symbol, Side.SELL, shares, OrderType.MARKET, purpose)
+
+
+def monitor_exit(trade_date: date, symbol: Symbol, shares: int, crossed: ExitCode) -> OrderIntent:
+    """Sell `shares` at market because the monitor saw its own stop or target crossed (`crossed`).
+
+    One id per symbol and reason, so a monitor run again never sends it twice; the report books it as
+    a stop or a target.
+    """
+    purpose = EXIT_PURPOSE[crossed]
+    return OrderIntent(client_order_id(trade_date, symbol, purpose), symbol, Side.SELL, shares, OrderType.MARKET, purpose)

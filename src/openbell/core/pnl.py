@@ -59,6 +59,7 @@ def round_trips(trade_date: date, fills: Iterable[Fill], purposes: Mapping[Clien
                 exit_reason=EXIT_REASON_OF_PURPOSE[purposes[last_exit.client_order_id]],
                 commission=commission,
                 pnl=proceeds - cost - commission,
+                exit_order_id=last_exit.client_order_id,
             )
         )
     return trades

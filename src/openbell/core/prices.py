@@ -81,6 +81,16 @@ def scaled_to_tick(units: np.ndarray, factor: Decimal) -> np.ndarray:
     raw = np.asarray(units, dtype=np.int64) * num  # the product, times `den`
     if raw.size and (np.abs(raw).max() > 2**62 // 200 or den > 2**20):
         raise OverflowError(f"factor {factor} is too fine for the integer path; use round_to_tick")
+    return _ratio_to_tick(raw, den)
+
+
+def shifted_to_tick(units: np.ndarray, offset_units: np.ndarray) -> np.ndarray:
+    """`round_to_tick(price + offset)` for many prices at once (both in $0.0001 units; the offset may be negative)."""
+    return _ratio_to_tick(np.asarray(units, dtype=np.int64) + np.asarray(offset_units, dtype=np.int64), 1)
+
+
+def _ratio_to_tick(raw: np.ndarray, den: int) -> np.ndarray:
+    """`raw / den` units rounded to the tick, halves up; the tick comes from the unrounded price."""
     cents = (raw + 50 * den) // (100 * den) * 100
     subpenny = (2 * raw + den) // (2 * den)
     return np.where(raw >= UNITS * den, cents, subpenny)

@@ -63,14 +63,25 @@ def fixed_ranking(symbols: Sequence[str]) -> list[RankedPick]:
     ]
 
 
+METHOD_RANKER = {"llm": "llm", "ensemble": "ensemble", "quant": "gap_x_rvol"}  # ranking.method -> its ranker's name
+
+
 def choose_ranker(
-    method: str, *, llm_asked: bool, llm_fallback: str | None, ensemble_failure: str | None
+    method: str,
+    *,
+    llm_asked: bool,
+    llm_fallback: str | None,
+    ensemble_failure: str | None,
+    quarantined: str | None = None,
 ) -> tuple[str, str | None]:
     """The ranker whose picks trade, and why it is not the one `method` asks for (None when it is).
 
     The quant ranker is the fallback of both others: of the LLM when it was not asked or its ranking
-    could not be used (`llm_fallback` says why), of the ensemble when it failed.
+    could not be used (`llm_fallback` says why), of the ensemble when it failed, and of either when
+    the learning loop quarantined it (`quarantined` says why).
     """
+    if quarantined is not None and method != "quant":
+        return GapVolumeRanker.name, f"{METHOD_RANKER[method]} is quarantined: {quarantined}"
     if method == "quant":
         return GapVolumeRanker.name, None
     if method == "ensemble":

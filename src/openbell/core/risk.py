@@ -11,13 +11,18 @@ Every refusal and trip is a `RiskEvent`, recorded in `risk_events` and shown in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+import numpy as np
+
+from openbell.core.backtest import EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, SessionResults
+from openbell.core.prices import scaled_to_tick
 from openbell.core.sizing import PositionSize
+from openbell.core.types import Fill, Side
 
 
 class Rule(StrEnum):
@@ -105,6 +110,14 @@ class RiskLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Halt:
+    """Why no entry may be sent: the rule that tripped (the day's loss, a drawdown) and what it said."""
+
+    rule: Rule
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Book:
     """What the day already holds when new entries are considered."""
 
@@ -122,11 +135,11 @@ def admit_entries(
     *,
     trade_date: date,
     now: datetime,
-    halted: str | None = None,
+    halted: Halt | None = None,
 ) -> tuple[list[PositionSize], list[RiskEvent]]:
     """The sizes in rank order, each kept while every limit holds; the others skipped, with their events.
 
-    `halted` (the reason) refuses every entry: the day's loss limit tripped, or a drawdown halt is on.
+    `halted` refuses every entry: the day's loss limit tripped, or a drawdown halt is on.
     A refused pick keeps its place with 0 shares and the reason, like a pick sizing skipped; a later,
     smaller pick can still fit.
     """
@@ -159,12 +172,11 @@ def _refusal(
     exposure: Decimal,
     by_symbol: dict[str, Decimal],
     trades: int,
-    halted: str | None,
+    halted: Halt | None,
 ) -> tuple[Rule, float | None, float | None, str] | None:
     """The first limit this entry would break, as (rule, observed, limit, reason); None when it fits."""
     if halted is not None:
-        rule = Rule.MAX_DRAWDOWN_PCT if "drawdown" in halted else Rule.DAILY_LOSS_USD
-        return rule, None, None, f"no new entries: {halted}"
+        return halted.rule, None, None, f"no new entries: {halted.reason}"
     if limits.max_positions is not None and positions + 1 > limits.max_positions:
         return (
             Rule.MAX_POSITIONS,
@@ -177,8 +189,9 @@ def _refusal(
                 f"would be trade {trades + 1} of at most {limits.max_trades_per_day} today")  # fmt: skip
     symbol_notional = by_symbol.get(size.symbol, Decimal(0)) + size.notional
     if limits.max_symbol_notional_usd is not None and symbol_notional > limits.max_symbol_notional_usd:
-        return (Rule.MAX_SYMBOL_NOTIONAL_USD, float(symbol_notional), float(limits.max_symbol_notional_usd),
-                f"${symbol_notional:,.2f} in {size.symbol} is over the ${limits.max_symbol_notional_usd:,.2f} limit")  # fmt: skip
+        limit = limits.max_symbol_notional_usd
+        reason = f"${symbol_notional:,.2f} in {size.symbol} is over the ${limit:,.2f} limit"
+        return Rule.MAX_SYMBOL_NOTIONAL_USD, float(symbol_notional), float(limit), reason
     gross = exposure + size.notional
     if limits.max_exposure_usd is not None and gross > limits.max_exposure_usd:
         return (Rule.MAX_EXPOSURE_USD, float(gross), float(limits.max_exposure_usd),
@@ -203,8 +216,8 @@ def daily_loss_breach(pnl: Decimal, starting_equity: Decimal, limits: RiskLimits
     if limits.daily_loss_pct is not None and starting_equity > 0:
         pct = loss / starting_equity * 100
         if pct >= limits.daily_loss_pct:
-            return (Rule.DAILY_LOSS_PCT, float(pct), float(limits.daily_loss_pct),
-                    f"the day's loss {pct:.2f}% of ${starting_equity:,.2f} reached the {limits.daily_loss_pct}% limit")  # fmt: skip
+            message = f"the day's loss {pct:.2f}% of ${starting_equity:,.2f} reached the {limits.daily_loss_pct}% limit"
+            return Rule.DAILY_LOSS_PCT, float(pct), float(limits.daily_loss_pct), message
     return None
 
 
@@ -227,3 +240,106 @@ def drawdown_breach(equity_by_session: Sequence[Decimal], limits: RiskLimits) ->
             f"{limits.drawdown_sessions} sessions (limit {limits.max_drawdown_pct}%)"
         )
     return None
+
+
+def closing_equities(latest: Decimal, net_pnl_by_session: Sequence[Decimal]) -> list[Decimal]:
+    """Each session's closing equity, oldest first, from the latest equity and the sessions' net P&L (oldest first).
+
+    The latest equity is the close of the last of those sessions; each earlier close is it less the
+    P&L of the sessions after.
+    """
+    equities = [latest]
+    for pnl in reversed(net_pnl_by_session[1:]):
+        equities.append(equities[-1] - pnl)
+    return equities[::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class LossTrip:
+    """Where a day's loss limit tripped in a replay: after the bar of `minute` completed, at `loss` $0.0001 units."""
+
+    minute: int  # minutes since midnight New York of the bar whose close tripped it
+    loss: int
+
+
+def daily_loss_exits(
+    bars: SessionBars,
+    results: SessionResults,
+    shares: np.ndarray,
+    limit_units: int,
+    liquidation_minute: int,
+    costs: FillCosts,
+) -> tuple[SessionResults, LossTrip | None]:
+    """The day's positions as the monitor's daily loss limit would have left them.
+
+    The monitor checks once a minute, after each bar completes, up to the liquidation time (its last
+    check sees the bar two minutes before it): the day's P&L is every exit's realised P&L (both
+    commissions) plus each open position marked at its last completed close, less its entry
+    commission. At the first check where the loss reaches `limit_units`, every position still open
+    is sold at market: at the open of its next bar (with the sell slippage), or at its last close
+    when it has none. `bars` and `results` are one day's sessions from `replay_sessions`.
+    """
+    filled = results.filled
+    if limit_units <= 0 or not filled.any():
+        return results, None
+    starts, ends = bars.starts, bars.ends
+    checks = np.arange(OPEN_MINUTE, liquidation_minute - 1)  # bar minutes whose close a check sees
+    if not len(checks):
+        return results, None
+    n = len(starts)
+    # Each position's last completed bar at each check (bars are in time order within a session).
+    minute = bars.minute
+    last_bar = np.empty((n, len(checks)), dtype=np.int64)
+    for i in range(n):  # a day holds a handful of positions; each row is one searchsorted
+        seg = minute[starts[i] : ends[i]]
+        last_bar[i] = starts[i] + np.searchsorted(seg, checks, side="right") - 1
+    mark = np.where(last_bar >= starts[:, None], bars.close[np.maximum(last_bar, 0)], results.entry_price[:, None])
+    entry_commission = costs.commission_units(shares)
+    open_pnl = (mark - results.entry_price[:, None]) * shares[:, None] - entry_commission[:, None]
+    exit_minute = np.where(results.exit_index >= 0, bars.minute[np.maximum(results.exit_index, 0)], np.iinfo(np.int32).max)
+    exit_minute = np.where(results.exit_code == EOD, np.iinfo(np.int32).max, exit_minute)
+    closed = exit_minute[:, None] <= checks[None, :]
+    pnl = np.where(closed, results.pnl[:, None], open_pnl)
+    pnl = np.where(filled[:, None], pnl, 0)
+    total = pnl.sum(axis=0)
+    tripped = np.flatnonzero(-total >= limit_units)
+    if not len(tripped):
+        return results, None
+    t = int(tripped[0])
+    trip_minute = int(checks[t])
+    still_open = filled & ~closed[:, t]
+    next_bar = np.array(
+        [starts[i] + np.searchsorted(minute[starts[i] : ends[i]], trip_minute, side="right") for i in range(n)]
+    )
+    has_next = next_bar < ends
+    price = np.where(has_next, bars.open[np.minimum(next_bar, len(bars.open) - 1)], bars.close[np.maximum(ends - 1, 0)])
+    price = scaled_to_tick(price, 1 - costs.slippage_bps / 10_000)
+    exit_price = np.where(still_open, price, results.exit_price)
+    exit_index = np.where(still_open, np.where(has_next, next_bar, -1), results.exit_index)
+    exit_code = np.where(still_open, KILL_SWITCH, results.exit_code).astype(np.int8)
+    pnl_after = np.where(filled, (exit_price - results.entry_price) * shares - results.commission, 0)
+    return (
+        replace(results, exit_index=exit_index, exit_price=exit_price, exit_code=exit_code, pnl=pnl_after),
+        LossTrip(trip_minute, int(-total[t])),
+    )
+
+
+def marked_pnl(fills: Sequence[Fill], marks: Mapping[str, Decimal]) -> Decimal:
+    """The day's P&L from its fills: the cash they moved (commissions included) plus what they left held, at `marks`.
+
+    A symbol still held without a mark is valued at its average buy price (no gain, no loss yet).
+    """
+    cash, held, cost = Decimal(0), {}, {}
+    for f in fills:
+        signed = f.qty if f.side is Side.BUY else -f.qty
+        cash -= signed * f.price + f.commission
+        held[f.symbol] = held.get(f.symbol, 0) + signed
+        if f.side is Side.BUY:
+            bought, paid = cost.get(f.symbol, (0, Decimal(0)))
+            cost[f.symbol] = (bought + f.qty, paid + f.qty * f.price)
+    for symbol, qty in held.items():
+        if qty:
+            bought, paid = cost.get(symbol, (0, Decimal(0)))
+            fallback = paid / bought if bought else Decimal(0)
+            cash += qty * marks.get(symbol, fallback)
+    return cash

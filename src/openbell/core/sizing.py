@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal
 
 
@@ -24,6 +24,14 @@ class SizingPolicy:
             raise ValueError(f"max_shares must be at least 1, got {self.max_shares}")
         if self.max_notional is not None and self.max_notional <= 0:
             raise ValueError(f"max_notional must be positive dollars, got {self.max_notional}")
+
+
+def scaled(policy: SizingPolicy, factor: Decimal) -> SizingPolicy:
+    """The policy with its budget (allocation, or percent of equity) times `factor`: a throttled ranker's size."""
+    if factor == 1:
+        return policy
+    pct = policy.pct_of_equity * factor if policy.pct_of_equity is not None else None
+    return replace(policy, allocation=policy.allocation * factor, pct_of_equity=pct)
 
 
 @dataclass(frozen=True, slots=True)

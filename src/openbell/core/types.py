@@ -22,6 +22,7 @@ class OrderType(StrEnum):
     MARKET = "market"
     LIMIT = "limit"
     STOP = "stop"
+    TRAILING_STOP = "trailing_stop"  # a sell stop that rises with the highest price since it was placed
 
 
 class TimeInForce(StrEnum):
@@ -48,18 +49,31 @@ class Purpose(StrEnum):
     TARGET = "target"
     STOP = "stop"
     EOD = "eod"
+    KILL = "kill"  # the day's loss limit tripped: flatten now
+    FLATTEN = "flatten"  # flattened by hand (openbell flatten, the flatten-now deployment)
+    SOFT_STOP = "softstop"  # the monitor sold at market: its own stop crossed (the broker refused or missed the pair)
+    SOFT_TARGET = "softtarget"  # the monitor sold at market: its own target crossed
+    TIME = "time"  # the time exit: sold at market time_exit_min minutes after the entry
 
 
 class ExitReason(StrEnum):
     TARGET = "target"
     STOP = "stop"
     EOD = "eod"
+    KILL_SWITCH = "kill_switch"
+    MANUAL = "manual"
+    TIME = "time"
 
 
 EXIT_REASON_OF_PURPOSE = {
     Purpose.TARGET: ExitReason.TARGET,
     Purpose.STOP: ExitReason.STOP,
     Purpose.EOD: ExitReason.EOD,
+    Purpose.KILL: ExitReason.KILL_SWITCH,
+    Purpose.FLATTEN: ExitReason.MANUAL,
+    Purpose.SOFT_STOP: ExitReason.STOP,
+    Purpose.SOFT_TARGET: ExitReason.TARGET,
+    Purpose.TIME: ExitReason.TIME,
 }
 
 
@@ -109,6 +123,8 @@ class OrderIntent:
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     oco_group: str | None = None  # orders sharing a group cancel each other when one fills
+    trail_percent: Decimal | None = None  # a trailing stop's distance below the highest price: percent ...
+    trail_amount: Decimal | None = None  # ... or dollars; stop_price, when set, is the level it never goes below
 
     def __post_init__(self) -> None:
         if self.qty <= 0:
@@ -117,6 +133,11 @@ class OrderIntent:
             raise ValueError(f"{self.client_order_id}: a limit order needs limit_price")
         if self.order_type is OrderType.STOP and self.stop_price is None:
             raise ValueError(f"{self.client_order_id}: a stop order needs stop_price")
+        trails = (self.trail_percent is not None) + (self.trail_amount is not None)
+        if self.order_type is OrderType.TRAILING_STOP and trails != 1:
+            raise ValueError(f"{self.client_order_id}: a trailing stop needs one of trail_percent and trail_amount")
+        if self.order_type is not OrderType.TRAILING_STOP and trails:
+            raise ValueError(f"{self.client_order_id}: trail_percent and trail_amount are for trailing stops only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +198,7 @@ class Trade:
     exit_reason: ExitReason
     commission: Decimal
     pnl: Decimal  # (exit - entry) * shares - commission
+    exit_order_id: ClientOrderId | None = None  # the order of the last exit fill
 
     @property
     def return_pct(self) -> float:

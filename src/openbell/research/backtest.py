@@ -28,8 +28,9 @@ from openbell import runtime as wiring
 from openbell.config import Settings
 from openbell.core.backtest import OPEN_MINUTE, REASONS, SessionBars, excursions, replay_sessions, select_sessions
 from openbell.core.metrics import drawdown_pct, performance_metrics
-from openbell.core.prices import UNITS, as_price, units_to_price
+from openbell.core.prices import UNITS, as_price, price_to_units, units_to_price
 from openbell.core.ranking import GapVolumeRanker, RankedPick
+from openbell.core.risk import Book, Halt, Rule, admit_entries, daily_loss_exits, drawdown_breach
 from openbell.core.sizing import PositionSize, size_position, within_buying_power
 from openbell.core.types import Symbol
 from openbell.errors import ConfigError
@@ -86,6 +87,8 @@ class SessionPlan:
     candidates: int  # the scan's passing candidates (0 with fixed symbols)
     picks: tuple[tuple[str, Decimal], ...]  # rank order; the price is 0 when there is none
     llm_calls: tuple = ()  # LlmCall rows of a fresh LLM ranking, for the audit
+    atr: tuple[float | None, ...] = ()  # the scan's ATR(14) of each pick, dollars (None or absent: unknown)
+    confidence: tuple[float | None, ...] = ()  # the ranker's confidence in each pick (None or absent: none)
 
 
 def replay_source(settings: Settings) -> ParquetReplaySource:
@@ -122,12 +125,15 @@ def plan_session(spec: BacktestSpec, day: date) -> SessionPlan:
         picks = [Symbol(s) for s in spec.symbols]
         ranking = DayRanking("fixed", [], spec.settings.ranking.method, None)
         passed = 0
+        atr: dict[str, float] = {}
     else:
         candidates = scan_day(market, day, spec.settings)
         llm, calls = recorded_llm(spec, day)
         ranking = rank_day(candidates, day, spec.settings, market, llm=llm, every_ranker=False)
         picks = [Symbol(s) for s in ranking.selected]
         passed = int(candidates["passed"].sum())
+        atr = dict(zip(candidates["symbol"], candidates["atr14"], strict=True))
+    confidence = {p.symbol: p.confidence for p in ranking.picks}
     prices = reference_prices(market, day, picks) if picks else {}
     return SessionPlan(
         day=day,
@@ -136,7 +142,14 @@ def plan_session(spec: BacktestSpec, day: date) -> SessionPlan:
         candidates=passed,
         picks=tuple((s, prices.get(s, Decimal(0))) for s in picks),
         llm_calls=tuple(calls) if spec.fresh_llm else (),
+        atr=tuple(_known(atr.get(s)) for s in picks),
+        confidence=tuple(_known(confidence.get(s)) for s in picks),
     )
+
+
+def _known(value: float | None) -> float | None:
+    """A number from the scan or the ranker, None when missing (None or NaN)."""
+    return None if value is None or value != value else float(value)
 
 
 def recorded_llm(spec: BacktestSpec, day: date) -> tuple[LlmRanking, list]:
@@ -173,6 +186,12 @@ class _Account:
     days: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unfilled: int = 0
+    risk: list[str] = field(default_factory=list)  # what the guards did, one line each
+    halt: Halt | None = None  # a drawdown halt: no new entries for the rest of the range
+    closes: list[Decimal] = field(default_factory=list)  # the equity before the first session, then at each close
+
+    def __post_init__(self) -> None:
+        self.closes.append(self.equity)
 
 
 def trade_sessions(
@@ -199,12 +218,14 @@ def trade_sessions(
             for symbol, price in plan.picks
         ]
         sizes = within_buying_power(sizes, start_equity)
+        sizes = _within_risk_limits(account, plan.day, sizes, start_equity, settings)
         account.skipped += [f"{plan.day} {s.symbol}: {s.skipped_reason}" for s in sizes if not s.shares]
         traded = [s for s in sizes if s.shares and (plan.day, s.symbol) in index]
         account.unfilled += sum(1 for s in sizes if s.shares and (plan.day, s.symbol) not in index)  # no bar at all
         before = len(account.trades)
         day_pnl, notional = _trade_day(account, plan, traded, bars, index, policy, costs, settings)
         account.equity += day_pnl
+        account.closes.append(account.equity)
         account.days.append(
             {
                 "trade_date": plan.day,
@@ -220,7 +241,23 @@ def trade_sessions(
     if len(daily):
         daily["drawdown_pct"] = drawdown_pct(daily["equity"], float(spec.starting_equity)).to_numpy()
     trades = pd.DataFrame(account.trades, columns=[*TRADE_COLUMNS, "_high_before_liquidation"])
-    return trades, daily, _notes(daily, account.skipped, account.unfilled)
+    return trades, daily, _notes(daily, account.skipped, account.unfilled) + _risk_notes(account.risk)
+
+
+def _within_risk_limits(
+    account: _Account, day: date, sizes: list[PositionSize], start_equity: Decimal, settings: Settings
+) -> list[PositionSize]:
+    """The sizes the risk limits admit, as the order task admits them; a drawdown halt lasts to the range's end."""
+    limits = settings.risk.limits()
+    if account.halt is None and limits.max_drawdown_pct is not None:
+        breach = drawdown_breach(account.closes, limits)
+        if breach is not None:
+            account.halt = Halt(Rule.MAX_DRAWDOWN_PCT, breach[1])
+            account.risk.append(f"{day}: new entries halted for the rest of the range: {breach[1]}")
+    kept, refused = admit_entries(sizes, limits, Book(start_equity), trade_date=day, now=_at(day, OPEN_MINUTE),
+                                  halted=account.halt)  # fmt: skip
+    account.risk += [f"{day} {e.message}" for e in refused if account.halt is None]
+    return kept
 
 
 def _trade_day(
@@ -243,7 +280,15 @@ def _trade_day(
     liquidation_minute = liquidation.hour * 60 + liquidation.minute
     day_bars = select_sessions(bars, np.array([index[(day, s.symbol)] for s in traded]))
     shares = np.array([s.shares for s in traded], dtype=np.int64)
-    result = replay_sessions(day_bars, shares, liquidation_minute, policy, costs)
+    atr, confidence = _exit_inputs(plan, traded)
+    result = replay_sessions(day_bars, shares, liquidation_minute, policy, costs, atr, confidence)
+    loss_limit = settings.risk.limits().daily_loss_limit(account.equity)  # the day's starting equity
+    if loss_limit is not None:
+        result, trip = daily_loss_exits(day_bars, result, shares, price_to_units(loss_limit), liquidation_minute, costs)
+        if trip is not None:
+            at = f"{trip.minute // 60:02d}:{trip.minute % 60:02d}"
+            loss = f"${trip.loss / UNITS:,.2f} reached the ${loss_limit:,.2f} limit"
+            account.risk.append(f"{day} {at}: the day's loss {loss}; open positions flattened")
     moves = excursions(day_bars, result, liquidation_minute)
     account.unfilled += int((~result.filled).sum())
     close = calendar.session_close(day)
@@ -273,6 +318,16 @@ def _trade_day(
     pnl = Decimal(int(result.pnl.sum())) / UNITS
     notional = Decimal(int((result.entry_price * shares)[result.filled].sum())) / UNITS
     return pnl, notional
+
+
+def _exit_inputs(plan: SessionPlan, traded: list[PositionSize]) -> tuple[np.ndarray, np.ndarray]:
+    """Per traded position: the scan's ATR(14) in $0.0001 units (0: unknown) and the ranker's confidence (NaN: none)."""
+    symbols = [s for s, _ in plan.picks]
+    atr = dict(zip(symbols, plan.atr, strict=False))
+    confidence = dict(zip(symbols, plan.confidence, strict=False))
+    atr_units = [price_to_units(Decimal(repr(atr[s.symbol]))) if atr.get(s.symbol) else 0 for s in traded]
+    known = [confidence.get(s.symbol) for s in traded]
+    return np.array(atr_units, dtype=np.int64), np.array([np.nan if c is None else c for c in known], dtype=np.float64)
 
 
 def _at(day: date, minute: int) -> datetime:
@@ -305,6 +360,14 @@ def _notes(daily: pd.DataFrame, skipped: list[str], unfilled: int) -> list[str]:
         notes.append(f"{len(skipped)} pick(s) skipped by sizing, e.g. {skipped[0]}")
     if unfilled:
         notes.append(f"{unfilled} entry order(s) unfilled (no opening print)")
+    return notes
+
+
+def _risk_notes(lines: list[str], shown: int = 8) -> list[str]:
+    """What the risk guards did (entries refused, loss limits tripped, halts), the first few one line each."""
+    notes = [f"risk: {line}" for line in lines[:shown]]
+    if len(lines) > shown:
+        notes.append(f"risk: ... and {len(lines) - shown} more")
     return notes
 
 

@@ -332,9 +332,39 @@ CREATE TABLE risk_events (
 );
 """
 
+# A trailing stop's distance in the paper broker's books (core.types.OrderIntent.trail_percent / trail_amount),
+# next to paper_orders: a table of its own, since DuckLake cannot read rows inlined before an added column.
+_PAPER_TRAILING_STOPS = """
+CREATE TABLE paper_trailing_stops (
+    client_order_id VARCHAR NOT NULL,
+    trade_date DATE NOT NULL,
+    trail_percent DECIMAL(18,4),
+    trail_amount DECIMAL(18,4)
+);
+"""
+
+# The learning loop's verdict on each ranker for a session, with the record it was judged on.
+_RANKER_STATES = """
+CREATE TABLE ranker_states (
+    trade_date DATE NOT NULL,
+    ranker VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    previous_state VARCHAR,
+    reason VARCHAR,
+    sessions INTEGER,
+    trades INTEGER,
+    win_rate DOUBLE,
+    expectancy_pct DOUBLE,
+    spearman DOUBLE,
+    run_id VARCHAR
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "openbell records in a DuckLake", _SCHEMA),
     Migration(2, "risk events", _RISK_EVENTS),
+    Migration(3, "trailing stops in the paper books", _PAPER_TRAILING_STOPS),
+    Migration(4, "ranker states of the learning loop", _RANKER_STATES),
 )
 
 # Each table's key: at most one stored row per key (upsert replaces it, insert refuses a second).
@@ -352,19 +382,22 @@ KEYS: dict[str, tuple[str, ...]] = {
     "trades": ("trade_date", "symbol"),
     "daily_pnl": ("trade_date",),
     "paper_orders": ("client_order_id",),
+    "paper_trailing_stops": ("client_order_id",),
     "paper_fills": ("fill_id",),
     "paper_holdings": ("symbol",),
     "paper_clock": ("trade_date",),
     "backtest_runs": ("run_id",),
     "risk_events": ("event_id",),
+    "ranker_states": ("trade_date", "ranker"),
 }
 
 # Columns that accept only these values (NULL aside).
 ALLOWED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("trades", "exit_reason"): ("target", "stop", "eod"),
+    ("trades", "exit_reason"): ("target", "stop", "eod", "kill_switch", "manual", "time"),
     ("ranking_quality", "horizon"): ("open_close", "open_high"),
     ("llm_calls", "status"): ("ok", "invalid", "error", "cached"),
     ("backtest_runs", "kind"): ("backtest", "sweep", "compare"),
+    ("ranker_states", "state"): ("active", "throttled", "quarantined"),
 }
 
 # Every table keyed by a trading day, so a day can be wiped and re-run. `runs` is left out on
@@ -381,9 +414,11 @@ DAY_TABLES: tuple[str, ...] = (
     "trades",
     "daily_pnl",
     "paper_orders",
+    "paper_trailing_stops",
     "paper_fills",
     "paper_clock",
     "risk_events",
+    "ranker_states",
 )
 
 

@@ -8,7 +8,8 @@ one-cancels-other orders as a limit parent with one stop leg ("held" while the p
 `nested=true` listings, `after`/`until`/`direction`/`limit`.
 
 Nothing fills by itself: a test moves the market with `fill`, `fill_stop_leg`, `expire`. Trouble is
-scripted for the next requests: `reject_next_order` (e.g. 403 with a reason), `answer_next_order_late`
+scripted for the next requests: `reject_next_order` (e.g. 403 with a reason), `refuse_orders` (every order
+with one client order id, as a pattern-day-trader block does), `answer_next_order_late`
 (accept, then answer after the client gave up; or accept only late), `gateway_timeout_next_order`
 (accept, then 504), `rate_limit` (429s), and `stop`/`start` (the server goes away and comes back on
 the same port with the same books). State lives in this object, not in the server thread.
@@ -78,6 +79,7 @@ class FakeAlpaca(LoopbackHttp):
         self._by_client: dict[str, str] = {}  # client order id -> alpaca id
         self._positions: dict[str, tuple[Decimal, Decimal]] = {}  # symbol -> (qty, avg price)
         self._scripts: deque[_Script] = deque()
+        self._refused_ids: dict[str, tuple[int, int, str]] = {}  # client order id -> every POST of it refused so
         self._rate_limits: dict[str | None, int] = {}
         self._cancel_delay = 0  # requests a cancel stays pending_cancel (0: cancels at once)
         self._pending_cancels: dict[str, int] = {}  # alpaca id -> requests left before it is canceled
@@ -96,6 +98,10 @@ class FakeAlpaca(LoopbackHttp):
     # --- scripted trouble -----------------------------------------------------------------
     def reject_next_order(self, status: int = 403, code: int = 40310100, message: str = "trade denied due to pattern day trading protection") -> None:  # fmt: skip
         self._scripts.append(_Script("reject", status, code, message))
+
+    def refuse_orders(self, client_order_id: str, status: int = 403, code: int = 40310100, message: str = "trade denied due to pattern day trading protection") -> None:  # fmt: skip
+        """Refuse every POST of an order with this client order id (a one-cancels-other pair by its target's id)."""
+        self._refused_ids[client_order_id] = (status, code, message)
 
     def answer_next_order_late(self, seconds: float, *, accept_first: bool = True) -> None:
         """Hold the next order's answer `seconds`; the order is stored before the wait (or only after it)."""
@@ -141,6 +147,15 @@ class FakeAlpaca(LoopbackHttp):
     def orders_with_client_id(self, client_order_id: str) -> list[dict]:
         with self._lock:
             return [copy.deepcopy(o) for o in self._orders.values() if o["client_order_id"] == client_order_id]
+
+    def orders_with_client_id_prefix(self, prefix: str) -> list[dict]:
+        """Every order (legs aside) whose client order id starts with `prefix`."""
+        with self._lock:
+            return [
+                copy.deepcopy(o)
+                for i, o in self._orders.items()
+                if o["client_order_id"].startswith(prefix) and i not in self._parent
+            ]
 
     def order_count(self) -> int:
         with self._lock:
@@ -457,7 +472,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(*_error(401, 40110000, "request is not authorized"))
         if fake._take_rate_limit(method):
             return self._answer(*_error(429, 42910000, "rate limit exceeded"))
-        script = fake._take_script() if (method, parts.path) == ("POST", "/v2/orders") else None
+        posting = (method, parts.path) == ("POST", "/v2/orders")
+        refused = fake._refused_ids.get((body or {}).get("client_order_id", "")) if posting else None
+        if refused is not None:
+            return self._answer(*_error(*refused))
+        script = fake._take_script() if posting else None
         if script is not None and script.kind == "reject":
             return self._answer(*_error(script.status, script.code, script.message))
         if script is not None and script.kind == "late-accept":

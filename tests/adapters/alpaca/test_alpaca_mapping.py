@@ -241,3 +241,50 @@ def test_the_account_reports_pattern_day_trading_where_alpaca_still_sends_it():
     mapped = mapping.to_account(account, paper=False)
 
     assert (mapped.pattern_day_trader, mapped.day_trade_count, mapped.paper) == (True, 3, False)
+
+
+# --- trailing stops --------------------------------------------------------------------------
+TRAILING = ExitPolicy(trail_pct=Decimal("1.5"))
+
+
+def test_a_trailing_stop_in_percent_becomes_a_trailing_stop_order_with_trail_percent():
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), TRAILING)
+
+    request = mapping.order_request(stop)
+
+    assert request.to_request_fields() == {
+        "symbol": "ABC", "qty": 100.0, "side": "sell", "type": "trailing_stop", "time_in_force": "day",
+        "client_order_id": "ob-20250307-ABC-stop", "trail_percent": 1.5,
+    }  # fmt: skip
+
+
+def test_a_trailing_stop_in_dollars_becomes_a_trailing_stop_order_with_trail_price():
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), ExitPolicy(trail_atr=Decimal(2)), atr=Decimal("0.40"))
+
+    request = mapping.order_request(stop)
+
+    assert (request.type, request.trail_price, request.trail_percent) == ("trailing_stop", 0.8, None)
+
+
+def test_a_trailing_stop_cannot_be_the_leg_of_an_alpaca_one_cancels_other_order():
+    target, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), TRAILING)
+
+    with pytest.raises(ValueError, match="no trailing stop"):
+        mapping.oco_request(target, stop)
+
+
+def test_an_alpaca_trailing_stop_maps_back_to_the_same_order():
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), TRAILING)
+    reported = raw(
+        STOP, type="trailing_stop", order_type="trailing_stop", side="sell", time_in_force="day",
+        trail_percent="1.5", stop_price="49.26", hwm="50.01", status="new",
+    )  # fmt: skip
+
+    order = mapping.to_order(Placed(STOP, reported))
+
+    assert (order.intent.order_type, order.intent.trail_percent, order.intent.stop_price) == (
+        OrderType.TRAILING_STOP,
+        Decimal("1.5"),
+        None,
+    )
+    assert mapping.same_order(stop, order)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from alpaca_support import DAY, alpaca_settings, at
+from alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
+from fake_alpaca import FakeAlpaca
+from scripted_market import ScriptedMarket
 
+from openbell.brokers.alpaca import AlpacaBroker
+from openbell.clock import SimClock
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import moo_entry, protective_exit
-from openbell.core.types import ClientOrderId, OrderStatus, Symbol
+from openbell.core.types import ClientOrderId, OrderStatus, Purpose, Symbol, client_order_id
 from openbell.ledger import record_orders
+from openbell.monitor import ExitMonitor
 from openbell.store import Store
-from tasks.intraday import _protect_filled_entries, _sell_what_we_opened
+from tasks.intraday import _sell_what_we_opened
 from tasks.runs import RunContext
 
 ENTRY, TARGET, STOP, EOD = (ClientOrderId(f"ob-20250307-ABC-{p}") for p in ("entry", "target", "stop", "eod"))
@@ -24,12 +30,11 @@ def test_an_entry_that_filled_in_part_and_expired_is_protected_for_the_shares_it
     clock.sleep_until(at("09:30"))
     fake.fill(ENTRY, "50.00", qty=40)
     fake.expire(ENTRY)
-    run = RunContext("run-1", "monitor_exits", DAY, "replay", alpaca_settings(fake.url))
+    market = ScriptedMarket(DAY, {"ABC": 50.0}, at("09:30"), at("16:00"))
 
-    settled = _protect_filled_entries(store, broker, run, {ENTRY})
+    ExitMonitor(store, broker, market, DAY, ExitPolicy(), run_id="run-1").tick(clock.now())
 
     target, stop = broker.order(TARGET), broker.order(STOP)
-    assert settled == {ENTRY}
     assert broker.order(ENTRY).status is OrderStatus.EXPIRED
     assert (target.intent.qty, stop.intent.qty) == (40, 40)
     assert (target.intent.limit_price, stop.intent.stop_price) == (Decimal("51.30"), Decimal("49.55"))
@@ -56,3 +61,137 @@ def test_liquidation_waits_for_alpaca_to_confirm_the_cancels_before_selling(conn
     assert flattened == 1
     assert (eod.status, eod.intent.qty) == (OrderStatus.NEW, 100)
     assert broker.order(TARGET).status is OrderStatus.CANCELLED
+
+
+# --- the monitor when the broker refuses a pair, goes away, or holds many positions ---------------------------
+def _day_with_entries(broker, fake, clock, store, symbols: list[str], price: str = "50.00") -> None:
+    """Market-on-open entries of 100 shares, filled at the open at `price`; the clock at 09:30."""
+    record_orders(store, DAY, [broker.submit(moo_entry(DAY, Symbol(s), 100)) for s in symbols])
+    clock.sleep_until(at("09:30"))
+    for s in symbols:
+        fake.fill(_id(s, Purpose.ENTRY), price)
+
+
+def _id(symbol: str, purpose: Purpose) -> ClientOrderId:
+    return client_order_id(DAY, symbol, purpose)
+
+
+def _watch(monitor: ExitMonitor, clock, until: datetime) -> None:
+    """Tick once a minute from the clock's time up to (not including) `until`, as watch_positions does."""
+    while clock.now() < until:
+        monitor.tick(clock.now())
+        clock.sleep_until(clock.now() + timedelta(minutes=1))
+
+
+def _liquidate_and_fill(store, broker, fake, clock) -> None:
+    """The 15:45 liquidation, then the fake fills its market sells at 50.00."""
+    clock.sleep_until(at("15:45"))
+    _sell_what_we_opened(
+        store, broker, clock, RunContext("run-2", "liquidate_eod", DAY, "replay", alpaca_settings(fake.url))
+    )
+    for symbol in {o["symbol"] for o in fake.orders_with_client_id_prefix(f"ob-{DAY:%Y%m%d}-") if o["type"] == "market"}:
+        order = broker.order(_id(symbol, Purpose.EOD))
+        if order is not None and order.is_open():
+            fake.fill(order.client_order_id, "50.00")
+
+
+def _sent_once(fake) -> bool:
+    ids = [o["client_order_id"] for o in fake.orders_with_client_id_prefix("ob-")]
+    return len(ids) == len(set(ids))
+
+
+def _events(store) -> list[tuple]:
+    return store.query("SELECT rule, action, symbol FROM risk_events WHERE trade_date = ? ORDER BY ts, rule, action", [DAY])
+
+
+def test_a_refused_pair_leaves_the_others_protected_and_the_monitor_sells_at_its_own_stop(broker, fake, clock, tmp_path):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    _day_with_entries(broker, fake, clock, store, ["AAA", "BBB", "CCC"])
+    fake.refuse_orders(_id("BBB", Purpose.TARGET))  # Alpaca's pattern-day-trader 403, on every try
+    market = ScriptedMarket(DAY, {"AAA": 50.0, "BBB": 50.0, "CCC": 50.0}, at("09:30"), at("16:00"))
+    market.set_bar("BBB", at("09:41"), 49.90, 49.95, 49.40, 49.50)  # through the 49.55 stop
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(), run_id="run-1")
+
+    _watch(monitor, clock, at("09:50"))
+
+    assert [broker.order(_id(s, Purpose.TARGET)).status for s in ("AAA", "CCC")] == [OrderStatus.NEW] * 2
+    assert broker.order(_id("BBB", Purpose.TARGET)) is None
+    (soft,) = fake.orders_with_client_id(_id("BBB", Purpose.SOFT_STOP))
+    assert (soft["type"], soft["side"], Decimal(soft["qty"]), soft["submitted_at"][11:16]) == (
+        "market",
+        "sell",
+        100,
+        "14:42",
+    )
+    tries = [r for r in fake.requests if r == "POST /v2/orders"]
+    assert len(tries) == 3 + 2 + 4 + 1  # entries, two pairs, BBB's pair at 09:30, 09:31, 09:33, 09:37, its market sell
+    assert _events(store) == [("protection", "fallback", "BBB"), ("protection", "flattened", "BBB")]
+    assert monitor.held == {}
+
+    fake.fill(_id("BBB", Purpose.SOFT_STOP), "49.50")
+    _liquidate_and_fill(store, broker, fake, clock)
+
+    assert broker.positions() == {}
+    assert _sent_once(fake)
+
+
+def test_an_outage_mid_day_is_waited_out_and_a_stop_crossed_meanwhile_is_flattened(broker, fake, clock, tmp_path):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    _day_with_entries(broker, fake, clock, store, ["AAA", "BBB"])
+    market = ScriptedMarket(DAY, {"AAA": 50.0, "BBB": 50.0}, at("09:30"), at("16:00"))
+    market.set_bar("BBB", at("11:00"), 49.90, 49.95, 49.40, 49.50)  # while the broker cannot be reached
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(), run_id="run-1")
+    _watch(monitor, clock, at("11:00"))
+
+    fake.stop()  # connections refused for the 11:00 tick
+    _watch(monitor, clock, at("11:01"))
+    fake.start()
+    _watch(monitor, clock, at("11:05"))
+
+    assert broker.order(_id("AAA", Purpose.TARGET)).status is OrderStatus.NEW  # its pair kept working
+    assert broker.order(_id("BBB", Purpose.TARGET)).status is OrderStatus.CANCELLED
+    (soft,) = fake.orders_with_client_id(_id("BBB", Purpose.SOFT_STOP))
+    assert soft["submitted_at"][11:16] == "16:01"  # 11:01 New York, at the reconnect
+    assert sorted(_events(store), key=str) == [
+        ("broker_outage", "fallback", None), ("broker_outage", "flattened", "BBB"), ("broker_outage", "recovered", None),
+    ]  # fmt: skip
+
+    fake.fill(_id("BBB", Purpose.SOFT_STOP), "49.50")
+    _liquidate_and_fill(store, broker, fake, clock)
+
+    assert broker.positions() == {}
+    assert _sent_once(fake)
+
+
+def _requests_per_tick(tmp_path, positions: int) -> tuple[int, int]:
+    """(requests of the tick that protects `positions` filled entries, requests of each later tick), on a fresh fake."""
+    clock = SimClock(at("09:00"))
+    fake = FakeAlpaca(clock, api_key=API_KEY, secret_key=SECRET_KEY).start()
+    broker = AlpacaBroker(alpaca_settings(fake.url), clock, DAY, **FAST)
+    store = Store(tmp_path / f"ob-{positions}.ducklake")
+    store.migrate()
+    try:
+        _day_with_entries(broker, fake, clock, store, [f"S{i:02d}" for i in range(positions)])
+        monitor = ExitMonitor(store, broker, ScriptedMarket(DAY, {}, at("09:30"), at("09:30")), DAY, ExitPolicy())
+        counts = []
+        for _ in range(4):
+            before = len(fake.requests)
+            monitor.tick(clock.now())
+            counts.append(len(fake.requests) - before)
+            clock.sleep_until(clock.now() + timedelta(minutes=1))
+    finally:
+        broker.close()
+        fake.stop()
+    assert len(set(counts[1:])) == 1
+    return counts[0], counts[1]
+
+
+def test_a_monitor_tick_costs_the_same_requests_with_20_positions_as_with_1(tmp_path):
+    first_with_1, tick_with_1 = _requests_per_tick(tmp_path, 1)
+
+    first_with_20, tick_with_20 = _requests_per_tick(tmp_path, 20)
+
+    assert tick_with_20 == tick_with_1 == 2  # the day's orders and the fills: 2 of Alpaca's 200 a minute
+    assert first_with_20 - tick_with_20 == 20 * 2  # protecting an entry: a lookup of its id, then the pair

@@ -261,3 +261,39 @@ def test_a_resent_order_must_match_the_one_ib_has_except_prices_of_a_done_one():
     assert mapping.differences(wider, TARGET) == ["limit_price"]
     assert mapping.differences(wider, TARGET, prices=False) == []
     assert mapping.differences(liquidation(DAY, ABC, 50), EOD, prices=False) == ["qty"]
+
+
+# --- trailing stops ------------------------------------------------------------------------------
+def test_a_trailing_stop_in_percent_becomes_a_trail_order_from_its_starting_level():
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), ExitPolicy(trail_pct=Decimal("1.5")))
+
+    order = mapping.to_ib_order(stop)
+
+    assert (order.orderType, order.action, order.totalQuantity, order.trailingPercent, order.trailStopPrice) == (
+        "TRAIL",
+        "SELL",
+        100,
+        1.5,
+        49.55,
+    )
+    assert (order.orderRef, order.ocaGroup, order.ocaType, order.tif) == (stop.client_order_id, stop.oco_group, 1, "DAY")
+
+
+def test_a_trailing_stop_in_dollars_becomes_a_trail_order_with_the_amount_as_aux_price():
+    policy = ExitPolicy(trail_atr=Decimal(2))
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), policy, atr=Decimal("0.40"))
+
+    order = mapping.to_ib_order(stop)
+
+    assert (order.orderType, order.auxPrice, order.trailStopPrice) == ("TRAIL", 0.8, 49.55)
+
+
+def test_a_trail_order_reported_by_ib_maps_back_to_the_trailing_stop():
+    _, stop = protective_exit(DAY, ABC, 100, Decimal("50.00"), ExitPolicy(trail_pct=Decimal("1.5")))
+    reported = mapping.to_ib_order(stop)
+    reported.trailStopPrice = 49.80  # IB raises it as the price rises
+
+    intent = mapping.intent_from_ib(Stock("ABC", "SMART", "USD"), reported)
+
+    assert (intent.order_type, intent.trail_percent, intent.trail_amount) == (OrderType.TRAILING_STOP, Decimal("1.5"), None)
+    assert mapping.differences(stop, intent) == []

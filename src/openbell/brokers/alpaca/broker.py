@@ -182,12 +182,13 @@ class AlpacaBroker:
         orders = [mapping.to_order(p) for p in mapping.placed_orders(raws, self._date)]
         return [o for o in orders if o.is_open()]
 
+    def day_orders(self) -> list[Order]:
+        """Our orders of the trade date, stop legs included, oldest first: one GET /v2/orders per 500 orders."""
+        return [mapping.to_order(p) for p in self._day_placed()]
+
     def fills_since(self, since: datetime | None = None) -> list[Fill]:
         """Fills of our orders of the trade date, derived from the orders (final fills only; see mapping)."""
-        after = datetime.combine(calendar.previous_session(self._date), time(0), tzinfo=calendar.NEW_YORK)
-        until = datetime.combine(self._date + timedelta(days=1), time(0), tzinfo=calendar.NEW_YORK)
-        raws = self._orders("listing the day's orders", status=QueryOrderStatus.ALL, after=after, until=until)
-        fills = [f for f in map(mapping.to_fill, mapping.placed_orders(raws, self._date)) if f is not None]
+        fills = [f for f in map(mapping.to_fill, self._day_placed()) if f is not None]
         return sorted((f for f in fills if since is None or f.ts >= since), key=lambda f: f.ts)  # ties: sent first
 
     def positions(self) -> dict[Symbol, Position]:
@@ -276,6 +277,17 @@ class AlpacaBroker:
         if failure is not None:
             raise self._read_error(failure, f"looking up order {client_order_id}")
         return raw
+
+    def _day_placed(self) -> list[Placed]:
+        """Our orders of the trade date, listed with their legs (status all, from the previous session's day on).
+
+        Market-on-open entries go in from 19:00 the evening before, so the listing starts on the previous
+        session's day; ids of other days are left out by `placed_orders`.
+        """
+        after = datetime.combine(calendar.previous_session(self._date), time(0), tzinfo=calendar.NEW_YORK)
+        until = datetime.combine(self._date + timedelta(days=1), time(0), tzinfo=calendar.NEW_YORK)
+        raws = self._orders("listing the day's orders", status=QueryOrderStatus.ALL, after=after, until=until)
+        return mapping.placed_orders(raws, self._date)
 
     def _with_legs(self, raw: AlpacaOrder) -> AlpacaOrder:
         if raw.legs or raw.order_class != OrderClass.OCO:

@@ -6,6 +6,10 @@ Conventions at Alpaca:
   carrying the target's client order id) and its single leg is the sell stop. Alpaca names the leg
   itself (a random client order id), so the leg is mapped back to our stop's id through its parent:
   `ob-YYYYMMDD-SYM-target` -> `ob-YYYYMMDD-SYM-stop`.
+- A trailing stop (`OrderType.TRAILING_STOP`) is its own order, `trailing_stop` with `trail_percent` or
+  `trail_price` (Alpaca's name for the amount): Alpaca's one-cancels-other orders take a fixed stop leg only,
+  and its trailing stop has no starting level (its high water mark starts at the price when placed), so
+  the intent's `stop_price` is not sent; the monitor keeps that level.
 - Alpaca reports numbers as strings; they become Decimal (prices) and int (shares) here, never float.
 - Fills are derived from orders: one fill per order whose fill is final (filled, or done with some
   shares filled), id `<alpaca order id>-<filled qty>`, commission 0 (Alpaca charges none on equities).
@@ -33,6 +37,7 @@ from alpaca.trading.requests import (
     StopLossRequest,
     StopOrderRequest,
     TakeProfitRequest,
+    TrailingStopOrderRequest,
 )
 
 from openbell.brokers.base import Account
@@ -72,7 +77,12 @@ _STATUS_GROUPS = (
 )
 _TIF = {TimeInForce.DAY: AlpacaTif.DAY, TimeInForce.OPG: AlpacaTif.OPG}
 _SIDE = {Side.BUY: AlpacaSide.BUY, Side.SELL: AlpacaSide.SELL}
-_ORDER_TYPE = {AlpacaType.MARKET: OrderType.MARKET, AlpacaType.LIMIT: OrderType.LIMIT, AlpacaType.STOP: OrderType.STOP}
+_ORDER_TYPE = {
+    AlpacaType.MARKET: OrderType.MARKET,
+    AlpacaType.LIMIT: OrderType.LIMIT,
+    AlpacaType.STOP: OrderType.STOP,
+    AlpacaType.TRAILING_STOP: OrderType.TRAILING_STOP,
+}
 COMMISSION = Decimal(0)  # Alpaca charges no commission on US equities (regulatory fees are not modelled)
 
 
@@ -116,7 +126,7 @@ def _stem(client_order_id: str) -> str:
 
 # --- requests --------------------------------------------------------------------------------
 def order_request(intent: OrderIntent) -> OrderRequest:
-    """A single order: market (opening auction with OPG, else day), limit or stop."""
+    """A single order: market (opening auction with OPG, else day), limit, stop or trailing stop."""
     common = dict(
         symbol=intent.symbol,
         qty=intent.qty,
@@ -130,6 +140,10 @@ def order_request(intent: OrderIntent) -> OrderRequest:
         raise ValueError(f"{intent.client_order_id}: only market orders are sent for the opening auction")
     if intent.order_type is OrderType.LIMIT:
         return LimitOrderRequest(**common, limit_price=_price(intent.limit_price))
+    if intent.order_type is OrderType.TRAILING_STOP:
+        if intent.trail_percent is not None:
+            return TrailingStopOrderRequest(**common, trail_percent=_price(intent.trail_percent))
+        return TrailingStopOrderRequest(**common, trail_price=_price(intent.trail_amount))
     return StopOrderRequest(**common, stop_price=_price(intent.stop_price))
 
 
@@ -142,7 +156,8 @@ def oco_request(target: OrderIntent, stop: OrderIntent) -> LimitOrderRequest:
         text
         for wrong, text in (
             (target.order_type is not OrderType.LIMIT or stop.order_type is not OrderType.STOP,
-             "the target must be a limit order and the stop a stop order"),
+             "the target must be a limit order and the stop a stop order (Alpaca's one-cancels-other orders take "
+             "no trailing stop: send a trailing stop alone with order_request)"),
             (target.symbol != stop.symbol or target.qty != stop.qty or target.side != stop.side,
              "target and stop must sell the same symbol and quantity"),
             (not target.oco_group or target.oco_group != stop.oco_group, "target and stop need one shared oco_group"),
@@ -225,6 +240,8 @@ def to_order(placed: Placed) -> Order:
         limit_price=_dec(raw.limit_price) if order_type is OrderType.LIMIT else None,
         stop_price=_dec(raw.stop_price) if order_type is OrderType.STOP else None,
         oco_group=oco_group_of(client_order_id) if oco else None,
+        trail_percent=_dec(raw.trail_percent) if order_type is OrderType.TRAILING_STOP and raw.trail_percent else None,
+        trail_amount=_dec(raw.trail_price) if order_type is OrderType.TRAILING_STOP and not raw.trail_percent else None,
     )
     filled_qty = _shares(raw.filled_qty)
     status = to_status(raw)
@@ -259,7 +276,9 @@ def same_order(intent: OrderIntent, order: Order) -> bool:
         and have.order_type == intent.order_type
         and have.tif == intent.tif
         and have.limit_price == intent.limit_price
-        and have.stop_price == intent.stop_price
+        and (have.stop_price == intent.stop_price or have.order_type is OrderType.TRAILING_STOP)  # not sent
+        and have.trail_percent == intent.trail_percent
+        and have.trail_amount == intent.trail_amount
     )
 
 

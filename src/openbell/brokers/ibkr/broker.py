@@ -216,6 +216,10 @@ class IbkrBroker:
     def open_orders(self) -> list[Order]:
         return self._call(self._read(lambda: [o for o in self._views() if o.is_open()]))
 
+    def day_orders(self) -> list[Order]:
+        """Our orders of the day from ib_async's book; no order request, only the round trip every read makes."""
+        return self._call(self._read(self._views))
+
     def fills_since(self, since: datetime | None = None) -> list[Fill]:
         return self._call(self._read(lambda: self._our_fills(since)))
 

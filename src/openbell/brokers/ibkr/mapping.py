@@ -2,7 +2,8 @@
 
 Outbound: an `OrderIntent` becomes a `Stock(symbol, "SMART", "USD")` and an ib_async `Order` whose
 `orderRef` is our deterministic client order id (market-on-open: MKT + tif OPG; protective pair: LMT and
-STP sharing an OCA group with ocaType 1; liquidation: MKT DAY). Inbound: ib_async's `Trade`, `Fill`,
+STP sharing an OCA group with ocaType 1, or LMT and TRAIL, whose `trailingPercent` or `auxPrice` (the amount)
+is the trail and `trailStopPrice` the level it starts from; liquidation: MKT DAY). Inbound: ib_async's `Trade`, `Fill`,
 `Position` and account values become our `Order`, `Fill`, `Position` and `Account`, with Decimal at the
 boundary. IB's error codes become the exception the caller should act on (see `error_for`).
 """
@@ -128,7 +129,7 @@ def order_error(trade: Trade) -> tuple[int, str] | None:
 
 
 # --- client order ids ----------------------------------------------------------------------------
-_OUR_REF = re.compile(r"^ob-(?P<day>\d{8})-(?P<symbol>.+)-(?P<purpose>entry|target|stop|eod)$")
+_OUR_REF = re.compile(rf"^ob-(?P<day>\d{{8}})-(?P<symbol>.+)-(?P<purpose>{'|'.join(p.value for p in Purpose)})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +171,19 @@ def to_ib_order(intent: OrderIntent, account: str = "") -> IbOrder:
         return MarketOrder(action, intent.qty, **common)
     if intent.order_type is OrderType.LIMIT:
         return LimitOrder(action, intent.qty, float(intent.limit_price), **common)
+    if intent.order_type is OrderType.TRAILING_STOP:
+        if intent.trail_percent is not None:
+            common["trailingPercent"] = float(intent.trail_percent)
+        else:
+            common["auxPrice"] = float(intent.trail_amount)
+        if intent.stop_price is not None:
+            common["trailStopPrice"] = float(intent.stop_price)
+        return IbOrder(action=action, totalQuantity=intent.qty, orderType="TRAIL", **common)
     return StopOrder(action, intent.qty, float(intent.stop_price), **common)
 
 
 # --- inbound -------------------------------------------------------------------------------------
-_ORDER_TYPES = {"MKT": OrderType.MARKET, "LMT": OrderType.LIMIT, "STP": OrderType.STOP}
+_ORDER_TYPES = {"MKT": OrderType.MARKET, "LMT": OrderType.LIMIT, "STP": OrderType.STOP, "TRAIL": OrderType.TRAILING_STOP}
 
 
 def intent_from_ib(contract: Contract, order: IbOrder) -> OrderIntent | None:
@@ -198,6 +207,11 @@ def intent_from_ib(contract: Contract, order: IbOrder) -> OrderIntent | None:
             limit_price=_tick_price(order.lmtPrice) if order_type is OrderType.LIMIT else None,
             stop_price=_tick_price(order.auxPrice) if order_type is OrderType.STOP else None,
             oco_group=order.ocaGroup or None,
+            # A trailing stop's trailStopPrice moves as it trails: only the trail itself is compared.
+            trail_percent=_decimal(order.trailingPercent) if order_type is OrderType.TRAILING_STOP else None,
+            trail_amount=_decimal(order.auxPrice)
+            if order_type is OrderType.TRAILING_STOP and _number(order.trailingPercent) is None
+            else None,
         )
     except ValueError:  # e.g. a limit order whose price IB did not report
         return None
@@ -234,7 +248,7 @@ def differences(sent: OrderIntent, reported: OrderIntent, *, prices: bool = True
     executions carries the fill price where the limit or stop was).
     """
     names = ["symbol", "side", "qty", "order_type", "tif", "oco_group"]
-    names += ["limit_price", "stop_price"] if prices else []
+    names += ["limit_price", "stop_price", "trail_percent", "trail_amount"] if prices else []
     return [n for n in names if getattr(reported, n) is not None and getattr(sent, n) != getattr(reported, n)]
 
 
@@ -394,6 +408,12 @@ def _number(value) -> float | None:
         return None
     number = float(value)
     return None if math.isnan(number) or number >= _UNSET_DOUBLE else number
+
+
+def _decimal(value) -> Decimal | None:
+    """An IB double as the Decimal of its shortest repr; None when IB left it unset."""
+    number = _number(value)
+    return None if number is None else Decimal(repr(number))
 
 
 def _tick_price(value) -> Decimal | None:
