@@ -20,10 +20,11 @@ from openbell.morning import NO_PRICE, reference_prices
 from openbell.notify import Notifier, order_rejected_message
 from openbell.store import Store
 from tasks.artifacts import publish_table
+from tasks.retries import TRANSIENT_RETRIES
 from tasks.runs import RunContext
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **TRANSIENT_RETRIES)  # safe to repeat: an order id the broker has is not sent again
 def submit_moo_orders(run: RunContext) -> int:
     """Submit the selected picks as market-on-open orders; returns how many the broker accepted."""
     phase = wiring.open_phase(run.settings, run.mode, run.trade_date, "moo")

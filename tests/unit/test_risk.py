@@ -270,3 +270,12 @@ def test_the_vectorised_trip_equals_the_minute_by_minute_check_on_random_days() 
         _, trip = daily_loss_exits(bars, results, shares, limit, liquidation, COSTS)
         expected = reference_trip(bars, results, shares, limit, liquidation)
         assert (None if trip is None else (trip.minute, trip.loss)) == expected
+
+
+def test_outages_and_fallbacks_keep_one_row_each_time_they_happen() -> None:
+    from openbell.core.risk import RiskEvent
+
+    first = RiskEvent(DAY, NOW.replace(hour=11, minute=0), Rule.BROKER_OUTAGE, Action.FALLBACK, "down")
+    second = RiskEvent(DAY, NOW.replace(hour=13, minute=5), Rule.BROKER_OUTAGE, Action.FALLBACK, "down again")
+    assert first.event_id != second.event_id
+    assert first.event_id == "20240305-broker_outage-fallback-*-1100"

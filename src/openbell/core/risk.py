@@ -52,6 +52,9 @@ class Action(StrEnum):
     FLATTENED = "flattened"
 
 
+_REPEATABLE = frozenset({Rule.BROKER_OUTAGE, Rule.PROTECTION})
+
+
 @dataclass(frozen=True, slots=True)
 class RiskEvent:
     """One guard's verdict, as recorded in `risk_events`."""
@@ -67,8 +70,12 @@ class RiskEvent:
 
     @property
     def event_id(self) -> str:
-        """The same verdict on the same day and symbol is one row, however often a rerun reaches it."""
-        return f"{self.trade_date:%Y%m%d}-{self.rule.value}-{self.action.value}-{self.symbol or '*'}"
+        """The same verdict on the same day and symbol is one row, however often a rerun reaches it.
+
+        Outages and protection fallbacks can happen more than once a day: their minute is part of the id.
+        """
+        base = f"{self.trade_date:%Y%m%d}-{self.rule.value}-{self.action.value}-{self.symbol or '*'}"
+        return f"{base}-{self.ts:%H%M}" if self.rule in _REPEATABLE else base
 
 
 @dataclass(frozen=True, slots=True)
