@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from openbell import calendar, ledger
 from openbell import runtime as wiring
-from openbell.core.learning import State, next_state, ranker_records
+from openbell.core.learning import State, judge_rankers, ranker_records
 from openbell.core.ranking import METHOD_RANKER, GapVolumeRanker, RankedPick, fixed_ranking
 from openbell.core.voters import EXCLUDED_COLUMN, VOTERS
 from openbell.errors import ConfigError
@@ -84,11 +84,9 @@ def _judge_rankers(run: RunContext, store: Store) -> str | None:
     records = ranker_records(trades, quality)
     previous = ledger.ranker_states(store, day)
     requested = METHOD_RANKER[run.settings.ranking.method]
-    rows, verdicts = [], {}
-    for name in sorted({*records, *previous, requested}):
-        before = previous.get(name, State.ACTIVE)
-        state, reason = next_state(records.get(name), before, policy)
-        verdicts[name] = (state, reason)
+    verdicts = judge_rankers(records, previous, requested, policy)
+    rows = []
+    for name, (before, state, reason) in verdicts.items():
         record = records.get(name)
         rows.append({
             "trade_date": day, "ranker": name, "state": state.value, "previous_state": before.value, "reason": reason,
@@ -99,7 +97,7 @@ def _judge_rankers(run: RunContext, store: Store) -> str | None:
         if state is not before:
             log.warning("learning loop: %s %s -> %s: %s", name, before.value, state.value, reason)
     store.replace("ranker_states", rows, where={"trade_date": day})
-    state, reason = verdicts[requested]
+    _, state, reason = verdicts[requested]
     return reason if state is State.QUARANTINED else None
 
 

@@ -424,8 +424,6 @@ class Settings(BaseSettings):
     def require_tradable_exits(self) -> None:
         """Refuse exits the trading flows cannot yet hold the way a backtest trades them (research takes them all)."""
         x, problems = self.exits, []
-        if x.breakeven_after_pct is not None:
-            problems.append("OPENBELL_EXITS__BREAKEVEN_AFTER_PCT: the trading flows do not move a stop at the broker yet")
         trailing = x.trail_pct is not None or x.trail_atr is not None
         if trailing and self.broker.kind == "alpaca":
             problems.append("a trailing stop (OPENBELL_EXITS__TRAIL_PCT/_ATR): Alpaca takes no trailing stop in a "

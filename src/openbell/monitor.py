@@ -4,7 +4,13 @@ A tick costs the same broker requests whatever the number of positions: `day_ord
 `fills_since()` (two GET /v2/orders at Alpaca). Orders go out only when something happens: the
 protective pair of a newly filled entry, a retry of a refused pair on the backoff of
 `core.protection`, and a cancel and market sell when the monitor closes a position itself. Market
-data is read only for the positions whose exits the monitor holds (one request for all of them).
+data is read only for the positions whose exits the monitor holds or whose stop the break-even may
+still raise (one request for all of them).
+
+The break-even (`ExitPolicy.breakeven_after_pct`) moves a stop at the broker by replacing the pair:
+once a completed bar's high reached its level (`core.exits.breakeven_stop`, the rule `core.exits.step`
+follows), the monitor cancels the pair and, once the broker confirms, places the same target with
+the stop at the entry under the break-even ids (`core.orders.breakeven_exit`), which a run again finds.
 
 Failures stay with the symbol they concern. A pair the broker refuses (`OrderRejected`, such as
 Alpaca's pattern-day-trader 403) or fails to place (`TransientError`) leaves that symbol to the
@@ -27,8 +33,8 @@ import numpy as np
 
 from openbell import calendar, ledger
 from openbell.brokers import Broker
-from openbell.core.exits import ExitCode, ExitPolicy
-from openbell.core.orders import liquidation, monitor_exit, protective_exit
+from openbell.core.exits import ExitCode, ExitPolicy, breakeven_stop, exit_levels_for
+from openbell.core.orders import breakeven_exit, liquidation, monitor_exit, protective_exit
 from openbell.core.prices import to_units, units_to_price
 from openbell.core.protection import EXIT_PURPOSE, OUTAGE_LONGEST_WAIT, HeldExit, Retry, first_crossing
 from openbell.core.risk import Action, Halt, RiskEvent, RiskLimits, Rule, daily_loss_breach, marked_pnl
@@ -106,7 +112,9 @@ class ExitMonitor:
         self._limits, self._halt, self._notifier = limits, halt, notifier
         self._starting_equity: Decimal | None = None  # the day's, for a loss limit in percent
         self._flat = False
+        self._unreachable = False
         self._exit_inputs = dict(exit_inputs or {})
+        self._raised: dict[Symbol, Decimal] = {}  # stops the break-even raised: their pair is the break-even pair
 
     @property
     def halted(self) -> Halt | None:
@@ -123,6 +131,7 @@ class ExitMonitor:
         book = self._read(now)
         if book is None:
             return
+        self._unreachable = False  # set by the first broker call of this tick that gets no answer
         orders, fills = book
         self._mirror.sync(fills, orders)
         ours = {o.client_order_id: o for o in orders if is_ours(o.client_order_id, self._date)}
@@ -136,15 +145,22 @@ class ExitMonitor:
             for symbol in entries:
                 self._closing[symbol] = _Closing(ExitCode.NONE, self._halt.rule, self._halt.reason, Purpose.KILL)
             for symbol in sorted(entries):
-                self._close(now, symbol, ours, fills)
+                if not self._unreachable:
+                    self._close(now, symbol, ours, fills)
             return
-        self._decide_closes(now, entries, ours, missed)
+        bars = self._decide_closes(now, entries, ours, missed, self._breakeven_watch(entries, ours))
         self._decide_time_exits(now, entries)
         closing = sorted(set(self._closing) & set(entries))
         for symbol in closing:
-            self._close(now, symbol, ours, fills)
+            if not self._unreachable:  # a broker that stopped answering is not asked again before the next tick
+                self._close(now, symbol, ours, fills)
         for symbol in sorted(set(entries) - set(closing)):
-            self._protect(now, entries[symbol], ours)
+            if self._unreachable:
+                break
+            if symbol in bars:
+                self._raise_stop(now, entries[symbol], ours, bars[symbol])
+            if not self._unreachable:
+                self._protect(now, entries[symbol], ours)
 
     @property
     def flat(self) -> bool:
@@ -188,20 +204,42 @@ class ExitMonitor:
         """True once the monitor has sold the position itself (in this run or an earlier one)."""
         return any(client_order_id(self._date, symbol, p) in ours for p in MONITOR_EXITS)
 
+    def _breakeven_watch(self, entries: dict[Symbol, Order], ours: dict[ClientOrderId, Order]) -> set[Symbol]:
+        """The positions whose stop the break-even may still raise (their bars are read each tick).
+
+        A break-even pair already at the broker (placed by this run or an earlier one) is the position's pair.
+        """
+        if self._policy.breakeven_after_pct is None:
+            return set()
+        watch = set()
+        for symbol in set(entries) - set(self._closing) - set(self._raised):
+            raised = ours.get(client_order_id(self._date, symbol, Purpose.BE_STOP))
+            if raised is not None and raised.intent.stop_price is not None:
+                self._raised[symbol] = raised.intent.stop_price
+            elif not any(h is not None and _filled(h) for h in self._halves(symbol, ours)):
+                watch.add(symbol)
+        return watch
+
     def _decide_closes(
-        self, now: datetime, entries: dict[Symbol, Order], ours: dict[ClientOrderId, Order], missed: datetime | None
-    ) -> None:
+        self,
+        now: datetime,
+        entries: dict[Symbol, Order],
+        ours: dict[ClientOrderId, Order],
+        missed: datetime | None,
+        breakeven: set[Symbol],
+    ) -> dict[Symbol, tuple[np.ndarray, ...]]:
         """Which positions the monitor closes itself: a level crossed on the bars it holds, or on bars an outage hid.
 
         After an outage, a position whose pair is still working at the broker (or was never placed)
-        is checked on the bars from the last read before the outage on.
+        is checked on the bars from the last read before the outage on. The bars of the `breakeven`
+        positions are read in the same request; returns every bar read.
         """
         since = {s: h.since for s, h in self._held.items() if s in entries and s not in self._closing}
         if missed is not None:
             for symbol in set(entries) - set(since) - set(self._closing):
                 if self._pair_working(symbol, ours) or not self._pair_placed(symbol, ours):
                     since[symbol] = missed
-        bars = self._completed_bars(set(since), now)
+        bars = self._completed_bars(set(since) | breakeven, now)
         for symbol, first_minute in sorted(since.items()):
             if symbol not in bars:
                 continue
@@ -219,6 +257,7 @@ class ExitMonitor:
             else:
                 rule, why = Rule.BROKER_OUTAGE, f"the {level} {price} crossed on the {bar} bar, during the broker outage"
             self._closing[symbol] = _Closing(crossed, rule, why)
+        return {s: b for s, b in bars.items() if s in breakeven}
 
     def _decide_time_exits(self, now: datetime, entries: dict[Symbol, Order]) -> None:
         """The time exit: a position held `time_exit_min` minutes after the open (its entry) is sold at market."""
@@ -250,11 +289,53 @@ class ExitMonitor:
         except OrderRejected as refused:
             self._hold(now, symbol, pair, f"the broker refused its protective pair: {refused}")
         except UNREACHABLE as failed:
+            self._unreachable = True
             self._hold(now, symbol, pair, f"placing its protective pair failed: {failed}")
         else:
             ledger.record_orders(self._store, self._date, list(placed), self._run_id)
             if symbol in self._held:
                 self._recovered(now, symbol)
+
+    def _raise_stop(
+        self, now: datetime, entry: Order, ours: dict[ClientOrderId, Order], bars: tuple[np.ndarray, ...]
+    ) -> None:
+        """The break-even: once a completed bar's high reached its level, replace the pair with one whose stop is the entry.
+
+        The pair is cancelled first; the replacement goes out (by `_protect`, this tick) once the broker
+        confirms the cancel, and not at all when a half of the old pair filled meanwhile. A pair the
+        monitor holds itself (the broker refused it) has its stop raised there, and is asked for again raised.
+        """
+        symbol, price = entry.intent.symbol, entry.avg_fill_price
+        starts, _, high, _ = bars
+        high = high[starts >= _naive_minute(calendar.session_open(self._date))]  # the entry's bar on: market-on-open
+        highest = units_to_price(int(to_units(high).max())) if len(high) else None
+        atr, confidence = self._exit_inputs.get(symbol, (None, None))
+        stop = breakeven_stop(exit_levels_for(self._policy, price, atr, confidence), price, highest)
+        if stop is None:
+            return
+        why = f"a completed bar's high reached the break-even level ({highest}): the stop goes up to the entry {stop}"
+        if self._dry_run:
+            self._log.info("dry run: %s: %s; would replace its protective pair", symbol, why)
+            return
+        working = [h for h in self._halves(symbol, ours) if h is not None and h.is_open()]
+        try:
+            cancelled = [self._broker.cancel(h.client_order_id) for h in working]
+        except (OrderRejected, *UNREACHABLE) as failed:
+            self._unreachable = isinstance(failed, UNREACHABLE)
+            self._log.warning("%s: could not cancel its pair to raise the stop at %s (%s); trying again next minute",
+                              symbol, f"{now:%H:%M}", failed)  # fmt: skip
+            return
+        if any(_filled(o) for o in cancelled):
+            self._log.info("%s: a half of its pair filled before the break-even could replace it", symbol)
+            return
+        if any(o.is_open() for o in cancelled):
+            self._log.info("%s: waiting for the broker to cancel its pair before raising the stop", symbol)
+            return
+        self._raised[symbol] = stop
+        self._log.info("break-even at %s: %s: %s", f"{now:%H:%M}", symbol, why)
+        watch = self._held.get(symbol)
+        if watch is not None:  # the monitor holds the exits: from this minute on, with the stop raised
+            self._held[symbol] = HeldExit(symbol, watch.target, stop, _minute(now), watch.retry)
 
     def _check_daily_loss(self, now: datetime, fills: list[Fill]) -> None:
         """The kill switch: the day's P&L, realised plus open positions at their last completed close, against the limit.
@@ -308,12 +389,13 @@ class ExitMonitor:
         watch = self._held.get(symbol)
         if watch is not None:
             retry = watch.retry.failed_again(now)
-            self._held[symbol] = HeldExit(symbol, target, stop, watch.since, retry)
+            since = watch.since if watch.stop == stop else _minute(now)  # a raised stop counts from the bar it applies to
+            self._held[symbol] = HeldExit(symbol, target, stop, since, retry)
             self._log.info("%s: still no protective pair at %s (%s); next try at %s", symbol, f"{now:%H:%M}", why,
                            f"{retry.due:%H:%M}")  # fmt: skip
             return
         retry = Retry.first(now)
-        self._held[symbol] = HeldExit(symbol, target, stop, now.replace(second=0, microsecond=0), retry)
+        self._held[symbol] = HeldExit(symbol, target, stop, _minute(now), retry)
         message = (f"{symbol}: {why}; the monitor holds target {target} and stop {stop} itself "
                    f"and asks the broker again at {retry.due:%H:%M}")  # fmt: skip
         self._log.error("protection fallback: %s", message)
@@ -357,6 +439,7 @@ class ExitMonitor:
             else:
                 order = self._broker.submit(monitor_exit(self._date, symbol, shares, closing.crossed))
         except (OrderRejected, *UNREACHABLE) as failed:
+            self._unreachable = isinstance(failed, UNREACHABLE)
             self._log.warning("%s: could not close at %s (%s); trying again next minute", symbol, f"{now:%H:%M}", failed)
             return
         ledger.record_orders(self._store, self._date, [order], self._run_id)
@@ -371,14 +454,17 @@ class ExitMonitor:
 
     # --- helpers -----------------------------------------------------------------------------
     def _pair(self, entry: Order) -> tuple[OrderIntent, OrderIntent]:
-        """The protective pair of a filled entry; the monitor holds the same levels when the broker has none."""
-        atr, confidence = self._exit_inputs.get(entry.intent.symbol, (None, None))
-        return protective_exit(
-            self._date, entry.intent.symbol, entry.filled_qty, entry.avg_fill_price, self._policy, atr, confidence
-        )
+        """The protective pair of a filled entry (its break-even replacement once the stop was raised); the monitor
+        holds the same levels when the broker has none."""
+        symbol = entry.intent.symbol
+        atr, confidence = self._exit_inputs.get(symbol, (None, None))
+        pair = protective_exit(self._date, symbol, entry.filled_qty, entry.avg_fill_price, self._policy, atr, confidence)
+        return pair if symbol not in self._raised else breakeven_exit(self._date, pair, self._raised[symbol])
 
     def _halves(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> tuple[Order | None, Order | None]:
-        return tuple(ours.get(client_order_id(self._date, symbol, p)) for p in (Purpose.TARGET, Purpose.STOP))
+        """The position's pair at the broker: the first one, or its break-even replacement once the stop was raised."""
+        halves = (Purpose.BE_TARGET, Purpose.BE_STOP) if symbol in self._raised else (Purpose.TARGET, Purpose.STOP)
+        return tuple(ours.get(client_order_id(self._date, symbol, p)) for p in halves)
 
     def _pair_working(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> bool:
         return any(h is not None and h.is_open() for h in self._halves(symbol, ours))
@@ -428,6 +514,15 @@ def _filled_entries(ours: dict[ClientOrderId, Order]) -> dict[Symbol, Order]:
 def _accepted(target: Order | None, stop: Order | None) -> bool:
     """Both halves of the pair are at the broker and neither was rejected (working, filled or cancelled)."""
     return all(h is not None and h.status is not OrderStatus.REJECTED for h in (target, stop))
+
+
+def _filled(order: Order) -> bool:
+    """True once any share of the order filled (a cancelled half that filled in part counts)."""
+    return order.filled_qty > 0 or order.status is OrderStatus.FILLED
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
 
 
 def _minutes(span: timedelta) -> int:

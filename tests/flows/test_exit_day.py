@@ -1,7 +1,8 @@
 """Exits beyond a fixed target and stop on a replayed day (2018-03-01), each equal to the backtest of the same day.
 
 The flows trade them on the paper broker (a trailing stop at the broker, the time exit by the monitor,
-levels in ATR multiples from the scan); a backtest with the same settings must write the same trades.
+the break-even by the monitor replacing the broker's pair, levels in ATR multiples from the scan); a
+backtest with the same settings must write the same trades.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from openbell.config import RunOptions
-from openbell.errors import ConfigError
 from openbell.research import jobs
 from openbell.research.backtest import BacktestSpec
 from openbell.store import Store
@@ -85,11 +85,16 @@ def test_levels_in_atr_multiples_from_the_scan_trade_as_the_backtest(prefect_har
     assert levels and all(abs(float(limit) - (float(entry) + 0.6 * atr)) <= 0.011 for _, entry, limit, atr in levels)
 
 
-def test_a_break_even_stop_is_refused_for_trading_before_any_flow_writes(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+def test_a_break_even_stop_moved_by_the_monitor_trades_as_the_backtest(prefect_harness, options, monkeypatch):
+    monkeypatch.setenv("OPENBELL_EXITS__BREAKEVEN_AFTER_PCT", "0.5")
+    options = options.model_copy(update={"stop_pct": Decimal(3), "target_pct": Decimal(8)})  # wide: the break-even decides
 
-    monkeypatch.setenv("OPENBELL_EXITS__BREAKEVEN_AFTER_PCT", "1")
+    replayed, backtested = _replay_and_backtest(options)
 
-    with pytest.raises(ConfigError, match="BREAKEVEN_AFTER_PCT.*Backtests and sweeps take these exits"):
-        trading_day(trade_date=DAY, options=options)
-    assert not Path(options.db_path).exists() or Store(options.db_path).query("SELECT count(*) FROM candidates") == [(0,)]
+    at_entry = Store(options.db_path).query(
+        "SELECT symbol FROM trades WHERE trade_date = ? AND exit_reason = 'stop' AND exit_price = entry_price "
+        "AND exit_order_id LIKE '%-bestop'",
+        [DAY],
+    )
+    assert at_entry
+    assert replayed and backtested == replayed

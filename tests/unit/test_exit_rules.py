@@ -17,7 +17,7 @@ from test_fill_model import _random_session as random_session
 from test_fill_model import dollars, hm, session_bars, units
 
 from openbell.core.backtest import REASONS, FillCosts, replay_sessions
-from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, exit_levels_for, step
+from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, breakeven_stop, exit_levels_for, step
 from openbell.core.prices import exit_levels, round_to_tick, with_slippage
 from openbell.core.types import Side
 
@@ -159,6 +159,55 @@ def test_step_breakeven_is_not_armed_by_the_bar_that_reaches_the_trigger():
     seen = walk(opened(policy), [xbar("09:30", "100.00", "101.50", "99.50")])  # high and low in one bar: order unknown
 
     assert seen == [(OPEN, ExitCode.NONE, D(0), D("100.00"))]
+
+
+# -- the break-even at the broker: when the monitor replaces the pair --------------------------------
+
+
+def test_breakeven_stop_is_the_entry_once_the_highest_completed_high_reaches_the_trigger():
+    levels = exit_levels_for(ExitPolicy(breakeven_after_pct=D(1)), D("100.00"))  # trigger 101.00, stop 99.10
+
+    assert breakeven_stop(levels, D("100.00"), None) is None  # no completed bar yet
+    assert breakeven_stop(levels, D("100.00"), D("100.99")) is None
+    assert breakeven_stop(levels, D("100.00"), D("101.00")) == D("100.00")
+
+
+def test_breakeven_stop_is_none_with_the_break_even_off():
+    levels = exit_levels_for(ExitPolicy(), D("100.00"))
+
+    assert breakeven_stop(levels, D("100.00"), D("150.00")) is None
+
+
+def test_breakeven_stop_is_none_when_the_trailing_stop_already_rose_to_the_entry():
+    levels = exit_levels_for(ExitPolicy(breakeven_after_pct=D(1), trail_pct=D(1)), D("100.00"))
+
+    assert breakeven_stop(levels, D("100.00"), D("101.00")) == D("100.00")  # the trail is at 99.99
+    assert breakeven_stop(levels, D("100.00"), D("101.02")) is None  # the trail is at 100.00 (100.0098 on the tick)
+
+
+@pytest.mark.parametrize("trail", [None, D("0.7")])
+def test_breakeven_stop_raises_the_stop_exactly_where_the_stepper_does(trail):
+    policy = ExitPolicy(target_pct=D(5), stop_pct=D(2), breakeven_after_pct=D("0.4"), trail_pct=trail)
+    rng = np.random.default_rng(7)
+    checked = raised = 0
+    for _ in range(200):
+        entry = round_to_tick(D(str(round(float(rng.uniform(1, 200)), 2))))
+        state = opened(policy, str(entry))
+        levels = exit_levels_for(policy, entry)
+        highest = None
+        for minute in range(OPEN, OPEN + 30):
+            low, high = sorted(units(round_to_tick(entry * D(str(1 + rng.normal(0, 0.004))))) for _ in range(2))
+            state, decision = step(state, ExitBar(minute, low, high, low))
+            if decision.code != ExitCode.NONE:
+                break
+            highest = dollars(high) if highest is None else max(highest, dollars(high))
+            moved = breakeven_stop(levels, entry, highest)
+            trailed = D(0) if trail is None else round_to_tick(highest * (1 - trail / 100))
+            without = max(levels.stop, trailed)
+            assert dollars(decision.stop) == (without if moved is None else max(without, moved))
+            assert moved is None or without < entry
+            checked, raised = checked + 1, raised + (moved is not None)
+    assert checked and raised  # the comparison ran, and some stops were raised
 
 
 def test_step_time_exit_sells_at_the_open_of_the_first_bar_at_or_after_entry_plus_n_minutes():

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from openbell.core.learning import LearningPolicy, RankerRecord, State, next_state, ranker_records
+from openbell.core.learning import LearningPolicy, RankerRecord, State, judge_rankers, next_state, ranker_records
 from openbell.core.sizing import SizingPolicy, scaled
 
 POLICY = LearningPolicy()
@@ -74,6 +74,19 @@ def test_too_little_history_keeps_the_state_it_had() -> None:
 def test_few_trades_but_a_scored_ranking_can_quarantine() -> None:
     state, reason = next_state(record(trades=2, spearman=-0.3), State.ACTIVE, POLICY)
     assert state is State.QUARANTINED and "worse than random" in reason
+
+
+def test_every_ranker_with_a_record_a_past_state_or_the_request_is_judged_from_its_last_state() -> None:
+    records = {"ensemble": record("ensemble", trades=12, expectancy=-0.9), "momentum": record("momentum", trades=0)}
+    previous = {"gap_x_rvol": State.THROTTLED, "momentum": State.QUARANTINED}
+
+    verdicts = judge_rankers(records, previous, "llm", POLICY)
+
+    assert list(verdicts) == ["ensemble", "gap_x_rvol", "llm", "momentum"]
+    assert verdicts["ensemble"][:2] == (State.ACTIVE, State.QUARANTINED)  # never judged before: it was active
+    assert verdicts["gap_x_rvol"] == (State.THROTTLED, State.THROTTLED, "too little history to judge")
+    assert verdicts["llm"] == (State.ACTIVE, State.ACTIVE, "too little history to judge")
+    assert verdicts["momentum"][:2] == (State.QUARANTINED, State.THROTTLED)  # its ranking recovered
 
 
 def test_a_throttled_size_scales_the_allocation_or_the_percent_of_equity() -> None:

@@ -152,6 +152,24 @@ def exit_levels_for(
     )
 
 
+def breakeven_stop(levels: ExitLevels, entry: Decimal, highest: Decimal | None) -> Decimal | None:
+    """The stop a broker's pair must be raised to by the break-even, or None while nothing is to raise.
+
+    `highest` is the highest high of the position's completed bars (None before the first completes).
+    As in `step`: once it reached `levels.breakeven_at`, the stop for the following bars is at least the
+    entry (tick-rounded). None when the break-even is off or not armed, or when the stop there already
+    is at or above the entry (a trailing stop that rose past it).
+    """
+    if levels.breakeven_at is None or highest is None or highest < levels.breakeven_at:
+        return None
+    stop = levels.stop
+    trailed = trail_stop(highest, levels.trail_pct, levels.trail_amount)
+    if trailed is not None:
+        stop = max(stop, trailed)
+    entry = round_to_tick(entry)
+    return entry if stop < entry else None
+
+
 def bar_exits(
     open_: np.ndarray, high: np.ndarray, low: np.ndarray, target: np.ndarray, stop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

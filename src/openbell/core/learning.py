@@ -116,3 +116,18 @@ def next_state(record: RankerRecord | None, previous: State, policy: LearningPol
             return State.THROTTLED, f"{numbers}: recovering from quarantine"
         return State.QUARANTINED, f"{numbers}: not yet above {policy.recover_spearman:+.2f}"
     return previous, f"{numbers}: too few trades to change"
+
+
+def judge_rankers(
+    records: dict[str, RankerRecord], previous: dict[str, State], requested: str, policy: LearningPolicy
+) -> dict[str, tuple[State, State, str]]:
+    """Every ranker's verdict for the next session: (its state before, its state, the reason), by name.
+
+    The rankers judged are those with a record, those judged before (`previous`, a ranker's latest
+    state) and the one `ranking.method` asks for; a ranker never judged before starts active.
+    """
+    verdicts = {}
+    for name in sorted({*records, *previous, requested}):
+        before = previous.get(name, State.ACTIVE)
+        verdicts[name] = (before, *next_state(records.get(name), before, policy))
+    return verdicts

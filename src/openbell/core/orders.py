@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -66,6 +67,24 @@ def protective_exit(
             trail_percent=levels.trail_pct,
             trail_amount=levels.trail_amount,
         ),
+    )
+
+
+def breakeven_exit(
+    trade_date: date, pair: tuple[OrderIntent, OrderIntent], stop: Decimal
+) -> tuple[OrderIntent, OrderIntent]:
+    """The pair that replaces a protective `pair` once the break-even raised its stop to `stop` (`exits.breakeven_stop`).
+
+    The same shares, target and stop type (a trailing stop keeps trailing, from `stop` up), under ids and a
+    group of their own: a monitor run again finds the replacement instead of sending it twice.
+    """
+    target, old = pair
+    symbol = target.symbol
+    group = f"{our_prefix(trade_date)}{symbol}-beexit"
+    target_id, stop_id = (client_order_id(trade_date, symbol, p) for p in (Purpose.BE_TARGET, Purpose.BE_STOP))
+    return (
+        replace(target, client_order_id=target_id, purpose=Purpose.BE_TARGET, oco_group=group),
+        replace(old, client_order_id=stop_id, purpose=Purpose.BE_STOP, stop_price=stop, oco_group=group),
     )
 
 

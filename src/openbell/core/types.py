@@ -54,6 +54,8 @@ class Purpose(StrEnum):
     SOFT_STOP = "softstop"  # the monitor sold at market: its own stop crossed (the broker refused or missed the pair)
     SOFT_TARGET = "softtarget"  # the monitor sold at market: its own target crossed
     TIME = "time"  # the time exit: sold at market time_exit_min minutes after the entry
+    BE_TARGET = "betarget"  # the target of the pair that replaced the protective pair when the break-even raised its stop
+    BE_STOP = "bestop"  # the stop of that pair, at the entry
 
 
 class ExitReason(StrEnum):
@@ -74,7 +76,10 @@ EXIT_REASON_OF_PURPOSE = {
     Purpose.SOFT_STOP: ExitReason.STOP,
     Purpose.SOFT_TARGET: ExitReason.TARGET,
     Purpose.TIME: ExitReason.TIME,
+    Purpose.BE_TARGET: ExitReason.TARGET,
+    Purpose.BE_STOP: ExitReason.STOP,
 }
+STOP_OF_TARGET = {Purpose.TARGET: Purpose.STOP, Purpose.BE_TARGET: Purpose.BE_STOP}  # the halves of a protective pair
 
 
 def client_order_id(trade_date: date, symbol: str, purpose: Purpose) -> ClientOrderId:

@@ -9,13 +9,19 @@ overnight, so each morning's buying power is the equity the previous session lef
 Planning a session (scan and rank) needs only the market data, so sessions are planned one by one
 independently (`plan_session`, in this process or fanned out to other processes), then traded in
 date order on the account (`trade_sessions`).
+
+With the learning loop on (`learning.enabled`), a plan also carries the quant fallback's picks and
+every ranker's rank correlation with the session's returns, and `trade_sessions` judges the rankers
+before each session from the backtest's own earlier sessions, by the trading day's rule
+(`core.learning`): a quarantined ranker's session trades the fallback's picks, a throttled one's
+trades smaller.
 """
 
 from __future__ import annotations
 
 import time as clock
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,15 +33,19 @@ from openbell import calendar
 from openbell import runtime as wiring
 from openbell.config import Settings
 from openbell.core.backtest import OPEN_MINUTE, REASONS, SessionBars, excursions, replay_sessions, select_sessions
+from openbell.core.learning import LearningPolicy, State, judge_rankers, ranker_records
 from openbell.core.metrics import drawdown_pct, performance_metrics
 from openbell.core.prices import UNITS, as_price, price_to_units, units_to_price
-from openbell.core.ranking import GapVolumeRanker, RankedPick
+from openbell.core.quality import ranking_quality, realised_returns
+from openbell.core.ranking import METHOD_RANKER, GapVolumeRanker, RankedPick, choose_ranker
 from openbell.core.risk import Book, Halt, Rule, admit_entries, daily_loss_exits, drawdown_breach
-from openbell.core.sizing import PositionSize, size_position, within_buying_power
+from openbell.core.sizing import PositionSize, scaled, size_position, within_buying_power
 from openbell.core.types import Symbol
+from openbell.core.voters import VOTERS
 from openbell.errors import ConfigError
 from openbell.llm import audit
 from openbell.llm.ranker import LlmRanker
+from openbell.marketdata import MarketData
 from openbell.marketdata.replay import ParquetReplaySource
 from openbell.morning import NO_PRICE, DayRanking, LlmRanking, prior_closes, rank_day, reference_prices, scan_day
 from openbell.research.results import DAILY_COLUMNS, TRADE_COLUMNS, BacktestResult
@@ -89,6 +99,20 @@ class SessionPlan:
     llm_calls: tuple = ()  # LlmCall rows of a fresh LLM ranking, for the audit
     atr: tuple[float | None, ...] = ()  # the scan's ATR(14) of each pick, dollars (None or absent: unknown)
     confidence: tuple[float | None, ...] = ()  # the ranker's confidence in each pick (None or absent: none)
+    learning: LearningInputs | None = None  # what the learning loop needs, when it is on and the scan's picks trade
+
+    def symbols(self) -> set[str]:
+        """Every symbol the session may trade: the plan's picks, and the fallback's should the learning loop swap them in."""
+        fallback = self.learning.fallback.picks if self.learning else ()
+        return {s for s, _ in (*self.picks, *fallback)}
+
+
+@dataclass(frozen=True)
+class LearningInputs:
+    """What the learning loop needs of a session, known from the market data alone (so planned in any order)."""
+
+    fallback: SessionPlan  # the quant ranker's plan: it trades instead when the requested ranker is quarantined
+    spearman: tuple[tuple[str, float], ...]  # (ranker, rank correlation with the open-to-close returns; NaN: none)
 
 
 def replay_source(settings: Settings) -> ParquetReplaySource:
@@ -121,6 +145,7 @@ def sessions_of(spec: BacktestSpec, market: ParquetReplaySource) -> list[date]:
 def plan_session(spec: BacktestSpec, day: date) -> SessionPlan:
     """The morning of `day` as the trading day decides it: the scan, the ranking, the prices to size by."""
     market = replay_source(spec.settings)
+    judged = spec.settings.learning.enabled and not spec.symbols  # the loop judges the rankers of the scan's picks
     if spec.symbols:
         picks = [Symbol(s) for s in spec.symbols]
         ranking = DayRanking("fixed", [], spec.settings.ranking.method, None)
@@ -129,22 +154,53 @@ def plan_session(spec: BacktestSpec, day: date) -> SessionPlan:
     else:
         candidates = scan_day(market, day, spec.settings)
         llm, calls = recorded_llm(spec, day)
-        ranking = rank_day(candidates, day, spec.settings, market, llm=llm, every_ranker=False)
+        ranking = rank_day(candidates, day, spec.settings, market, llm=llm, every_ranker=judged)  # judged: score all
         picks = [Symbol(s) for s in ranking.selected]
         passed = int(candidates["passed"].sum())
         atr = dict(zip(candidates["symbol"], candidates["atr14"], strict=True))
-    confidence = {p.symbol: p.confidence for p in ranking.picks}
-    prices = reference_prices(market, day, picks) if picks else {}
-    return SessionPlan(
-        day=day,
-        ranker=ranking.ranker,
-        fallback_reason=ranking.fallback_reason,
-        candidates=passed,
-        picks=tuple((s, prices.get(s, Decimal(0))) for s in picks),
-        llm_calls=tuple(calls) if spec.fresh_llm else (),
-        atr=tuple(_known(atr.get(s)) for s in picks),
-        confidence=tuple(_known(confidence.get(s)) for s in picks),
-    )
+    fallback = [Symbol(p.symbol) for p in ranking.by_ranker[GapVolumeRanker.name] if p.selected] if judged else []
+    every = list(dict.fromkeys([*picks, *fallback]))
+    prices = reference_prices(market, day, every) if every else {}
+
+    def plan(ranker: str, reason: str | None, symbols: list[Symbol], ranked: list[RankedPick]) -> SessionPlan:
+        confidence = {p.symbol: p.confidence for p in ranked}
+        return SessionPlan(
+            day=day,
+            ranker=ranker,
+            fallback_reason=reason,
+            candidates=passed,
+            picks=tuple((s, prices.get(s, Decimal(0))) for s in symbols),
+            llm_calls=tuple(calls) if spec.fresh_llm else (),
+            atr=tuple(_known(atr.get(s)) for s in symbols),
+            confidence=tuple(_known(confidence.get(s)) for s in symbols),
+        )
+
+    planned = plan(ranking.ranker, ranking.fallback_reason, picks, ranking.picks)
+    if not judged:
+        return planned
+    quant = plan(GapVolumeRanker.name, None, fallback, ranking.by_ranker[GapVolumeRanker.name])
+    return replace(planned, learning=LearningInputs(quant, rank_correlations(ranking, market, day)))
+
+
+def rank_correlations(ranking: DayRanking, market: MarketData, day: date) -> tuple[tuple[str, float], ...]:
+    """Each ranker's rank correlation with the session's open-to-close returns, as the day's report scores it.
+
+    The scores are those the ranking task records in `ranker_scores`: every ranker's, the LLM's only
+    when its ranking was used, and each voter's.
+    """
+    rows = [(name, p.symbol, p.score) for name, ranked in ranking.by_ranker.items() if name != "llm" for p in ranked]
+    if ranking.llm_scores:  # none when the LLM's ranking could not be used
+        rows += [("llm", p.symbol, ranking.llm_scores.get(p.symbol)) for p in ranking.by_ranker.get("llm", [])]
+    votes = ranking.votes
+    if votes is not None and not votes.empty:
+        rows += [(voter, symbol, score) for voter in VOTERS for symbol, score in votes[voter].astype(float).items()]
+    scores = pd.DataFrame(rows, columns=["ranker", "symbol", "score"])
+    if scores.empty:
+        return ()
+    bars = market.minute_bars(day, sorted(scores["symbol"].unique()))
+    table = ranking_quality(scores, realised_returns(bars, calendar.session_open(day), calendar.session_close(day)))
+    open_close = table[table["horizon"] == "open_close"]
+    return tuple(zip(open_close["ranker"], open_close["spearman"].astype(float), strict=True))
 
 
 def _known(value: float | None) -> float | None:
@@ -203,16 +259,21 @@ def trade_sessions(
     """Size, fill and exit every plan's picks in date order on one account: (trades, daily, notes).
 
     `bars` and `sessions` are the range's minute bars as `ParquetReplaySource.session_bars_between`
-    lays them out.
+    lays them out. With the learning loop on, the plans that carry its inputs (`plan_session`'s) are
+    judged first: which ranker's picks trade, and at what size.
     """
     settings = spec.settings
     policy, sizing, costs = settings.exits.policy(), settings.sizing.policy(), settings.broker.costs()
     index = {(d, s): i for i, (d, s) in enumerate(zip(sessions["day"], sessions["symbol"], strict=True))}
     account = _Account(spec.starting_equity)
-    for plan in plans:
-        start_equity = account.equity
+    loop = _LearningLoop(settings.learning.policy(), settings.ranking.method) if settings.learning.enabled else None
+    for planned in plans:
+        start_equity, plan, sized_by = account.equity, planned, sizing
+        if loop is not None and planned.learning is not None:
+            plan, factor = loop.judge(planned)
+            sized_by = scaled(sizing, factor)
         sizes = [
-            size_position(symbol, price, start_equity, sizing)
+            size_position(symbol, price, start_equity, sized_by)
             if price > 0
             else PositionSize(symbol, price, 0, Decimal(0), NO_PRICE)
             for symbol, price in plan.picks
@@ -224,6 +285,8 @@ def trade_sessions(
         account.unfilled += sum(1 for s in sizes if s.shares and (plan.day, s.symbol) not in index)  # no bar at all
         before = len(account.trades)
         day_pnl, notional = _trade_day(account, plan, traded, bars, index, policy, costs, settings)
+        if loop is not None and planned.learning is not None:
+            loop.record(planned, account.trades[before:])
         account.equity += day_pnl
         account.closes.append(account.equity)
         account.days.append(
@@ -241,7 +304,68 @@ def trade_sessions(
     if len(daily):
         daily["drawdown_pct"] = drawdown_pct(daily["equity"], float(spec.starting_equity)).to_numpy()
     trades = pd.DataFrame(account.trades, columns=[*TRADE_COLUMNS, "_high_before_liquidation"])
-    return trades, daily, _notes(daily, account.skipped, account.unfilled) + _risk_notes(account.risk)
+    notes = _notes(daily, account.skipped, account.unfilled, loop_days=loop.quarantined_days if loop else ())
+    return trades, daily, notes + _risk_notes(account.risk) + (loop.notes() if loop else [])
+
+
+@dataclass
+class _LearningLoop:
+    """The learning loop over a backtest's own sessions: before each, every ranker judged as the trading day judges it.
+
+    A ranker's record covers the last `lookback_sessions` sessions of the backtest (its trades with the
+    ranker whose picks traded, and every ranker's rank correlation), every ranker starts active, and
+    `core.learning` decides, as `tasks/rank.py` does from the store.
+    """
+
+    policy: LearningPolicy
+    method: str  # ranking.method
+    states: dict[str, State] = field(default_factory=dict)
+    history: list[tuple[date, tuple[tuple[str, float], ...], list[dict]]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    quarantined_days: list[date] = field(default_factory=list)
+    throttled: dict[str, int] = field(default_factory=dict)  # sessions traded smaller, by the ranker traded
+
+    def judge(self, plan: SessionPlan) -> tuple[SessionPlan, Decimal]:
+        """The plan whose picks trade (the fallback's when the requested ranker is quarantined), and the size factor."""
+        assert plan.learning is not None
+        window = self.history[-self.policy.lookback_sessions :]
+        trades = pd.DataFrame([t for _, _, day in window for t in day], columns=["ranker", "pnl", "return_pct"])
+        quality = pd.DataFrame([q for _, day, _ in window for q in day], columns=["ranker", "spearman"])
+        requested = METHOD_RANKER[self.method]
+        verdicts = judge_rankers(ranker_records(trades, quality), self.states, requested, self.policy)
+        for name, (before, state, reason) in verdicts.items():
+            if state is not before:
+                self.changes.append(f"{plan.day}: {name} {state} (was {before}): {reason}")
+            self.states[name] = state
+        _, state, reason = verdicts[requested]
+        if state is State.QUARANTINED:  # the quarantine alone decides: the other reasons do not matter
+            ranker, why = choose_ranker(self.method, llm_asked=True, llm_fallback=None, ensemble_failure=None,
+                                        quarantined=reason)  # fmt: skip
+            plan = replace(plan.learning.fallback, fallback_reason=why)
+            assert plan.ranker == ranker
+            self.quarantined_days.append(plan.day)
+        if self.states.get(plan.ranker) is not State.THROTTLED:
+            return plan, Decimal(1)
+        self.throttled[plan.ranker] = self.throttled.get(plan.ranker, 0) + 1
+        return plan, self.policy.throttle_size
+
+    def record(self, plan: SessionPlan, trades: list[dict]) -> None:
+        """The session as the next ones judge it: every ranker's rank correlation, and the trades with their ranker."""
+        assert plan.learning is not None
+        self.history.append((plan.day, plan.learning.spearman, trades))
+
+    def notes(self, shown: int = 12) -> list[str]:
+        """What the loop did: the sessions it changed, then each state change (the first few)."""
+        requested, notes = METHOD_RANKER[self.method], []
+        if self.quarantined_days:
+            n = len(self.quarantined_days)
+            notes.append(f"learning loop: {n} session(s) traded {GapVolumeRanker.name}'s picks: {requested} quarantined")
+        for ranker, n in sorted(self.throttled.items()):
+            notes.append(f"learning loop: {n} session(s) of {ranker} traded at {self.policy.throttle_size} of the size")
+        notes += [f"learning loop: {line}" for line in self.changes[:shown]]
+        if len(self.changes) > shown:
+            notes.append(f"learning loop: ... and {len(self.changes) - shown} more state change(s)")
+        return notes
 
 
 def _within_risk_limits(
@@ -347,14 +471,15 @@ def target_reach(trades: pd.DataFrame, target_pct: Decimal) -> pd.DataFrame:
     )
 
 
-def _notes(daily: pd.DataFrame, skipped: list[str], unfilled: int) -> list[str]:
-    """What a user should know about the run, one line each."""
+def _notes(daily: pd.DataFrame, skipped: list[str], unfilled: int, loop_days: Iterable[date] = ()) -> list[str]:
+    """What a user should know about the run, one line each (the learning loop's notes tell of `loop_days`)."""
     notes = []
     if len(daily):
         quiet = int((daily["trades"] == 0).sum())
         if quiet:
             notes.append(f"{quiet} of {len(daily)} sessions traded nothing")
-        for (ranker, reason), n in daily.dropna(subset=["note"]).groupby(["ranker", "note"]).size().items():
+        noted = daily[~daily["trade_date"].isin(list(loop_days))].dropna(subset=["note"])
+        for (ranker, reason), n in noted.groupby(["ranker", "note"]).size().items():
             notes.append(f"{n} session(s) ranked by {ranker}: {reason}")
     if skipped:
         notes.append(f"{len(skipped)} pick(s) skipped by sizing, e.g. {skipped[0]}")
@@ -393,7 +518,7 @@ def run_backtest(
         plans = fixed_plans(spec, days, bars, sessions, progress)
     else:
         plans = (planner or plan_in_process)(spec, days, progress)
-        symbols = sorted({s for p in plans for s, _ in p.picks})
+        symbols = sorted(set().union(*(p.symbols() for p in plans)))
         bars, sessions = market.session_bars_between(days[0], days[-1], symbols)
     trades, daily, notes = trade_sessions(spec, plans, bars, sessions)
     parameters = spec.parameters() | {"sessions": len(days), "wall_s": round(clock.perf_counter() - started, 3)}

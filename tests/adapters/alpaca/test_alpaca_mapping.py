@@ -15,7 +15,7 @@ from openbell.brokers.alpaca import mapping
 from openbell.brokers.alpaca.mapping import Placed
 from openbell.brokers.base import Account
 from openbell.core.exits import ExitPolicy
-from openbell.core.orders import liquidation, moo_entry, protective_exit
+from openbell.core.orders import breakeven_exit, liquidation, moo_entry, protective_exit
 from openbell.core.types import ClientOrderId, OrderIntent, OrderStatus, OrderType, Purpose, Side, Symbol
 
 DAY = date(2025, 3, 7)
@@ -68,6 +68,17 @@ def test_the_protective_pair_becomes_one_oco_limit_order_carrying_the_targets_id
         "take_profit": {"limit_price": 51.3}, "stop_loss": {"stop_price": 49.55},
         "client_order_id": "ob-20250307-ABC-target",
     }  # fmt: skip
+
+
+def test_the_break_even_pair_is_one_oco_order_whose_stop_leg_is_found_again_by_its_own_id():
+    target, stop = breakeven_exit(DAY, protective_exit(DAY, ABC, 120, Decimal("50.00"), ExitPolicy()), Decimal("50.00"))
+
+    request = mapping.oco_request(target, stop)
+
+    assert (request.client_order_id, request.stop_loss.stop_price) == ("ob-20250307-ABC-betarget", 50.0)
+    assert mapping.stop_leg_id(target.client_order_id) == stop.client_order_id
+    assert mapping.target_id_for(stop.client_order_id) == target.client_order_id
+    assert mapping.oco_group_of(stop.client_order_id) == target.oco_group == "ob-20250307-ABC-beexit"
 
 
 def test_a_liquidation_becomes_a_market_day_sell():

@@ -195,3 +195,19 @@ def test_a_monitor_tick_costs_the_same_requests_with_20_positions_as_with_1(tmp_
 
     assert tick_with_20 == tick_with_1 == 2  # the day's orders and the fills: 2 of Alpaca's 200 a minute
     assert first_with_20 - tick_with_20 == 20 * 2  # protecting an entry: a lookup of its id, then the pair
+
+
+def test_a_broker_that_stops_answering_mid_tick_is_not_asked_again_before_the_next_tick(broker, fake, clock, tmp_path):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    _day_with_entries(broker, fake, clock, store, ["AAA", "BBB", "CCC"])
+    fake.rate_limit(times=1_000, method="POST")  # every order is refused busy, past alpaca-py's own retries
+    market = ScriptedMarket(DAY, {"AAA": 50.0, "BBB": 50.0, "CCC": 50.0}, at("09:30"), at("16:00"))
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(), run_id="run-1")
+    posts = fake.requests.count("POST /v2/orders")
+
+    monitor.tick(clock.now())
+
+    assert set(monitor.held) == {"AAA"}  # the first pair failed; BBB and CCC wait for the next minute
+    assert fake.requests.count("POST /v2/orders") > posts
+    assert fake.orders_with_client_id_prefix(f"ob-{DAY:%Y%m%d}-BBB-t") == []

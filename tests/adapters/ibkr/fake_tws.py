@@ -38,7 +38,9 @@ Anything else is recorded in `unhandled` and ignored.
 Scripted by the test: `fill(order_ref, price)` executes an order (11 execDetails with reqId -1, 59
 commissionReport, 3 orderStatus) and cancels the rest of its OCA group (3 orderStatus Cancelled);
 `reject_next`, `silence_next_order`, `lose_next_order`, `drop_after_next_order`, `drop_connections`,
-`notify` (errors such as 1100/1102 pushed to every client), `add_order` (orders that were there before).
+`notify` (errors such as 1100/1102 pushed to every client), `add_order` (orders that were there before),
+`go_away` and `come_back` (TWS down, connects refused, then up again on the same port), `hang` and `resume`
+(sockets open, requests unanswered until resumed).
 Market data: `add_daily_bar`, `add_minute_bar` (pre- and post-market bars too: useRTH filters them), `set_quote`,
 `set_scanner`, `fail_next_history` (once), `refuse_market_data` (every snapshot until cleared).
 State (orders, executions, holdings) survives dropped connections, like a real TWS, so a reconnecting
@@ -47,6 +49,7 @@ client finds it.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -221,11 +224,13 @@ class FakeTws:
         self._silence_next = False
         self._drop_next = False
         self._lose_next = False
+        self._hung = False
+        self._held: list[tuple[_Session, list[str]]] = []  # requests received while hung, answered at `resume`
         self._next_perm_id = 900_000_001
         self._next_exec = 1
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server: socket.socket | None = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept, name="fake-tws", daemon=True)
+        self._acceptor: threading.Thread | None = None
         self._running = False
         self._handlers = {
             71: self._start_api, 61: self._positions, 5: self._open_orders, 16: self._all_open_orders,
@@ -239,14 +244,54 @@ class FakeTws:
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> FakeTws:
-        self._running = True
+        """Listen on `port` (the same port again after `stop` or `go_away`)."""
+        with self._lock:
+            if self._running:
+                return self
+            if self._server is None:
+                self._server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: rebinds at once
+            self._running = True
+            self._acceptor = threading.Thread(target=self._accept, args=(self._server,), name="fake-tws", daemon=True)
         self._acceptor.start()
         return self
 
     def stop(self) -> None:
-        self._running = False
-        self._server.close()
+        """Stop listening (connects are refused) and close every client socket; orders, executions and holdings stay."""
+        with self._lock:
+            self._running, self._hung, self._held = False, False, []  # a restarted TWS answers again
+            server, self._server = self._server, None
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not on Linux
+            server.close()
+        if self._acceptor is not None and self._acceptor is not threading.current_thread():
+            self._acceptor.join(timeout=5)
         self.drop_connections()
+
+    def hang(self) -> None:
+        """TWS stops answering but keeps the sockets open (frozen, or a link that died without a reset): requests are
+        held, unanswered, until `resume`."""
+        with self._lock:
+            self._hung = True
+
+    def resume(self) -> None:
+        """Answer the requests held since `hang`, in order, then everything as usual."""
+        with self._lock:
+            self._hung = False
+            held, self._held = self._held, []
+            for session, fields in held:
+                if session.alive:
+                    self._dispatch(session, fields)
+
+    def go_away(self) -> None:
+        """TWS/IB Gateway goes down (a restart, a network cut): every client socket is closed and connects to
+        `port` are refused until `come_back`. Orders, executions and holdings are kept, as IB keeps them."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """TWS/IB Gateway is up again on the same port: clients handshake anew, and their requests for open
+        orders, completed orders, executions and positions report what happened before and meanwhile."""
+        self.start()
 
     # --- scripting ---------------------------------------------------------------------------
     def fill(self, order_ref: str, price: float | str | Decimal, qty: int | None = None) -> FakeExecution:
@@ -380,15 +425,18 @@ class FakeTws:
             return [s.client_id for s in self._sessions if s.alive and s.client_id is not None]
 
     # --- sockets -----------------------------------------------------------------------------
-    def _accept(self) -> None:
-        while self._running:
+    def _accept(self, server: socket.socket) -> None:
+        while True:
             try:
-                sock, _ = self._server.accept()
-            except OSError:
+                sock, _ = server.accept()
+            except OSError:  # stopped: the listening socket was shut down
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = _Session(sock)
             with self._lock:
+                if server is not self._server:  # accepted while going away: as if refused
+                    session.close()
+                    return
                 self.connections += 1
                 self._sessions.append(session)
             threading.Thread(target=self._serve, args=(session,), name="fake-tws-session", daemon=True).start()
@@ -404,12 +452,11 @@ class FakeTws:
             session.send(SERVER_VERSION, f"{self._now():%Y%m%d %H:%M:%S} EST")
             while session.alive:
                 fields = _recv_frame(session.sock).decode().split("\0")[:-1]
-                handler = self._handlers.get(int(fields[0]))
                 with self._lock:
-                    if handler is None:
-                        self.unhandled.append(fields)
+                    if self._hung:
+                        self._held.append((session, fields))
                     else:
-                        handler(session, fields)
+                        self._dispatch(session, fields)
         except OSError:  # the client went away, or the test dropped it
             pass
         except Exception:
@@ -419,6 +466,13 @@ class FakeTws:
                 if session in self._sessions:
                     self._sessions.remove(session)
             session.close()
+
+    def _dispatch(self, session: _Session, fields: list[str]) -> None:
+        handler = self._handlers.get(int(fields[0]))
+        if handler is None:
+            self.unhandled.append(fields)
+        else:
+            handler(session, fields)
 
     def _session_of(self, client_id: int) -> _Session | None:
         return next((s for s in self._sessions if s.alive and s.client_id == client_id), None)

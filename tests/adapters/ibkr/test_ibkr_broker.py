@@ -169,6 +169,53 @@ def test_a_dropped_connection_mid_day_reconnects_and_recovers_what_happened_mean
     assert tws.contract_requests == ["ABC", "ABC"]  # qualified again after the reconnect
 
 
+def test_while_tws_is_down_calls_are_transient_errors_and_at_its_restart_the_fill_meanwhile_is_found(tws, connect, clock):
+    broker = connect(request_timeout_s=1.0)
+    enter_and_protect(broker, tws, clock)
+
+    tws.go_away()  # connects refused on its port
+    clock.sleep_until(at("11:00"))
+    tws.fill(STOP_ID, "49.55")  # IB's servers fill it while TWS is down
+    with pytest.raises(TransientError, match="not connected"):
+        broker.day_orders()
+    tws.come_back()
+
+    assert eventually(lambda: status_of(broker, STOP_ID) is OrderStatus.FILLED)
+    assert status_of(broker, TARGET_ID) is OrderStatus.CANCELLED
+    assert tws.connections == 2 and tws.clients() == [CLIENT_ID]
+    assert broker.positions() == {Symbol("IBM"): IBM_HOLDING}
+    assert tws.place_requests == [ENTRY_ID, TARGET_ID, STOP_ID]
+
+
+def test_a_read_tws_does_not_answer_is_a_transient_error_not_the_book_from_before(tws, connect, clock):
+    broker = connect(request_timeout_s=1.0)
+    enter_and_protect(broker, tws, clock)
+
+    tws.hang()  # the socket stays open: ib_async sees no disconnect
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="did not answer"):
+        broker.day_orders()
+    waited = time.monotonic() - started
+    tws.resume()
+
+    assert 1.0 <= waited < 3.0
+    assert status_of(broker, STOP_ID) is OrderStatus.NEW  # answered again once TWS is
+
+
+def test_a_request_cut_by_tws_going_away_is_a_transient_error_so_the_task_is_retried(tws, connect):
+    broker = connect(request_timeout_s=1.0)
+    tws.hang()  # the positions request stays unanswered until the socket closes under it
+    going_away = threading.Timer(0.3, tws.go_away)
+    going_away.start()
+
+    with pytest.raises(TransientError, match="dropped"):
+        broker.positions()
+    going_away.join()
+    tws.come_back()
+
+    assert eventually(lambda: broker.positions() == {Symbol("IBM"): IBM_HOLDING})
+
+
 def test_a_restart_with_the_same_client_id_adopts_our_orders_and_leaves_the_rest_alone(tws, connect, clock):
     manual = tws.add_order(client_id=CLIENT_ID, symbol="IBM", action="SELL", qty=100, lmt_price="150", order_ref="")
     other = tws.add_order(client_id=5, symbol="XYZ", action="BUY", qty=10, lmt_price="20", order_ref="hedge-1")

@@ -14,7 +14,7 @@ from ib_async import Position as IbPosition
 
 from openbell.brokers.ibkr import mapping
 from openbell.core.exits import ExitPolicy
-from openbell.core.orders import liquidation, moo_entry, protective_exit
+from openbell.core.orders import breakeven_exit, liquidation, moo_entry, protective_exit
 from openbell.core.types import ClientOrderId, Fill, OrderStatus, OrderType, Position, Purpose, Side, Symbol, TimeInForce
 from openbell.errors import ConfigError, OrderRejected, TransientError
 
@@ -24,6 +24,7 @@ ABC = Symbol("ABC")
 ENTRY = moo_entry(DAY, ABC, 100)
 TARGET, STOP = protective_exit(DAY, ABC, 100, Decimal("50.00"), ExitPolicy())  # 51.30 and 49.55
 EOD = liquidation(DAY, ABC, 100)
+BE_TARGET, BE_STOP = breakeven_exit(DAY, (TARGET, STOP), Decimal("50.00"))  # the stop raised to the entry
 SUBMITTED_AT = datetime(2025, 3, 7, 9, 20, tzinfo=NY)
 
 
@@ -68,7 +69,7 @@ def test_a_liquidation_is_a_market_sell_for_the_day():
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("intent", [ENTRY, TARGET, STOP, EOD], ids=lambda i: i.purpose.value)
+@pytest.mark.parametrize("intent", [ENTRY, TARGET, STOP, EOD, BE_TARGET, BE_STOP], ids=lambda i: i.purpose.value)
 def test_every_order_we_send_reads_back_as_the_same_intent(intent):
     assert mapping.intent_from_ib(mapping.to_contract(intent.symbol), mapping.to_ib_order(intent)) == intent
 
@@ -93,6 +94,13 @@ def test_an_order_of_a_shape_we_never_send_is_not_adopted_even_with_our_id():
 
 def test_our_id_is_taken_apart_into_day_symbol_and_purpose():
     assert mapping.parse_order_ref("ob-20250307-BRK B-stop") == mapping.OrderRef(DAY, Symbol("BRK B"), Purpose.STOP)
+    assert mapping.parse_order_ref("ob-20250307-ABC-bestop") == mapping.OrderRef(DAY, ABC, Purpose.BE_STOP)
+
+
+def test_a_break_even_stop_known_from_its_fills_alone_reads_back_as_a_stop():
+    intent = mapping.intent_from_fills([mapping.to_fill(fill_of(BE_STOP.client_order_id, "SLD", 100, 50.0))])
+
+    assert (intent.order_type, intent.purpose, intent.stop_price) == (OrderType.STOP, Purpose.BE_STOP, Decimal("50.00"))
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,6 @@ from openbell.core.types import (
     Order,
     OrderIntent,
     Position,
-    Purpose,
     Symbol,
     TimeInForce,
     is_ours,
@@ -258,7 +257,7 @@ class AlpacaBroker:
 
     def _lookup(self, client_order_id: ClientOrderId) -> Placed | None:
         """Our order by its client order id; a stop is found as the leg of its one-cancels-other parent."""
-        if mapping.purpose_of(client_order_id) is Purpose.STOP:
+        if mapping.is_stop_leg(client_order_id):
             parent = self._by_client_id(mapping.target_id_for(client_order_id))
             if parent is not None and parent.order_class == OrderClass.OCO:
                 parent = self._with_legs(parent)

@@ -43,6 +43,7 @@ from alpaca.trading.requests import (
 from openbell.brokers.base import Account
 from openbell.calendar import NEW_YORK
 from openbell.core.types import (
+    STOP_OF_TARGET,
     ClientOrderId,
     Fill,
     Order,
@@ -106,18 +107,25 @@ def purpose_of(client_order_id: str) -> Purpose:
 
 
 def stop_leg_id(target_id: str) -> ClientOrderId:
-    """Our id for the stop leg of the one-cancels-other order that carries `target_id`."""
-    return ClientOrderId(_stem(target_id) + Purpose.STOP.value)
+    """Our id for the stop leg of the one-cancels-other order that carries `target_id` (a target or break-even target)."""
+    return ClientOrderId(_stem(target_id) + STOP_OF_TARGET.get(purpose_of(target_id), Purpose.STOP).value)
 
 
 def target_id_for(stop_id: str) -> ClientOrderId:
     """The id of the one-cancels-other parent whose leg is our stop `stop_id`."""
-    return ClientOrderId(_stem(stop_id) + Purpose.TARGET.value)
+    target = next((t for t, s in STOP_OF_TARGET.items() if s is purpose_of(stop_id)), Purpose.TARGET)
+    return ClientOrderId(_stem(stop_id) + target.value)
+
+
+def is_stop_leg(client_order_id: str) -> bool:
+    """True for the id of a stop that Alpaca holds as the leg of our one-cancels-other target."""
+    return purpose_of(client_order_id) in STOP_OF_TARGET.values()
 
 
 def oco_group_of(client_order_id: str) -> str:
-    """The group core.orders.protective_exit gives a target and its stop (`ob-YYYYMMDD-SYM-exit`)."""
-    return _stem(client_order_id) + "exit"
+    """The group core.orders gives a target and its stop: `ob-YYYYMMDD-SYM-exit`, `-beexit` once the break-even raised it."""
+    raised = purpose_of(client_order_id) in (Purpose.BE_TARGET, Purpose.BE_STOP)
+    return _stem(client_order_id) + ("beexit" if raised else "exit")
 
 
 def _stem(client_order_id: str) -> str:
@@ -204,7 +212,7 @@ def placed_orders(raws: Iterable[AlpacaOrder], trade_date: date) -> list[Placed]
 
 def stop_leg_of(parent: AlpacaOrder) -> AlpacaOrder | None:
     """The stop leg of our one-cancels-other target order (None for any other order, or legs not loaded)."""
-    if parent.order_class != OrderClass.OCO or purpose_of(parent.client_order_id) is not Purpose.TARGET:
+    if parent.order_class != OrderClass.OCO or purpose_of(parent.client_order_id) not in STOP_OF_TARGET:
         return None
     return next((leg for leg in parent.legs or () if leg.type == AlpacaType.STOP), None)
 

@@ -16,7 +16,8 @@ included (the flows sell only what their own fills bought).
 
 Connection: connect with a timeout, the configured client id and retries with backoff. When the socket
 drops, reconnect in the background with backoff, re-qualify contracts and resynchronise; a call made
-meanwhile waits for it up to the request timeout, then raises TransientError.
+meanwhile waits for it up to the request timeout, then raises TransientError. So does a request the drop
+cuts short, or one TWS leaves unanswered on an open socket: never ib_async's ConnectionError, never an old book.
 """
 
 from __future__ import annotations
@@ -259,9 +260,16 @@ class IbkrBroker:
         budget = timeout or self._call_budget
         try:
             return future.result(budget)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # also a request's own timeout inside the call (one class since 3.11)
+            if future.done():
+                budget = self._request_timeout
             future.cancel()
-            raise TransientError(f"no answer from TWS/IB Gateway at {self._where()} within {budget:.0f} s") from None
+            raise TransientError(f"no answer from TWS/IB Gateway at {self._where()} within {budget:g} s") from None
+        except ConnectionError as exc:  # ib_async's "Socket disconnect": the reconnect runs in the background
+            raise TransientError(
+                f"the connection to TWS/IB Gateway at {self._where()} dropped during the request ({exc}); "
+                "reconnecting in the background: retry shortly"
+            ) from None
 
     def _stop_loop(self) -> None:
         if self._loop.is_running():
@@ -670,13 +678,19 @@ class IbkrBroker:
 
         ib_async applies TWS's messages in order, so once TWS answers, every fill and status it
         pushed before has been applied: a read never misses what already happened, even when a
-        simulated clock moves faster than pushes travel.
+        simulated clock moves faster than pushes travel. No answer on an open socket (TWS frozen, or a
+        link cut without a reset) is a TransientError, never the book from before.
         """
         await self._ensure_ready()
         try:
             await asyncio.wait_for(self._ib.reqCurrentTimeAsync(), self._request_timeout)
-        except (ConnectionError, TimeoutError):
+        except ConnectionError:
             await self._ensure_ready()  # the link dropped under the read: the reconnect's resync rebuilds the book
+        except TimeoutError:
+            raise TransientError(
+                f"TWS/IB Gateway at {self._where()} did not answer within {self._request_timeout:g} s (busy, frozen, "
+                "or the network cut without closing the socket): retry shortly"
+            ) from None
         self._absorb()
         return view()
 

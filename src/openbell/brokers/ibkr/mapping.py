@@ -217,6 +217,14 @@ def intent_from_ib(contract: Contract, order: IbOrder) -> OrderIntent | None:
         return None
 
 
+_EXIT_TYPE = {  # the halves of a protective pair, the first one or its break-even replacement; the rest are market sells
+    Purpose.TARGET: OrderType.LIMIT,
+    Purpose.BE_TARGET: OrderType.LIMIT,
+    Purpose.STOP: OrderType.STOP,
+    Purpose.BE_STOP: OrderType.STOP,
+}
+
+
 def intent_from_fills(fills: Sequence[Fill]) -> OrderIntent | None:
     """Rebuild an intent from executions alone, for an order TWS no longer reports (say after a TWS restart).
 
@@ -227,7 +235,7 @@ def intent_from_fills(fills: Sequence[Fill]) -> OrderIntent | None:
     if ref is None:
         return None
     price = fills[0].price
-    order_type = {Purpose.TARGET: OrderType.LIMIT, Purpose.STOP: OrderType.STOP}.get(ref.purpose, OrderType.MARKET)
+    order_type = _EXIT_TYPE.get(ref.purpose, OrderType.MARKET)
     return OrderIntent(
         client_order_id=fills[0].client_order_id,
         symbol=ref.symbol,
