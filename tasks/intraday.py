@@ -43,7 +43,7 @@ def watch_positions(run: RunContext) -> int:
         monitor = ExitMonitor(store, broker, phase.market, day, run.settings.exits.policy(), run_id=run.run_id, log=log,
                               dry_run=run.dry_run, limits=run.settings.risk.limits(), halt=ledger.risk_halt(store, day),
                               notifier=Notifier.from_settings(run.settings),
-                              exit_inputs=ledger.exit_inputs(store, day))  # fmt: skip
+                              exit_inputs=_exit_inputs(run, store))  # fmt: skip
         while clock.now() < when.liquidation:
             with store.batch():  # opens a connection only if this tick writes
                 monitor.tick(clock.now())  # protects, holds, closes; trips the kill switch past the daily loss limit
@@ -164,3 +164,11 @@ def flatten_now(run: RunContext, at: time | None = None) -> int:
         return sold
     finally:
         broker.close()
+
+
+def _exit_inputs(run: RunContext, store: Store) -> dict:
+    """The picks' ATR and confidence when the exits use them (levels in ATR multiples, targets by confidence)."""
+    x = run.settings.exits
+    if x.target_atr is None and x.stop_atr is None and x.trail_atr is None and not x.confidence_targets:
+        return {}
+    return ledger.exit_inputs(store, run.trade_date)

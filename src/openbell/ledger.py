@@ -50,19 +50,20 @@ def record_risk_events(store: Store, events: list[RiskEvent], run_id: str | None
 
 def risk_halt(store: Store, trade_date: date) -> Halt | None:
     """What stops new entries on `trade_date`: the day's loss limit tripped that day, or a drawdown halt not yet reset."""
-    day_halt = store.query(
-        "SELECT rule, message FROM risk_events WHERE trade_date = ? AND action = ? ORDER BY ts LIMIT 1",
-        [trade_date, Action.HALTED.value],
-    )
-    if day_halt:
-        return Halt(Rule(day_halt[0][0]), day_halt[0][1])
-    drawdown = store.query(
-        "SELECT message FROM risk_events WHERE action = ? AND trade_date <= ? "
-        "AND ts > coalesce((SELECT max(ts) FROM risk_events WHERE action = ?), TIMESTAMPTZ '1970-01-01') "
-        "ORDER BY ts DESC LIMIT 1",
-        [Action.ENTRIES_HALTED.value, trade_date, Action.RESET.value],
-    )
-    return Halt(Rule.MAX_DRAWDOWN_PCT, drawdown[0][0] + "; `openbell risk reset` resumes") if drawdown else None
+    rows = store.query(  # one read: the day's halt first, else the latest drawdown halt since the last reset
+        "SELECT action, rule, message FROM risk_events WHERE (trade_date = ? AND action = ?) "
+        "OR (action = ? AND trade_date <= ? AND ts > coalesce("
+        "(SELECT max(ts) FROM risk_events WHERE action = ?), TIMESTAMPTZ '1970-01-01')) "
+        "ORDER BY action = ? DESC, CASE WHEN action = ? THEN epoch(ts) ELSE -epoch(ts) END LIMIT 1",
+        [trade_date, Action.HALTED.value, Action.ENTRIES_HALTED.value, trade_date, Action.RESET.value,
+         Action.HALTED.value, Action.HALTED.value],
+    )  # fmt: skip
+    if not rows:
+        return None
+    action, rule, message = rows[0]
+    if action == Action.HALTED.value:
+        return Halt(Rule(rule), message)
+    return Halt(Rule.MAX_DRAWDOWN_PCT, message + "; `openbell risk reset` resumes")
 
 
 def session_pnls(store: Store, before: date, sessions: int) -> list[Decimal]:

@@ -113,6 +113,7 @@ class ExitMonitor:
         self._starting_equity: Decimal | None = None  # the day's, for a loss limit in percent
         self._flat = False
         self._unreachable = False
+        self._placed: list[Order] = []
         self._exit_inputs = dict(exit_inputs or {})
         self._raised: dict[Symbol, Decimal] = {}  # stops the break-even raised: their pair is the break-even pair
 
@@ -132,7 +133,14 @@ class ExitMonitor:
         if book is None:
             return
         self._unreachable = False  # set by the first broker call of this tick that gets no answer
-        orders, fills = book
+        self._placed: list[Order] = []  # the orders this tick sent, recorded in one write when it ends
+        try:
+            self._act(now, *book)
+        finally:
+            ledger.record_orders(self._store, self._date, self._placed, self._run_id)
+
+    def _act(self, now: datetime, orders: list[Order], fills: list[Fill]) -> None:
+        """The tick once the broker was read: record what changed, then close, protect or hold each position."""
         self._mirror.sync(fills, orders)
         ours = {o.client_order_id: o for o in orders if is_ours(o.client_order_id, self._date)}
         our_fills = [f for f in fills if is_ours(f.client_order_id, self._date)]
@@ -292,7 +300,7 @@ class ExitMonitor:
             self._unreachable = True
             self._hold(now, symbol, pair, f"placing its protective pair failed: {failed}")
         else:
-            ledger.record_orders(self._store, self._date, list(placed), self._run_id)
+            self._placed.extend(placed)  # recorded together at the end of the tick
             if symbol in self._held:
                 self._recovered(now, symbol)
 
@@ -442,7 +450,7 @@ class ExitMonitor:
             self._unreachable = isinstance(failed, UNREACHABLE)
             self._log.warning("%s: could not close at %s (%s); trying again next minute", symbol, f"{now:%H:%M}", failed)
             return
-        ledger.record_orders(self._store, self._date, [order], self._run_id)
+        self._placed.append(order)
         del self._closing[symbol]
         self._held.pop(symbol, None)
         message = f"{symbol}: {closing.why}: sold {shares} at market ({order.client_order_id})"

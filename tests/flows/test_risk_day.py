@@ -200,3 +200,40 @@ def test_the_kill_switch_trips_flattens_and_the_backtest_does_the_same(prefect_h
     )
     assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [DAY])
     assert any("the day's loss" in note for note in backtest.result.notes)
+
+
+def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefect_harness, options, monkeypatch):
+    from flows.place_moo_orders import place_moo_orders
+    from flows.scan_and_rank import scan_and_rank
+    from openbell.cli import main
+
+    monkeypatch.setenv("OPENBELL_RISK__MAX_DRAWDOWN_PCT", "5")
+    store = Store(options.db_path)
+    store.migrate()  # closes of $107,000, $103,000, then $100,000 (the account now): 6.5% below the peak
+    store.insert("daily_pnl", [{"trade_date": date(2018, 2, 26 + i), "net_pnl": Decimal(p)}
+                               for i, p in enumerate([2_000, -4_000, -3_000])])  # fmt: skip
+    scan_and_rank(DAY, options=options)
+
+    assert place_moo_orders(DAY, options=options) == 0
+    ((rule, action, observed, message),) = store.query(
+        "SELECT rule, action, observed, message FROM risk_events WHERE action = 'entries_halted'"
+    )
+    assert (rule, action) == ("max_drawdown_pct", "entries_halted") and observed == pytest.approx(100 * 7_000 / 107_000)
+    assert "below its peak" in message
+
+    assert main(["risk", "reset", "--db", options.db_path]) == 0
+
+    assert place_moo_orders(DAY, options=options) == 5  # measured from the reset on: nothing to halt
+
+
+def test_a_backtest_shows_the_drawdown_halt_it_would_have_made(prefect_harness, options, monkeypatch):
+    monkeypatch.setenv("OPENBELL_RISK__MAX_DRAWDOWN_PCT", "0.5")
+    start, end = date(2018, 2, 20), date(2018, 3, 9)
+
+    finished = jobs.backtest(BacktestSpec(options.settings(), start, end), report_to=Path(options.db_path).parent / "b.html")
+
+    halts = [n for n in finished.result.notes if "new entries halted for the rest of the range" in n]
+    assert len(halts) == 1
+    halted_on = date.fromisoformat(halts[0].removeprefix("risk: ")[:10])
+    traded_after = finished.result.trades[finished.result.trades["trade_date"] >= halted_on]
+    assert traded_after.empty and len(finished.result.trades) > 0

@@ -98,6 +98,7 @@ class PaperBroker:
         self._fills: list[Fill] = []
         self._synced_s = -1.0
         self._prior_close: dict[Symbol, Decimal] = {}
+        self._other_days_cash: Decimal | None = None
         self._load()
 
     # --- the Broker protocol ---------------------------------------------------------------
@@ -328,13 +329,25 @@ class PaperBroker:
         working = [o.intent for book in self._working.values() for o in book.values() if o.intent.side is Side.BUY]
         committed = sum((i.qty * self._last_price(i.symbol) for i in working), Decimal(0))
         needed = intent.qty * self._last_price(intent.symbol)
-        available = self.account().buying_power - committed
+        available = max(self._cash(), Decimal(0)) - committed
         if needed > available:
             raise OrderRejected(
                 intent.client_order_id,
                 f"insufficient buying power: {intent.qty} {intent.symbol} needs about ${needed:,.2f}, "
                 f"${max(available, Decimal(0)):,.2f} available",
             )
+
+    def _cash(self) -> Decimal:
+        """Cash now, from the books in memory: the other days' fills are read once, today's are at hand."""
+        if self._other_days_cash is None:
+            ((moved,),) = self._store.query(
+                "SELECT coalesce(sum(CASE side WHEN 'sell' THEN qty * price ELSE -qty * price END - commission), 0) "
+                "FROM paper_fills WHERE trade_date <> ?",
+                [self._date],
+            )
+            self._other_days_cash = Decimal(moved)
+        today = sum(((f.qty if f.side is Side.SELL else -f.qty) * f.price - f.commission for f in self._fills), Decimal(0))
+        return self._starting_cash + self._other_days_cash + today
 
     def _last_price(self, symbol: Symbol) -> Decimal:
         bars = self._bars_for(symbol)
