@@ -415,7 +415,7 @@ def _store_housekeep(args: argparse.Namespace) -> int:
 
     store = _store_of(args)
     wanted = load_settings().data.housekeeping()
-    done = store.housekeep(**(wanted | {"merge_above_files": 0} if args.merge else wanted))
+    done = store.housekeep(**(wanted | {"merge_above_files": 0, "flush": True} if args.merge else wanted))
     print(f"openbell: {done}")
     return 0
 

@@ -307,7 +307,7 @@ def test_a_store_moved_with_its_folder_still_opens_with_every_row(tmp_path: Path
     before = Store(tmp_path / "old" / "openbell.ducklake")
     before.migrate()
     before.insert("candidates", [candidate(f"S{i}") for i in range(3)])
-    before.housekeep()  # the rows now live in Parquet files under the folder
+    before.housekeep(flush=True)  # the rows now live in Parquet files under the folder
     assert list((tmp_path / "old" / "openbell.ducklake.files").rglob("*.parquet"))
 
     (tmp_path / "old").rename(tmp_path / "new")
@@ -506,11 +506,11 @@ def test_housekeeping_merges_small_files_only_above_the_threshold_and_keeps_ever
     store.migrate()
     for day in range(1, 6):
         store.insert("candidates", [candidate(f"S{i}", date(2024, 3, day)) for i in range(4)])
-        store.housekeep(merge_above_files=100)  # a day's writes become a file; too few to merge
-    files = store.housekeep(merge_above_files=100).files
+        store.housekeep(merge_above_files=100, flush=True)  # a day's writes become a file; too few to merge
+    files = store.housekeep(merge_above_files=100, flush=True).files
     assert files >= 5
 
-    done = store.housekeep(merge_above_files=files - 1)
+    done = store.housekeep(merge_above_files=files - 1, flush=True)
 
     assert done.merged and done.files < files
     assert store.query("SELECT count(*), count(DISTINCT (trade_date, symbol)) FROM candidates") == [(20, 20)]

@@ -90,7 +90,7 @@ def test_housekeeping_writes_the_files_to_the_shared_folder(shared: Lake) -> Non
     for i in range(5):
         store.upsert("runs", [{"run_id": f"r{i}", "flow": "x"}])
 
-    done = store.housekeep()
+    done = store.housekeep(flush=True)
 
     assert done.files >= 1
     assert list(Path(shared.data_path).rglob("*.parquet"))

@@ -349,7 +349,9 @@ class Store:
 
     # -- housekeeping ---------------------------------------------------------------------------
 
-    def housekeep(self, *, keep_snapshots_days: float = 7.0, merge_above_files: int | None = None) -> Housekeeping:
+    def housekeep(
+        self, *, keep_snapshots_days: float = 7.0, merge_above_files: int | None = None, flush: bool = False
+    ) -> Housekeeping:
         """Write the rows kept in the catalog out to Parquet, merge small files, expire old snapshots.
 
         Each small write lives in the catalog until now; here every table's new rows become one
@@ -358,13 +360,18 @@ class Store:
         transaction that began before a merge does not see the merged rows until it begins a new
         one (a query outside an explicit transaction always does), which is why merges are rare.
         Snapshots older than `keep_snapshots_days` expire, and files only they used are deleted.
+
+        `flush` is by hand only (`openbell store housekeep --merge`): DuckLake 1.4's flush can hide the
+        flushed rows from a reader that reads the catalog at that moment, so the schedule never flushes;
+        small writes then simply stay in the catalog (no small files are made).
         """
         attachment = self._attachment()
         older_than = "now() - to_microseconds(CAST(? AS BIGINT))"
         kept_us = round(keep_snapshots_days * 86_400 * 1_000_000)
         with attachment.turn(self.lock_timeout), attachment.cursor() as con:
             before = _file_stats(con)
-            con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
+            if flush:
+                con.execute(f"CALL ducklake_flush_inlined_data('{ALIAS}')")
             merged = merge_above_files is not None and _file_stats(con)[0] > merge_above_files
             if merged:
                 con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
