@@ -29,13 +29,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from paths import BENCH_DIR, DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR
 
-BENCH_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
-SHARED = PROJECT_DIR.parent / "shared" / "data"
-MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
-DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
 ALLOCATION = 10_000
 
 sys.path.insert(0, str(BENCH_DIR))

@@ -35,15 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from paths import DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR, SHARED
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-BENCH_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
-SHARED = PROJECT_DIR.parent / "shared" / "data"
-MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
-DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
 DAY = "2018-03-01"
 REPEATS = 5
 

@@ -25,12 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
-SHARED = PROJECT_DIR.parent / "shared" / "data"
-MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
-DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
+from paths import DAILY, MINUTE, RESULTS_DIR, SHARED
+
 DAY = date(2018, 3, 1)
 STORE_METHODS = (
     "insert", "replace", "upsert", "execute", "query", "query_df", "delete_day", "migrate", "batch", "housekeep",

@@ -40,10 +40,11 @@ def watch_positions(run: RunContext) -> int:
     when, store, clock, broker = phase.when, phase.store, phase.clock, phase.broker
     try:
         clock.sleep_until(when.open)
-        monitor = ExitMonitor(store, broker, phase.market, day, run.settings.exits.policy(), run_id=run.run_id, log=log,
+        policy = run.settings.exits.policy()
+        monitor = ExitMonitor(store, broker, phase.market, day, policy, run_id=run.run_id, log=log,
                               dry_run=run.dry_run, limits=run.settings.risk.limits(), halt=ledger.risk_halt(store, day),
                               notifier=Notifier.from_settings(run.settings),
-                              exit_inputs=_exit_inputs(run, store))  # fmt: skip
+                              exit_inputs=ledger.exit_inputs(store, day) if policy.uses_pick_inputs else {})  # fmt: skip
         while clock.now() < when.liquidation:
             with store.batch():  # opens a connection only if this tick writes
                 monitor.tick(clock.now())  # protects, holds, closes; trips the kill switch past the daily loss limit
@@ -164,11 +165,3 @@ def flatten_now(run: RunContext, at: time | None = None) -> int:
         return sold
     finally:
         broker.close()
-
-
-def _exit_inputs(run: RunContext, store: Store) -> dict:
-    """The picks' ATR and confidence when the exits use them (levels in ATR multiples, targets by confidence)."""
-    x = run.settings.exits
-    if x.target_atr is None and x.stop_atr is None and x.trail_atr is None and not x.confidence_targets:
-        return {}
-    return ledger.exit_inputs(store, run.trade_date)

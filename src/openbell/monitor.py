@@ -30,6 +30,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
+import pandas as pd
 
 from openbell import calendar, ledger
 from openbell.brokers import Broker
@@ -114,6 +115,7 @@ class ExitMonitor:
         self._flat = False
         self._unreachable = False
         self._placed: list[Order] = []
+        self._bars_read: tuple[datetime, set[Symbol], pd.DataFrame] | None = None  # this tick's read of the bars
         self._exit_inputs = dict(exit_inputs or {})
         self._raised: dict[Symbol, Decimal] = {}  # stops the break-even raised: their pair is the break-even pair
 
@@ -382,12 +384,9 @@ class ExitMonitor:
             return None
         if not symbols:
             return {}
-        try:
-            frame = self._market.minute_bars(self._date, sorted(symbols))
-        except (OpenbellError, OSError) as failed:
-            self._log.warning("no minute bars to mark %s at %s (%s)", ", ".join(sorted(symbols)), f"{now:%H:%M}", failed)
+        frame = self._completed_frame(symbols, now)
+        if frame is None:
             return None
-        frame = frame[frame["ts"].dt.tz_localize(None) + MINUTE <= _naive_minute(now, floor=False)]
         last = frame.groupby("symbol")["close"].last()  # in $0.0001 units, as the paper broker and the backtest mark
         return {Symbol(s): units_to_price(u) for s, u in zip(last.index, to_units(last.to_numpy()), strict=True)}
 
@@ -480,17 +479,27 @@ class ExitMonitor:
     def _pair_placed(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> bool:
         return _accepted(*self._halves(symbol, ours))
 
-    def _completed_bars(self, symbols: set[Symbol], now: datetime) -> dict[Symbol, tuple[np.ndarray, ...]]:
-        """(start, open, high, low) of each symbol's minute bars complete by `now` (naive New York starts)."""
-        if not symbols:
-            return {}
+    def _completed_frame(self, symbols: set[Symbol], now: datetime) -> pd.DataFrame | None:
+        """The minute bars of `symbols` complete by `now`, read once a tick: the kill switch's marks and the
+        exits the monitor holds share one market-data request. None when the bars cannot be read."""
+        if self._bars_read is not None and self._bars_read[0] == now and symbols <= self._bars_read[1]:
+            frame = self._bars_read[2]
+            return frame[frame["symbol"].isin(sorted(symbols))]
         try:
             frame = self._market.minute_bars(self._date, sorted(symbols))
         except (OpenbellError, OSError) as failed:
             self._log.warning("no minute bars for %s at %s (%s); checking again next minute", ", ".join(sorted(symbols)),
                               f"{now:%H:%M}", failed)  # fmt: skip
-            return {}
+            return None
         frame = frame[frame["ts"].dt.tz_localize(None) + MINUTE <= _naive_minute(now, floor=False)]
+        self._bars_read = (now, set(symbols), frame)
+        return frame
+
+    def _completed_bars(self, symbols: set[Symbol], now: datetime) -> dict[Symbol, tuple[np.ndarray, ...]]:
+        """(start, open, high, low) of each symbol's minute bars complete by `now` (naive New York starts)."""
+        frame = self._completed_frame(symbols, now) if symbols else None
+        if frame is None:
+            return {}
         return {
             Symbol(s): (
                 group["ts"].dt.tz_localize(None).to_numpy(),

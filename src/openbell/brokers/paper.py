@@ -181,12 +181,7 @@ class PaperBroker:
     def account(self) -> Account:
         """Cash from the starting cash and every fill; equity adds the positions at cost."""
         self._sync()
-        self._flush()
-        ((cash_moves,),) = self._store.query(
-            "SELECT coalesce(sum(CASE side WHEN 'sell' THEN qty * price ELSE -qty * price END - commission), 0) "
-            "FROM paper_fills"
-        )
-        cash = self._starting_cash + Decimal(cash_moves)
+        cash = self._cash()
         equity = cash + sum((p.qty * p.avg_price for p in self.positions().values()), Decimal(0))
         return Account(cash=cash, equity=equity, buying_power=max(cash, Decimal(0)), paper=True)
 

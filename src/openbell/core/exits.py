@@ -87,6 +87,11 @@ class ExitPolicy:
         """True when the stop can rise while the position is held (trailing stop or break-even)."""
         return self.trail_pct is not None or self.trail_atr is not None or self.breakeven_after_pct is not None
 
+    @property
+    def uses_pick_inputs(self) -> bool:
+        """True when a position's levels depend on its scan ATR or its ranker's confidence."""
+        return any(v is not None for v in (self.target_atr, self.stop_atr, self.trail_atr)) or bool(self.confidence_targets)
+
     def target_pct_for(self, confidence: float | None) -> Decimal:
         """The target percentage for a pick: the confidence table's highest row at or below it, else target_pct."""
         if confidence is not None and confidence == confidence:  # NaN: no confidence

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import pytest
 from fake_tws import FakeTws, Holding
+from ibkr_support import DAY, NY
 
 from openbell.brokers.ibkr import IbkrBroker
 from openbell.clock import SimClock
 from openbell.config import BrokerSettings, IbkrSettings, Settings
 
-NY = ZoneInfo("America/New_York")
-DAY = date(2025, 3, 7)  # a Friday session; the previous session closed on Thursday at 16:00
 CLIENT_ID = 17
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from datetime import date, datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import pytest
+from ibkr_support import DAY, IBM_HOLDING, at, eventually
 
 from openbell.brokers.ibkr import IbkrBroker, api_ports
 from openbell.core.exits import ExitPolicy
@@ -17,30 +16,12 @@ from openbell.core.orders import moo_entry, protective_exit
 from openbell.core.types import OrderStatus, Position, Purpose, Side, Symbol, client_order_id
 from openbell.errors import ConfigError, OrderRejected, TransientError
 
-NY = ZoneInfo("America/New_York")
-DAY = date(2025, 3, 7)  # the conftest's trading day and client id
 CLIENT_ID = 17
 ABC = Symbol("ABC")
 POLICY = ExitPolicy()  # +2.6% / -0.9%: from a 50.00 entry, target 51.30 and stop 49.55
 ENTRY_ID = client_order_id(DAY, ABC, Purpose.ENTRY)
 TARGET_ID = client_order_id(DAY, ABC, Purpose.TARGET)
 STOP_ID = client_order_id(DAY, ABC, Purpose.STOP)
-IBM_HOLDING = Position(Symbol("IBM"), 100, Decimal("140.0000"))
-
-
-def at(hhmm: str) -> datetime:
-    hour, minute = map(int, hhmm.split(":"))
-    return datetime(DAY.year, DAY.month, DAY.day, hour, minute, tzinfo=NY)
-
-
-def eventually(probe, timeout: float = 5.0):
-    """Poll `probe` until it returns something truthy (TWS pushes order events asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s")
-        time.sleep(0.02)
-    return result
 
 
 def status_of(broker, client_order_id):

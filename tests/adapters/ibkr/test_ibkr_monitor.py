@@ -5,41 +5,22 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from decimal import Decimal
-from zoneinfo import ZoneInfo
 
+from ibkr_support import DAY, IBM_HOLDING, at, eventually
 from scripted_market import ScriptedMarket
 
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import moo_entry
-from openbell.core.types import OrderStatus, OrderType, Position, Purpose, Side, Symbol, client_order_id
+from openbell.core.types import OrderStatus, OrderType, Purpose, Side, Symbol, client_order_id
 from openbell.ledger import record_orders
 from openbell.monitor import ExitMonitor
 from openbell.store import Store
 from tasks.intraday import _sell_what_we_opened
 from tasks.runs import RunContext
 
-NY = ZoneInfo("America/New_York")
-DAY = datetime(2025, 3, 7).date()
-IBM_HOLDING = Position(Symbol("IBM"), 100, Decimal("140.0000"))
-
-
-def at(hhmm: str) -> datetime:
-    hour, minute = map(int, hhmm.split(":"))
-    return datetime(DAY.year, DAY.month, DAY.day, hour, minute, tzinfo=NY)
-
 
 def _id(symbol: str, purpose: Purpose):
     return client_order_id(DAY, symbol, purpose)
-
-
-def eventually(probe, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s")
-        time.sleep(0.02)
-    return result
 
 
 def test_a_refused_pair_at_ib_is_held_by_the_monitor_until_its_stop_then_the_day_ends_flat(
@@ -68,14 +49,7 @@ def test_a_refused_pair_at_ib_is_held_by_the_monitor_until_its_stop_then_the_day
     events = store.query("SELECT rule, action, symbol FROM risk_events ORDER BY ts, action")
     assert events == [("protection", "fallback", "XYZ"), ("protection", "flattened", "XYZ")]
 
-    tws.fill(_id("XYZ", Purpose.SOFT_STOP), "49.50")
-    clock.sleep_until(at("15:45"))
-    run = RunContext("run-2", "liquidate_eod", DAY, "replay", settings_for(tws.port))
-    _sell_what_we_opened(store, broker, clock, run)
-    tws.fill(_id("ABC", Purpose.EOD), "50.00")
-
-    assert eventually(lambda: broker.positions() == {IBM_HOLDING.symbol: IBM_HOLDING})
-    assert len(tws.place_requests) == len(set(tws.place_requests))
+    _end_the_day(store, broker, clock, tws, settings_for)
 
 
 def _watch(monitor: ExitMonitor, clock, until: datetime) -> None:
@@ -121,6 +95,11 @@ def test_tws_going_away_for_a_minute_is_waited_out_and_a_stop_crossed_meanwhile_
         ("broker_outage", "fallback", None), ("broker_outage", "flattened", "XYZ"), ("broker_outage", "recovered", None),
     ]  # fmt: skip
 
+    _end_the_day(store, broker, clock, tws, settings_for)
+
+
+def _end_the_day(store, broker, clock, tws, settings_for) -> None:
+    """XYZ's market sell fills, the 15:45 liquidation sells ABC; the day ends flat, each order placed once."""
     tws.fill(_id("XYZ", Purpose.SOFT_STOP), "49.50")
     clock.sleep_until(at("15:45"))
     run = RunContext("run-2", "liquidate_eod", DAY, "replay", settings_for(tws.port))
