@@ -148,12 +148,52 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="what runs, each deployment's next run, and whether today is a session")
     status.set_defaults(command=_status)
 
+    settings = commands.add_parser("settings", help="every setting: its variable, default, meaning and the value in force")
+    settings.add_argument("--markdown", action="store_true", help="the reference table of docs/settings.md, defaults only")
+    settings.set_defaults(command=_settings)
+
     doctor = commands.add_parser("doctor", help="connect to the configured broker and show the account, or what is wrong")
     doctor.set_defaults(command=_doctor)
 
     down = commands.add_parser("down", help="stop what `openbell up` started")
     down.set_defaults(command=_down)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> int:
+    """Every setting, generated from the fields; the values the environment sets are marked (secrets hidden)."""
+    from openbell.config import load_settings, settings_reference
+
+    if args.markdown:
+        print(settings_markdown())
+        return 0
+    rows = settings_reference(load_settings())
+    width = max(len(name) for name, *_ in rows)
+    for name, default, description, current in rows:
+        value = f"{current}  (default {default})" if current is not None else default
+        marker = "*" if current is not None else " "
+        print(f"{marker} {name:<{width}}  {value}\n    {description}")
+    print("\n* set in this environment")
+    return 0
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting with its default and meaning (a test keeps the file equal to this)."""
+    from openbell.config import settings_reference
+
+    lines = [
+        "# Settings",
+        "",
+        "Every setting openbell reads, generated from its fields by `openbell settings --markdown` (a test",
+        "keeps this file equal to that output). `openbell settings` shows the values in force.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for name, default, description, _ in settings_reference():
+        cells = (f"`{name}`", default, description)
+        lines.append("| " + " | ".join(c.replace("|", r"\|").replace("<", "&lt;") for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -299,6 +299,12 @@ class RiskSettings(BaseModel):
     daily_loss_pct: Decimal | None = Field(
         None, gt=0, le=100, description="Stop the day at this loss in percent of the day's starting equity."
     )
+    daily_profit_usd: Decimal | None = Field(
+        None, gt=0, description="End the day at this profit in dollars: flatten what the system opened and stop."
+    )
+    daily_profit_pct: Decimal | None = Field(
+        None, gt=0, le=100, description="End the day at this profit in percent of the day's starting equity."
+    )
     max_positions: int | None = Field(None, ge=1, description="Most positions open at once.")
     max_exposure_usd: Decimal | None = Field(None, gt=0, description="Most gross exposure in dollars.")
     max_exposure_pct: Decimal | None = Field(None, gt=0, le=100, description="Most gross exposure in percent of equity.")
@@ -504,6 +510,40 @@ def _walk(model: type[BaseModel], prefix: str, path: tuple[str, ...]) -> Iterato
         yield variable, SettingVariable((*path, name), field, group)
         if group is not None:
             yield from _walk(group, variable + _DELIMITER, (*path, name))
+
+
+def settings_reference(settings: Settings | None = None) -> list[tuple[str, str, str, str | None]]:
+    """Every setting a user can set: (variable, default, description, the value in `settings` when it differs).
+
+    Generated from the fields, so it is never out of date; secrets show as `***`.
+    """
+    rows = []
+    for name, variable in setting_variables().items():
+        if variable.group is not None:
+            continue
+        field = variable.field
+        default = field.get_default(call_default_factory=True)
+        current = None
+        if settings is not None:
+            value: Any = settings
+            for part in variable.path:
+                value = getattr(value, part)
+            if value != default:
+                current = _shown(value)
+        rows.append((name, _shown(default), field.description or "", current))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, SecretStr) or (isinstance(value, list | tuple) and any(isinstance(v, SecretStr) for v in value)):
+        return "***"
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    if isinstance(value, time):
+        return f"{value:%H:%M}"
+    return str(value)
 
 
 def check_environment(environ: Mapping[str, str]) -> None:

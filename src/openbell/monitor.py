@@ -38,7 +38,7 @@ from openbell.core.exits import ExitCode, ExitPolicy, breakeven_stop, exit_level
 from openbell.core.orders import breakeven_exit, liquidation, monitor_exit, protective_exit
 from openbell.core.prices import to_units, units_to_price
 from openbell.core.protection import EXIT_PURPOSE, OUTAGE_LONGEST_WAIT, HeldExit, Retry, first_crossing
-from openbell.core.risk import Action, Halt, RiskEvent, RiskLimits, Rule, daily_loss_breach, marked_pnl
+from openbell.core.risk import PROFIT_RULES, Action, Halt, RiskEvent, RiskLimits, Rule, day_pnl_breach, marked_pnl
 from openbell.core.types import (
     ClientOrderId,
     Fill,
@@ -58,7 +58,7 @@ from openbell.store import Store
 
 MINUTE = timedelta(minutes=1)
 UNREACHABLE = (TransientError, OSError)  # the broker did not answer: worth asking again
-MONITOR_EXITS = frozenset({*EXIT_PURPOSE.values(), Purpose.KILL, Purpose.TIME})
+MONITOR_EXITS = frozenset({*EXIT_PURPOSE.values(), Purpose.KILL, Purpose.DAY_TARGET, Purpose.TIME})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +150,11 @@ class ExitMonitor:
         entries = {s: e for s, e in _filled_entries(ours).items() if not self._closed(s, ours)}
         missed, self._last_read = self._reconnect(now), now
         if self._halt is None:
-            self._check_daily_loss(now, our_fills)
+            self._check_day_pnl(now, our_fills)
         if self._halt is not None:  # everything the system holds goes, and nothing is protected again
+            purpose = Purpose.DAY_TARGET if self._halt.rule in PROFIT_RULES else Purpose.KILL
             for symbol in entries:
-                self._closing[symbol] = _Closing(ExitCode.NONE, self._halt.rule, self._halt.reason, Purpose.KILL)
+                self._closing[symbol] = _Closing(ExitCode.NONE, self._halt.rule, self._halt.reason, purpose)
             for symbol in sorted(entries):
                 if not self._unreachable:
                     self._close(now, symbol, ours, fills)
@@ -347,27 +348,32 @@ class ExitMonitor:
         if watch is not None:  # the monitor holds the exits: from this minute on, with the stop raised
             self._held[symbol] = HeldExit(symbol, watch.target, stop, _minute(now), watch.retry)
 
-    def _check_daily_loss(self, now: datetime, fills: list[Fill]) -> None:
-        """The kill switch: the day's P&L, realised plus open positions at their last completed close, against the limit.
+    def _check_day_pnl(self, now: datetime, fills: list[Fill]) -> None:
+        """The kill switch and the day's profit target: the day's P&L, realised plus open positions at their
+        last completed close, against the limits.
 
-        Checked on every tick once a bar has completed, as the backtest checks it (`core.risk.daily_loss_exits`).
+        Checked on every tick once a bar has completed, as the backtest checks it (`core.risk.day_limit_exits`).
         """
-        if self._limits.daily_loss_usd is None and self._limits.daily_loss_pct is None:
+        if not self._limits.watches_day_pnl:
             return
         held = ledger.opened_quantities(fills)
         closes = self._last_closes(set(held), now)
         if closes is None:
             return  # no completed bar yet, or no bars: checked again next minute
         if self._starting_equity is None:
-            self._starting_equity = self._day_start_equity(fills) if self._limits.daily_loss_pct is not None else Decimal(0)
+            in_pct = self._limits.daily_loss_pct is not None or self._limits.daily_profit_pct is not None
+            self._starting_equity = self._day_start_equity(fills) if in_pct else Decimal(0)
         pnl = marked_pnl(fills, closes)
-        breach = daily_loss_breach(pnl, self._starting_equity, self._limits)
+        breach = day_pnl_breach(pnl, self._starting_equity, self._limits)
         if breach is None:
             return
         rule, observed, limit, message = breach
         message = f"{message} at {now:%H:%M}: cancelling the system's orders, selling what it holds, no new order today"
         self._halt = Halt(rule, message)
-        self._log.error("kill switch: %s", message)
+        if rule in PROFIT_RULES:
+            self._log.warning("day's profit target: %s", message)
+        else:
+            self._log.error("kill switch: %s", message)
         if not self._dry_run:
             event = RiskEvent(self._date, now, rule, Action.HALTED, message, None, observed, limit)
             ledger.record_risk_events(self._store, [event], self._run_id)

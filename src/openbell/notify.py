@@ -65,12 +65,14 @@ class Notification:
 def kill_switch_message(
     rule: str, observed: Decimal | float, limit: Decimal | float, flattened_symbols: Sequence[str] = ()
 ) -> Notification:
-    """The day's trading stopped: `rule` (e.g. daily_loss_usd) saw `observed` past `limit`."""
+    """The day's trading stopped: `rule` (e.g. daily_loss_usd, or daily_profit_usd: the day's profit target
+    reached) saw `observed` past `limit`."""
     flattened = ", ".join(flattened_symbols) if flattened_symbols else "nothing was open"
+    profit = rule.startswith("daily_profit")
     return Notification(
-        f"openbell: kill switch tripped ({rule})",
+        f"openbell: the day's profit target reached ({rule})" if profit else f"openbell: kill switch tripped ({rule})",
         f"{rule}: {_number(observed)} against a limit of {_number(limit)}. No new entries today. Flattened: {flattened}.",
-        Level.FAILURE,
+        Level.SUCCESS if profit else Level.FAILURE,
     )
 
 

@@ -237,3 +237,32 @@ def test_a_backtest_shows_the_drawdown_halt_it_would_have_made(prefect_harness, 
     halted_on = date.fromisoformat(halts[0].removeprefix("risk: ")[:10])
     traded_after = finished.result.trades[finished.result.trades["trade_date"] >= halted_on]
     assert traded_after.empty and len(finished.result.trades) > 0
+
+
+def test_the_days_profit_target_flattens_the_day_and_the_backtest_does_the_same(prefect_harness, options, monkeypatch):
+    from flows.place_moo_orders import place_moo_orders
+    from flows.trading_day import trading_day
+
+    day = date(2018, 3, 6)  # with the default exits the day's P&L reaches +$100 at 13:31, after some exits
+    monkeypatch.setenv("OPENBELL_RISK__DAILY_PROFIT_USD", "100")
+    report = trading_day(trade_date=day, options=options)
+
+    store = Store(options.db_path)
+    ((rule, observed, limit, ts),) = store.query(
+        "SELECT rule, observed, limit_value, ts FROM risk_events WHERE trade_date = ? AND action = 'halted'", [day]
+    )
+    assert (rule, limit) == ("daily_profit_usd", 100.0) and observed >= 100
+    trades = store.query("SELECT exit_reason, exit_ts FROM trades WHERE trade_date = ?", [day])
+    flattened = [exit_ts for reason, exit_ts in trades if reason == "day_target"]
+    assert flattened and all(exit_ts >= ts for exit_ts in flattened)  # the open of the bar after the trip
+    assert all(exit_ts < ts for reason, exit_ts in trades if reason != "day_target")  # closed before, by their exits
+    assert "daily_profit_usd halted" in report
+    assert store.query("SELECT count(*) FROM paper_orders WHERE status = 'new'") == [(0,)]
+    assert place_moo_orders(day, options=options) == 0  # a restarted order flow obeys it too
+
+    backtest = jobs.backtest(BacktestSpec(options.settings(), day, day), report_to=Path(options.db_path).parent / "b.html")
+    backtested = store.query(
+        f"SELECT {COLUMNS} FROM backtest_trades WHERE run_id = ? ORDER BY symbol", [backtest.result.run_id]
+    )
+    assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [day])
+    assert any("the day's profit" in note for note in backtest.result.notes)

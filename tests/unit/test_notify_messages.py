@@ -33,6 +33,12 @@ def test_the_kill_switch_names_the_rule_the_numbers_and_what_was_flattened():
     )
 
 
+def test_the_days_profit_target_is_good_news_not_a_kill_switch():
+    message = kill_switch_message("daily_profit_usd", Decimal("101.74"), Decimal(100), ["AMD"])
+    assert message.title == "openbell: the day's profit target reached (daily_profit_usd)"
+    assert message.level is Level.SUCCESS and message.body.endswith("Flattened: AMD.")
+
+
 def test_the_kill_switch_says_when_nothing_was_open():
     assert kill_switch_message("max_positions", 5, 4).body.endswith("Flattened: nothing was open.")
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from openbell.core.backtest import EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, replay_sessions
+from openbell.core.backtest import DAY_TARGET, EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, replay_sessions
 from openbell.core.risk import (
     Action,
     Book,
@@ -18,8 +18,8 @@ from openbell.core.risk import (
     Rule,
     admit_entries,
     closing_equities,
-    daily_loss_breach,
-    daily_loss_exits,
+    day_limit_exits,
+    day_pnl_breach,
     drawdown_breach,
 )
 from openbell.core.sizing import PositionSize
@@ -128,16 +128,36 @@ def test_the_loss_limit_is_the_tighter_of_dollars_and_percent() -> None:
 
 def test_a_loss_exactly_at_the_limit_trips_and_one_cent_less_does_not() -> None:
     limits = RiskLimits(daily_loss_usd=Decimal(500))
-    assert daily_loss_breach(Decimal("-499.99"), EQUITY, limits) is None
-    rule, observed, limit, message = daily_loss_breach(Decimal(-500), EQUITY, limits)
+    assert day_pnl_breach(Decimal("-499.99"), EQUITY, limits) is None
+    rule, observed, limit, message = day_pnl_breach(Decimal(-500), EQUITY, limits)
     assert (rule, observed, limit) == (Rule.DAILY_LOSS_USD, 500.0, 500.0)
     assert "$500.00" in message
 
 
 def test_the_percent_limit_is_of_the_days_starting_equity() -> None:
-    breach = daily_loss_breach(Decimal(-2_000), EQUITY, RiskLimits(daily_loss_pct=Decimal(2)))
+    breach = day_pnl_breach(Decimal(-2_000), EQUITY, RiskLimits(daily_loss_pct=Decimal(2)))
     assert breach is not None and breach[0] is Rule.DAILY_LOSS_PCT and breach[1] == pytest.approx(2.0)
-    assert daily_loss_breach(Decimal(2_000), EQUITY, RiskLimits(daily_loss_pct=Decimal(2))) is None
+    assert day_pnl_breach(Decimal(2_000), EQUITY, RiskLimits(daily_loss_pct=Decimal(2))) is None
+
+
+def test_the_days_profit_target_trips_on_a_gain_and_never_on_a_loss() -> None:
+    limits = RiskLimits(daily_profit_usd=Decimal(800), daily_profit_pct=Decimal(1))  # $800 is nearer than 1% ($1,000)
+    assert limits.daily_profit_target(EQUITY) == Decimal(800)
+    assert day_pnl_breach(Decimal("799.99"), EQUITY, limits) is None
+    assert day_pnl_breach(Decimal(-5_000), EQUITY, limits) is None
+    rule, observed, limit, message = day_pnl_breach(Decimal(800), EQUITY, limits)
+    assert (rule, observed, limit) == (Rule.DAILY_PROFIT_USD, 800.0, 800.0)
+    assert message.startswith("the day's profit $800.00")
+    pct = day_pnl_breach(Decimal(1_000), EQUITY, RiskLimits(daily_profit_pct=Decimal(1)))
+    assert pct is not None and pct[0] is Rule.DAILY_PROFIT_PCT and pct[1] == pytest.approx(1.0)
+
+
+def test_a_loss_limit_and_a_profit_target_together_each_trip_on_their_side() -> None:
+    limits = RiskLimits(daily_loss_usd=Decimal(300), daily_profit_usd=Decimal(300))
+    assert day_pnl_breach(Decimal(-300), EQUITY, limits)[0] is Rule.DAILY_LOSS_USD
+    assert day_pnl_breach(Decimal(300), EQUITY, limits)[0] is Rule.DAILY_PROFIT_USD
+    assert day_pnl_breach(Decimal(299), EQUITY, limits) is None
+    assert limits.watches_day_pnl and not RiskLimits(max_positions=3).watches_day_pnl
 
 
 # -- the drawdown halt ----------------------------------------------------------------------------
@@ -179,7 +199,7 @@ def sessions(*closes_per_session: list[float], minutes: list[np.ndarray] | None 
 def test_no_trip_leaves_the_results_as_they_were() -> None:
     bars = sessions([50] * 30, [20] * 30)
     results = replay_sessions(bars, np.array([100, 100]), OPEN_MINUTE + 25)
-    after, trip = daily_loss_exits(bars, results, np.array([100, 100]), 10_000 * 10_000, OPEN_MINUTE + 25, COSTS)
+    after, trip = day_limit_exits(bars, results, np.array([100, 100]), OPEN_MINUTE + 25, COSTS, loss_units=10_000 * 10_000)
     assert trip is None and after is results
 
 
@@ -191,9 +211,9 @@ def test_a_slide_trips_the_limit_and_flattens_at_the_next_bars_open() -> None:
     policy_stop_far = replay_sessions(bars, shares, OPEN_MINUTE + 26)  # A stops at 49.5 (bar 5)
     limit = 31 * 10_000  # $31: A's entry commission $1 + B's $1 + A down $0.30 at 09:33 ... trips at 09:33's close ($32)
 
-    after, trip = daily_loss_exits(bars, policy_stop_far, shares, limit, OPEN_MINUTE + 26, COSTS)
+    after, trip = day_limit_exits(bars, policy_stop_far, shares, OPEN_MINUTE + 26, COSTS, loss_units=limit)
 
-    assert trip is not None and trip.minute == OPEN_MINUTE + 3 and trip.loss == 32 * 10_000
+    assert trip is not None and trip.minute == OPEN_MINUTE + 3 and -trip.pnl == 32 * 10_000
     assert list(after.exit_code) == [KILL_SWITCH, KILL_SWITCH]
     assert list(after.exit_index) == [4, 27 + 4]  # the open of 09:34, each
     assert list(after.exit_price) == [49.6 * 10_000, 20 * 10_000]
@@ -208,9 +228,9 @@ def test_a_position_already_closed_counts_its_realised_pnl_and_is_left_alone() -
     results = replay_sessions(bars, shares, OPEN_MINUTE + 11)
     limit = 150 * 10_000
 
-    after, trip = daily_loss_exits(bars, results, shares, limit, OPEN_MINUTE + 11, COSTS)
+    after, trip = day_limit_exits(bars, results, shares, OPEN_MINUTE + 11, COSTS, loss_units=limit)
 
-    assert trip is not None and trip.minute == OPEN_MINUTE + 5 and trip.loss == 207 * 10_000  # -102 - 100 - $5
+    assert trip is not None and trip.minute == OPEN_MINUTE + 5 and -trip.pnl == 207 * 10_000  # -102 - 100 - $5
     assert after.exit_code[0] == results.exit_code[0] and after.pnl[0] == results.pnl[0]
     assert after.exit_code[1] == KILL_SWITCH and after.exit_index[1] == 12 + 6
 
@@ -220,16 +240,33 @@ def test_the_last_check_is_two_minutes_before_the_liquidation() -> None:
     shares = np.array([100])
     results = replay_sessions(bars, shares, OPEN_MINUTE + 9)  # liquidation 09:39: last check sees 09:37
     assert results.exit_code[0] != KILL_SWITCH
-    after, trip = daily_loss_exits(bars, results, shares, 10 * 10_000, OPEN_MINUTE + 9, COSTS)
+    after, trip = day_limit_exits(bars, results, shares, OPEN_MINUTE + 9, COSTS, loss_units=10 * 10_000)
     assert trip is None  # the stop, not the limit, handles it
     bars_late = sessions([50.0] * 7 + [49.7] + [49.7] * 4)  # a $30 loss at 09:37: seen, trips
     results_late = replay_sessions(bars_late, shares, OPEN_MINUTE + 9)
-    after, trip = daily_loss_exits(bars_late, results_late, shares, 30 * 10_000, OPEN_MINUTE + 9, COSTS)
+    after, trip = day_limit_exits(bars_late, results_late, shares, OPEN_MINUTE + 9, COSTS, loss_units=30 * 10_000)
     assert trip is not None and trip.minute == OPEN_MINUTE + 7 and after.exit_code[0] == KILL_SWITCH
 
 
-def reference_trip(bars: SessionBars, results, shares, limit_units: int, liquidation_minute: int):
-    """The monitor's check, minute by minute in plain Python: the first bar minute whose close trips the limit."""
+def test_a_rally_reaches_the_days_profit_target_and_flattens_at_the_next_bars_open() -> None:
+    # Two positions of 100 shares: A rises 0.10 a minute from 50.00 (its +2.6% target is far), B is flat.
+    a = [50.0, 50.1, 50.2, 50.3, 50.4, 50.5] + [50.6] * 20
+    bars = sessions(a, [20.0] * 26)
+    shares = np.array([100, 100])
+    results = replay_sessions(bars, shares, OPEN_MINUTE + 25)
+    target = 28 * 10_000  # A up $30 at 09:33's close, less both entry commissions ($2): $28
+
+    after, trip = day_limit_exits(bars, results, shares, OPEN_MINUTE + 25, COSTS, target_units=target)
+
+    assert trip is not None and (trip.minute, trip.pnl, trip.code) == (OPEN_MINUTE + 3, 28 * 10_000, DAY_TARGET)
+    assert list(after.exit_code) == [DAY_TARGET, DAY_TARGET]
+    assert list(after.exit_price) == [50.4 * 10_000, 20 * 10_000]  # the open of 09:34
+    _, no_trip = day_limit_exits(bars, results, shares, OPEN_MINUTE + 25, COSTS, loss_units=target)
+    assert no_trip is None  # a gain never trips the loss limit
+
+
+def reference_trip(bars: SessionBars, results, shares, limit_units: int, liquidation_minute: int, target_units=None):
+    """The monitor's check, minute by minute in plain Python: the first bar minute whose close trips a limit."""
     ends = list(bars.ends)
     for check in range(OPEN_MINUTE, liquidation_minute - 1):
         total = 0
@@ -246,7 +283,9 @@ def reference_trip(bars: SessionBars, results, shares, limit_units: int, liquida
                     mark = int(bars.close[j])
             total += (mark - int(results.entry_price[i])) * int(shares[i]) - int(COSTS.commission_units(shares[i]))
         if -total >= limit_units:
-            return check, -total
+            return check, -total, KILL_SWITCH
+        if target_units is not None and total >= target_units:
+            return check, -total, DAY_TARGET
     return None
 
 
@@ -267,9 +306,10 @@ def test_the_vectorised_trip_equals_the_minute_by_minute_check_on_random_days() 
         liquidation = OPEN_MINUTE + int(rng.integers(5, 45))
         results = replay_sessions(bars, shares, liquidation)
         limit = int(rng.integers(1, 400)) * 10_000
-        _, trip = daily_loss_exits(bars, results, shares, limit, liquidation, COSTS)
-        expected = reference_trip(bars, results, shares, limit, liquidation)
-        assert (None if trip is None else (trip.minute, trip.loss)) == expected
+        target = int(rng.integers(1, 400)) * 10_000 if rng.random() < 0.5 else None
+        _, trip = day_limit_exits(bars, results, shares, liquidation, COSTS, loss_units=limit, target_units=target)
+        expected = reference_trip(bars, results, shares, limit, liquidation, target)
+        assert (None if trip is None else (trip.minute, -trip.pnl, trip.code)) == expected
 
 
 def test_outages_and_fallbacks_keep_one_row_each_time_they_happen() -> None:

@@ -223,6 +223,8 @@ FULL_SET = {
     "OPENBELL_DATA__MERGE_ABOVE_FILES": "200",
     "OPENBELL_RISK__DAILY_LOSS_USD": "500",
     "OPENBELL_RISK__DAILY_LOSS_PCT": "2",
+    "OPENBELL_RISK__DAILY_PROFIT_USD": "800",
+    "OPENBELL_RISK__DAILY_PROFIT_PCT": "1.5",
     "OPENBELL_RISK__MAX_POSITIONS": "4",
     "OPENBELL_RISK__MAX_EXPOSURE_USD": "50000",
     "OPENBELL_RISK__MAX_EXPOSURE_PCT": "60",
@@ -353,3 +355,30 @@ def test_the_cli_prints_a_misspelled_variable_in_one_line_and_exits_2(monkeypatc
     assert (
         err == "openbell: OPENBELL_BROKER is a group of settings, set one of its fields, e.g. OPENBELL_BROKER__KIND=ibkr\n"
     )
+
+
+# -- the settings reference -------------------------------------------------------------------------
+
+
+def test_docs_settings_md_is_the_generated_reference_of_every_setting():
+    from pathlib import Path
+
+    from openbell.cli import settings_markdown
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+    assert docs.read_text().rstrip("\n") == settings_markdown(), "run: openbell settings --markdown > docs/settings.md"
+    fields = {name for name, v in setting_variables().items() if v.group is None}
+    listed = {line.split("`")[1] for line in docs.read_text().splitlines() if line.startswith("| `")}
+    assert listed == fields
+    assert "| `OPENBELL_EXITS__TARGET_PCT` | 2.6 |" in docs.read_text()
+
+
+def test_openbell_settings_marks_what_the_environment_sets_and_hides_secrets(monkeypatch, capsys):
+    monkeypatch.setenv("OPENBELL_RISK__DAILY_PROFIT_USD", "750")
+    monkeypatch.setenv("OPENBELL_LLM__API_KEY", "sk-do-not-print-me")
+    monkeypatch.setenv("OPENBELL_NOTIFY__URLS", '["json://user:hunter22@127.0.0.1:9/hook"]')
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "* OPENBELL_RISK__DAILY_PROFIT_USD" in out and "750  (default unset)" in out
+    assert "sk-do-not-print-me" not in out and "hunter22" not in out
+    assert out.count("\n* OPENBELL_") == 3  # only what the environment set is marked

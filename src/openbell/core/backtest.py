@@ -27,12 +27,14 @@ OPEN_MINUTE = 9 * 60 + 30
 EOD = int(ExitCode.EOD)  # exit code of a liquidation (3), next to ExitCode.TARGET (1), STOP (2) and TIME (4)
 _NEVER = np.iinfo(np.int64).max
 KILL_SWITCH = 9  # exit code of a position flattened when the day's loss limit tripped (core.risk)
+DAY_TARGET = 10  # exit code of a position flattened when the day's profit target was reached (core.risk)
 REASONS = {
     int(ExitCode.TARGET): "target",
     int(ExitCode.STOP): "stop",
     EOD: "eod",
     int(ExitCode.TIME): "time",
     KILL_SWITCH: "kill_switch",
+    DAY_TARGET: "day_target",
 }
 
 

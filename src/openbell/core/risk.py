@@ -4,7 +4,9 @@ One set of rules for the order task, the monitor, the paper broker and the backt
 - `admit_entries` walks the day's sized picks in rank order and refuses those that would break a
   limit on positions, exposure, notional per symbol or trades per day (or any entry once the day's
   loss limit tripped or a drawdown halt is on);
-- `daily_loss_breach` says whether realised plus marked-to-market P&L is past the day's loss limit;
+- `day_pnl_breach` says whether realised plus marked-to-market P&L is past the day's loss limit (the
+  kill switch) or its profit target (the day is done: lock the gain in), and `day_limit_exits` replays
+  either over a backtest day's bars;
 - `drawdown_breach` says whether equity fell more than the limit from its peak over recent sessions.
 Every refusal and trip is a `RiskEvent`, recorded in `risk_events` and shown in the report.
 """
@@ -19,7 +21,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from openbell.core.backtest import EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, SessionResults
+from openbell.core.backtest import DAY_TARGET, EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, SessionResults
 from openbell.core.prices import scaled_to_tick
 from openbell.core.sizing import PositionSize
 from openbell.core.types import Fill, Side
@@ -30,6 +32,8 @@ class Rule(StrEnum):
 
     DAILY_LOSS_USD = "daily_loss_usd"
     DAILY_LOSS_PCT = "daily_loss_pct"
+    DAILY_PROFIT_USD = "daily_profit_usd"  # the day's profit target: flatten and stop, as the kill switch does
+    DAILY_PROFIT_PCT = "daily_profit_pct"
     MAX_POSITIONS = "max_positions"
     MAX_EXPOSURE_USD = "max_exposure_usd"
     MAX_EXPOSURE_PCT = "max_exposure_pct"
@@ -53,6 +57,7 @@ class Action(StrEnum):
 
 
 _REPEATABLE = frozenset({Rule.BROKER_OUTAGE, Rule.PROTECTION})
+PROFIT_RULES = frozenset({Rule.DAILY_PROFIT_USD, Rule.DAILY_PROFIT_PCT})  # a halt that locks a gain in, not a loss
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,8 @@ class RiskLimits:
 
     daily_loss_usd: Decimal | None = None
     daily_loss_pct: Decimal | None = None  # of the day's starting equity
+    daily_profit_usd: Decimal | None = None  # the day's profit target: flatten and stop once reached
+    daily_profit_pct: Decimal | None = None  # of the day's starting equity
     max_positions: int | None = None
     max_exposure_usd: Decimal | None = None  # gross, the day's entries at their sized notional
     max_exposure_pct: Decimal | None = None  # of equity
@@ -93,11 +100,11 @@ class RiskLimits:
     drawdown_sessions: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("daily_loss_usd", "max_exposure_usd", "max_symbol_notional_usd"):
+        for name in ("daily_loss_usd", "daily_profit_usd", "max_exposure_usd", "max_symbol_notional_usd"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive dollars, got {value}")
-        for name in ("daily_loss_pct", "max_exposure_pct", "max_drawdown_pct"):
+        for name in ("daily_loss_pct", "daily_profit_pct", "max_exposure_pct", "max_drawdown_pct"):
             value = getattr(self, name)
             if value is not None and not Decimal(0) < value <= Decimal(100):
                 raise ValueError(f"{name} must be a percentage in (0, 100], got {value}")
@@ -110,10 +117,24 @@ class RiskLimits:
 
     def daily_loss_limit(self, starting_equity: Decimal) -> Decimal | None:
         """The day's loss limit in dollars (a positive number): the tighter of the two, or None."""
-        limits = [self.daily_loss_usd] if self.daily_loss_usd is not None else []
-        if self.daily_loss_pct is not None:
-            limits.append(starting_equity * self.daily_loss_pct / 100)
-        return min(limits) if limits else None
+        return _tighter(self.daily_loss_usd, self.daily_loss_pct, starting_equity)
+
+    def daily_profit_target(self, starting_equity: Decimal) -> Decimal | None:
+        """The day's profit target in dollars: the nearer of the two, or None."""
+        return _tighter(self.daily_profit_usd, self.daily_profit_pct, starting_equity)
+
+    @property
+    def watches_day_pnl(self) -> bool:
+        """True when the monitor must mark the day's P&L each minute (a loss limit or a profit target is set)."""
+        return any(v is not None for v in (self.daily_loss_usd, self.daily_loss_pct, self.daily_profit_usd,
+                                           self.daily_profit_pct))  # fmt: skip
+
+
+def _tighter(usd: Decimal | None, pct: Decimal | None, starting_equity: Decimal) -> Decimal | None:
+    limits = [usd] if usd is not None else []
+    if pct is not None:
+        limits.append(starting_equity * pct / 100)
+    return min(limits) if limits else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,20 +232,22 @@ def _refusal(
     return None
 
 
-def daily_loss_breach(pnl: Decimal, starting_equity: Decimal, limits: RiskLimits) -> tuple[Rule, float, float, str] | None:
-    """Whether the day's P&L (realised plus marked to market) is at or past its loss limit.
+def day_pnl_breach(pnl: Decimal, starting_equity: Decimal, limits: RiskLimits) -> tuple[Rule, float, float, str] | None:
+    """Whether the day's P&L (realised plus marked to market) reached its loss limit or its profit target.
 
-    Returns (rule, observed loss, limit, message) when it is, None otherwise.
+    Returns (rule, observed, limit, message) when it did (the loss first), None otherwise; the
+    observed value is the loss (or the gain) in dollars or in percent of the starting equity.
     """
-    loss = -pnl
-    if limits.daily_loss_usd is not None and loss >= limits.daily_loss_usd:
-        return (Rule.DAILY_LOSS_USD, float(loss), float(limits.daily_loss_usd),
-                f"the day's loss ${loss:,.2f} reached the ${limits.daily_loss_usd:,.2f} limit")  # fmt: skip
-    if limits.daily_loss_pct is not None and starting_equity > 0:
-        pct = loss / starting_equity * 100
-        if pct >= limits.daily_loss_pct:
-            message = f"the day's loss {pct:.2f}% of ${starting_equity:,.2f} reached the {limits.daily_loss_pct}% limit"
-            return Rule.DAILY_LOSS_PCT, float(pct), float(limits.daily_loss_pct), message
+    for sign, usd_rule, pct_rule, usd, pct, what in (
+        (-1, Rule.DAILY_LOSS_USD, Rule.DAILY_LOSS_PCT, limits.daily_loss_usd, limits.daily_loss_pct, "loss"),
+        (1, Rule.DAILY_PROFIT_USD, Rule.DAILY_PROFIT_PCT, limits.daily_profit_usd, limits.daily_profit_pct, "profit"),
+    ):
+        amount = sign * pnl
+        if usd is not None and amount >= usd:
+            return usd_rule, float(amount), float(usd), f"the day's {what} ${amount:,.2f} reached the ${usd:,.2f} limit"
+        if pct is not None and starting_equity > 0 and (share := amount / starting_equity * 100) >= pct:
+            message = f"the day's {what} {share:.2f}% of ${starting_equity:,.2f} reached the {pct}% limit"
+            return pct_rule, float(share), float(pct), message
     return None
 
 
@@ -262,32 +285,37 @@ def closing_equities(latest: Decimal, net_pnl_by_session: Sequence[Decimal]) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class LossTrip:
-    """Where a day's loss limit tripped in a replay: after the bar of `minute` completed, at `loss` $0.0001 units."""
+class DayTrip:
+    """Where a day's loss limit or profit target tripped in a replay: after the bar of `minute` completed,
+    with the day's P&L at `pnl` $0.0001 units; `code` is the exit code of what it flattened."""
 
     minute: int  # minutes since midnight New York of the bar whose close tripped it
-    loss: int
+    pnl: int
+    code: int  # KILL_SWITCH (the loss limit) or DAY_TARGET (the profit target)
 
 
-def daily_loss_exits(
+def day_limit_exits(
     bars: SessionBars,
     results: SessionResults,
     shares: np.ndarray,
-    limit_units: int,
     liquidation_minute: int,
     costs: FillCosts,
-) -> tuple[SessionResults, LossTrip | None]:
-    """The day's positions as the monitor's daily loss limit would have left them.
+    *,
+    loss_units: int | None = None,
+    target_units: int | None = None,
+) -> tuple[SessionResults, DayTrip | None]:
+    """The day's positions as the monitor's daily loss limit and profit target would have left them.
 
     The monitor checks once a minute, after each bar completes, up to the liquidation time (its last
     check sees the bar two minutes before it): the day's P&L is every exit's realised P&L (both
     commissions) plus each open position marked at its last completed close, less its entry
-    commission. At the first check where the loss reaches `limit_units`, every position still open
+    commission. At the first check where the loss reaches `loss_units` or the gain reaches
+    `target_units` (the loss first when both do), every position still open
     is sold at market: at the open of its next bar (with the sell slippage), or at its last close
     when it has none. `bars` and `results` are one day's sessions from `replay_sessions`.
     """
     filled = results.filled
-    if limit_units <= 0 or not filled.any():
+    if (loss_units is None and target_units is None) or not filled.any():
         return results, None
     starts, ends = bars.starts, bars.ends
     checks = np.arange(OPEN_MINUTE, liquidation_minute - 1)  # bar minutes whose close a check sees
@@ -309,10 +337,14 @@ def daily_loss_exits(
     pnl = np.where(closed, results.pnl[:, None], open_pnl)
     pnl = np.where(filled[:, None], pnl, 0)
     total = pnl.sum(axis=0)
-    tripped = np.flatnonzero(-total >= limit_units)
+    never = np.iinfo(np.int64).max
+    lost = -total >= (never if loss_units is None else loss_units)
+    gained = total >= (never if target_units is None else target_units)
+    tripped = np.flatnonzero(lost | gained)
     if not len(tripped):
         return results, None
     t = int(tripped[0])
+    code = KILL_SWITCH if lost[t] else DAY_TARGET
     trip_minute = int(checks[t])
     still_open = filled & ~closed[:, t]
     next_bar = np.array(
@@ -323,11 +355,11 @@ def daily_loss_exits(
     price = scaled_to_tick(price, 1 - costs.slippage_bps / 10_000)
     exit_price = np.where(still_open, price, results.exit_price)
     exit_index = np.where(still_open, np.where(has_next, next_bar, -1), results.exit_index)
-    exit_code = np.where(still_open, KILL_SWITCH, results.exit_code).astype(np.int8)
+    exit_code = np.where(still_open, code, results.exit_code).astype(np.int8)
     pnl_after = np.where(filled, (exit_price - results.entry_price) * shares - results.commission, 0)
     return (
         replace(results, exit_index=exit_index, exit_price=exit_price, exit_code=exit_code, pnl=pnl_after),
-        LossTrip(trip_minute, int(-total[t])),
+        DayTrip(trip_minute, int(total[t]), code),
     )
 
 

@@ -50,6 +50,7 @@ class Purpose(StrEnum):
     STOP = "stop"
     EOD = "eod"
     KILL = "kill"  # the day's loss limit tripped: flatten now
+    DAY_TARGET = "daytarget"  # the day's profit target was reached: flatten now and stop for the day
     FLATTEN = "flatten"  # flattened by hand (openbell flatten, the flatten-now deployment)
     SOFT_STOP = "softstop"  # the monitor sold at market: its own stop crossed (the broker refused or missed the pair)
     SOFT_TARGET = "softtarget"  # the monitor sold at market: its own target crossed
@@ -63,6 +64,7 @@ class ExitReason(StrEnum):
     STOP = "stop"
     EOD = "eod"
     KILL_SWITCH = "kill_switch"
+    DAY_TARGET = "day_target"
     MANUAL = "manual"
     TIME = "time"
 
@@ -72,6 +74,7 @@ EXIT_REASON_OF_PURPOSE = {
     Purpose.STOP: ExitReason.STOP,
     Purpose.EOD: ExitReason.EOD,
     Purpose.KILL: ExitReason.KILL_SWITCH,
+    Purpose.DAY_TARGET: ExitReason.DAY_TARGET,
     Purpose.FLATTEN: ExitReason.MANUAL,
     Purpose.SOFT_STOP: ExitReason.STOP,
     Purpose.SOFT_TARGET: ExitReason.TARGET,

@@ -32,13 +32,21 @@ import pandas as pd
 from openbell import calendar
 from openbell import runtime as wiring
 from openbell.config import Settings
-from openbell.core.backtest import OPEN_MINUTE, REASONS, SessionBars, excursions, replay_sessions, select_sessions
+from openbell.core.backtest import (
+    DAY_TARGET,
+    OPEN_MINUTE,
+    REASONS,
+    SessionBars,
+    excursions,
+    replay_sessions,
+    select_sessions,
+)
 from openbell.core.learning import LearningPolicy, State, judge_rankers, ranker_records
 from openbell.core.metrics import drawdown_pct, performance_metrics
 from openbell.core.prices import UNITS, as_price, price_to_units, units_to_price
 from openbell.core.quality import ranking_quality, realised_returns
 from openbell.core.ranking import METHOD_RANKER, GapVolumeRanker, RankedPick, choose_ranker
-from openbell.core.risk import Book, Halt, Rule, admit_entries, daily_loss_exits, drawdown_breach
+from openbell.core.risk import Book, Halt, Rule, admit_entries, day_limit_exits, drawdown_breach
 from openbell.core.sizing import PositionSize, scaled, size_position, within_buying_power
 from openbell.core.types import Symbol
 from openbell.core.voters import VOTERS
@@ -406,13 +414,21 @@ def _trade_day(
     shares = np.array([s.shares for s in traded], dtype=np.int64)
     atr, confidence = _exit_inputs(plan, traded)
     result = replay_sessions(day_bars, shares, liquidation_minute, policy, costs, atr, confidence)
-    loss_limit = settings.risk.limits().daily_loss_limit(account.equity)  # the day's starting equity
-    if loss_limit is not None:
-        result, trip = daily_loss_exits(day_bars, result, shares, price_to_units(loss_limit), liquidation_minute, costs)
-        if trip is not None:
-            at = f"{trip.minute // 60:02d}:{trip.minute % 60:02d}"
-            loss = f"${trip.loss / UNITS:,.2f} reached the ${loss_limit:,.2f} limit"
-            account.risk.append(f"{day} {at}: the day's loss {loss}; open positions flattened")
+    limits = settings.risk.limits()
+    loss_limit, target = limits.daily_loss_limit(account.equity), limits.daily_profit_target(account.equity)
+    result, trip = day_limit_exits(
+        day_bars, result, shares, liquidation_minute, costs,
+        loss_units=None if loss_limit is None else price_to_units(loss_limit),
+        target_units=None if target is None else price_to_units(target),
+    )  # fmt: skip
+    if trip is not None:
+        at = f"{trip.minute // 60:02d}:{trip.minute % 60:02d}"
+        if trip.code == DAY_TARGET:
+            account.risk.append(f"{day} {at}: the day's profit ${trip.pnl / UNITS:,.2f} reached the ${target:,.2f} "
+                                "target; open positions flattened")  # fmt: skip
+        else:
+            account.risk.append(f"{day} {at}: the day's loss ${-trip.pnl / UNITS:,.2f} reached the ${loss_limit:,.2f} "
+                                "limit; open positions flattened")  # fmt: skip
     moves = excursions(day_bars, result, liquidation_minute)
     account.unfilled += int((~result.filled).sum())
     close = calendar.session_close(day)

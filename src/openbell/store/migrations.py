@@ -393,7 +393,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 
 # Columns that accept only these values (NULL aside).
 ALLOWED: dict[tuple[str, str], tuple[str, ...]] = {
-    ("trades", "exit_reason"): ("target", "stop", "eod", "kill_switch", "manual", "time"),
+    ("trades", "exit_reason"): ("target", "stop", "eod", "kill_switch", "day_target", "manual", "time"),
     ("ranking_quality", "horizon"): ("open_close", "open_high"),
     ("llm_calls", "status"): ("ok", "invalid", "error", "cached"),
     ("backtest_runs", "kind"): ("backtest", "sweep", "compare"),
