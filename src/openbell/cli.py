@@ -550,6 +550,9 @@ def _risk_status(args: argparse.Namespace) -> int:
     on = {k: v for k, v in dataclasses.asdict(limits).items() if v is not None and k != "drawdown_sessions"}
     print("limits: " + (", ".join(f"{k} {v}" for k, v in on.items()) if on else "none (every limit is off)"))
     store = _store_of(args)
+    if not store.lake.exists():  # nothing traded yet: nothing to show, and nothing to create
+        print(f"new entries: allowed (no store at {store.lake.describe()} yet, so no risk events)")
+        return 0
     halt = ledger.risk_halt(store, datetime.now(calendar.NEW_YORK).date())
     print(f"new entries: {'halted: ' + halt.reason if halt else 'allowed'}")
     events = store.query_df(

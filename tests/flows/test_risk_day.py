@@ -202,7 +202,7 @@ def test_the_kill_switch_trips_flattens_and_the_backtest_does_the_same(prefect_h
     assert any("the day's loss" in note for note in backtest.result.notes)
 
 
-def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefect_harness, options, monkeypatch):
+def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefect_harness, options, monkeypatch, capsys):
     from flows.place_moo_orders import place_moo_orders
     from flows.scan_and_rank import scan_and_rank
     from openbell.cli import main
@@ -220,10 +220,24 @@ def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefec
     )
     assert (rule, action) == ("max_drawdown_pct", "entries_halted") and observed == pytest.approx(100 * 7_000 / 107_000)
     assert "below its peak" in message
+    capsys.readouterr()
+    assert main(["risk", "status", "--db", options.db_path]) == 0
+    status = capsys.readouterr().out
+    assert "limits: max_drawdown_pct 5" in status and "new entries: halted: equity $100,000.00" in status
+    assert "entries_halted" in status  # the latest events
 
     assert main(["risk", "reset", "--db", options.db_path]) == 0
 
     assert place_moo_orders(DAY, options=options) == 5  # measured from the reset on: nothing to halt
+    assert main(["risk", "status", "--db", options.db_path]) == 0
+    assert "new entries: allowed" in capsys.readouterr().out
+
+
+def test_risk_status_on_a_store_not_made_yet_says_so_and_creates_nothing(tmp_path, capsys):
+    from openbell.cli import main
+
+    assert main(["risk", "status", "--db", str(tmp_path / "none.ducklake")]) == 0
+    assert "no store at" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
 
 
 def test_a_backtest_shows_the_drawdown_halt_it_would_have_made(prefect_harness, options, monkeypatch):
