@@ -38,7 +38,6 @@ def begin_run(
     returns a context whose `closed` tells the flow to stop there.
     """
     settings = options.settings()
-    settings.require_tradable_exits()
     day = wiring.resolve_trade_date(trade_date, mode, settings)
     closed = calendar.closed_reason(day)
     if closed:

@@ -355,7 +355,6 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
 def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
     from openbell import runtime
 
-    settings.require_tradable_exits()
     market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
     day = runtime.resolve_trade_date(trade_date, "replay", settings)
     runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow

@@ -427,18 +427,6 @@ class Settings(BaseSettings):
                 f'OPENBELL_LIVE_CONFIRMATION="{LIVE_CONFIRMATION}" (or use a paper account)'
             )
 
-    def require_tradable_exits(self) -> None:
-        """Refuse exits the trading flows cannot yet hold the way a backtest trades them (research takes them all)."""
-        x, problems = self.exits, []
-        trailing = x.trail_pct is not None or x.trail_atr is not None
-        if trailing and self.broker.kind == "alpaca":
-            problems.append("a trailing stop (OPENBELL_EXITS__TRAIL_PCT/_ATR): Alpaca takes no trailing stop in a "
-                            "one-cancels-other pair")  # fmt: skip
-        if problems:
-            raise ConfigError(
-                "; ".join(problems) + ". Backtests and sweeps take these exits; unset them to trade (replay or live)"
-            )
-
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
         """A copy with `{"area": {"field": value}}` changes applied and validated."""
         merged = self.model_dump()

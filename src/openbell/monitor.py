@@ -19,13 +19,18 @@ minute bars, and a market sell under a deterministic id when one is crossed. A b
 be read at all is an outage: the monitor asks again with backoff, and at reconnect closes any
 position whose level was crossed on the bars it missed while the broker's pair is still working.
 Every fallback, recovery and close is a `RiskEvent` in `risk_events`, and one log line.
+
+A broker whose protective pairs take no trailing stop (`Broker.pairs_trailing_stops` False: Alpaca)
+holds the pair with the fixed stop, and the monitor trails: each tick it steps the position's
+completed bars through `core.exits.step` and, once a bar crossed the trailed stop above the broker's,
+cancels the pair and sells at market (booked as a stop).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -34,9 +39,9 @@ import pandas as pd
 
 from openbell import calendar, ledger
 from openbell.brokers import Broker
-from openbell.core.exits import ExitCode, ExitPolicy, breakeven_stop, exit_levels_for
+from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, breakeven_stop, exit_levels_for, step
 from openbell.core.orders import breakeven_exit, liquidation, monitor_exit, protective_exit
-from openbell.core.prices import to_units, units_to_price
+from openbell.core.prices import price_to_units, to_units, units_to_price
 from openbell.core.protection import EXIT_PURPOSE, OUTAGE_LONGEST_WAIT, HeldExit, Retry, first_crossing
 from openbell.core.risk import PROFIT_RULES, Action, Halt, RiskEvent, RiskLimits, Rule, day_pnl_breach, marked_pnl
 from openbell.core.types import (
@@ -58,6 +63,7 @@ from openbell.store import Store
 
 MINUTE = timedelta(minutes=1)
 UNREACHABLE = (TransientError, OSError)  # the broker did not answer: worth asking again
+_NO_LIQUIDATION = 24 * 60  # the stepper's liquidation minute when the monitor only trails
 MONITOR_EXITS = frozenset({*EXIT_PURPOSE.values(), Purpose.KILL, Purpose.DAY_TARGET, Purpose.TIME})
 
 
@@ -66,7 +72,7 @@ class _Closing:
     """A position the monitor decided to close itself: why, and which rule it falls under."""
 
     crossed: ExitCode
-    rule: Rule
+    rule: Rule | None  # None: an exit rule (time exit, trailing stop), not a guard: no risk event
     why: str
     purpose: Purpose | None = None  # the sell's purpose when it is not the monitor's own exit (the kill switch)
 
@@ -118,6 +124,9 @@ class ExitMonitor:
         self._bars_read: tuple[datetime, set[Symbol], pd.DataFrame] | None = None  # this tick's read of the bars
         self._exit_inputs = dict(exit_inputs or {})
         self._raised: dict[Symbol, Decimal] = {}  # stops the break-even raised: their pair is the break-even pair
+        trails = policy.trail_pct is not None or policy.trail_atr is not None
+        self._trails_itself = trails and not broker.pairs_trailing_stops  # the broker's pair holds the fixed stop
+        self._pair_policy = replace(policy, trail_pct=None, trail_atr=None) if self._trails_itself else policy
 
     @property
     def halted(self) -> Halt | None:
@@ -159,7 +168,9 @@ class ExitMonitor:
                 if not self._unreachable:
                     self._close(now, symbol, ours, fills)
             return
-        bars = self._decide_closes(now, entries, ours, missed, self._breakeven_watch(entries, ours))
+        trailing = set(entries) - set(self._closing) if self._trails_itself else set()
+        bars = self._decide_closes(now, entries, ours, missed, self._breakeven_watch(entries, ours) | trailing)
+        self._decide_trailing_stops(entries, {s: b for s, b in bars.items() if s in trailing})
         self._decide_time_exits(now, entries)
         closing = sorted(set(self._closing) & set(entries))
         for symbol in closing:
@@ -237,20 +248,20 @@ class ExitMonitor:
         entries: dict[Symbol, Order],
         ours: dict[ClientOrderId, Order],
         missed: datetime | None,
-        breakeven: set[Symbol],
+        watched: set[Symbol],
     ) -> dict[Symbol, tuple[np.ndarray, ...]]:
         """Which positions the monitor closes itself: a level crossed on the bars it holds, or on bars an outage hid.
 
         After an outage, a position whose pair is still working at the broker (or was never placed)
-        is checked on the bars from the last read before the outage on. The bars of the `breakeven`
-        positions are read in the same request; returns every bar read.
+        is checked on the bars from the last read before the outage on. The bars of the `watched`
+        positions (the break-even, the trailing stop) are read in the same request and returned.
         """
         since = {s: h.since for s, h in self._held.items() if s in entries and s not in self._closing}
         if missed is not None:
             for symbol in set(entries) - set(since) - set(self._closing):
                 if self._pair_working(symbol, ours) or not self._pair_placed(symbol, ours):
                     since[symbol] = missed
-        bars = self._completed_bars(set(since) | breakeven, now)
+        bars = self._completed_bars(set(since) | watched, now)
         for symbol, first_minute in sorted(since.items()):
             if symbol not in bars:
                 continue
@@ -268,7 +279,35 @@ class ExitMonitor:
             else:
                 rule, why = Rule.BROKER_OUTAGE, f"the {level} {price} crossed on the {bar} bar, during the broker outage"
             self._closing[symbol] = _Closing(crossed, rule, why)
-        return {s: b for s, b in bars.items() if s in breakeven}
+        return {s: b for s, b in bars.items() if s in watched}
+
+    def _decide_trailing_stops(self, entries: dict[Symbol, Order], bars: dict[Symbol, tuple[np.ndarray, ...]]) -> None:
+        """The trailing stop the broker cannot hold: each position's bars since the open through `core.exits.step`.
+
+        A bar that crossed the trailed stop, above the stop of the broker's pair, closes the position;
+        a target or a stop the broker's pair holds is left to it.
+        """
+        open_minute = _naive_minute(calendar.session_open(self._date))
+        for symbol, (starts, open_, high, low) in sorted(bars.items()):
+            entry = entries[symbol]
+            atr, confidence = self._exit_inputs.get(symbol, (None, None))
+            state = ExitState.opened(self._policy, entry.avg_fill_price, 0, _NO_LIQUIDATION, atr, confidence)
+            state = replace(state, time_exit_minute=None)  # the time exit and the liquidation are decided apart
+            at_broker = price_to_units(self._pair(entry)[1].stop_price)
+            after = starts >= open_minute
+            minutes = ((starts[after] - starts[after].astype("datetime64[D]")) // np.timedelta64(1, "m")).astype(int)
+            columns = (minutes, to_units(open_[after]), to_units(high[after]), to_units(low[after]))
+            for bar in zip(*columns, strict=True):
+                minute = int(bar[0])
+                state, decision = step(state, ExitBar(*(int(v) for v in bar)))
+                if decision.code is ExitCode.NONE:
+                    continue
+                if decision.code is ExitCode.STOP and decision.stop > at_broker:
+                    stop, bar = units_to_price(decision.stop), f"{minute // 60:02d}:{minute % 60:02d}"
+                    self._closing[symbol] = _Closing(
+                        ExitCode.STOP, None, f"the trailing stop {stop} crossed on the {bar} bar"
+                    )
+                break
 
     def _decide_time_exits(self, now: datetime, entries: dict[Symbol, Order]) -> None:
         """The time exit: a position held `time_exit_min` minutes after the open (its entry) is sold at market."""
@@ -278,7 +317,7 @@ class ExitMonitor:
         for symbol in entries:
             if symbol not in self._closing:
                 why = f"held {minutes} minutes since the open (the time exit)"
-                self._closing[symbol] = _Closing(ExitCode.TIME, Rule.PROTECTION, why, Purpose.TIME)
+                self._closing[symbol] = _Closing(ExitCode.TIME, None, why, Purpose.TIME)
 
     def _protect(self, now: datetime, entry: Order, ours: dict[ClientOrderId, Order]) -> None:
         """Give a filled entry its protective pair, or ask again for a refused one when its retry is due."""
@@ -459,8 +498,8 @@ class ExitMonitor:
         del self._closing[symbol]
         self._held.pop(symbol, None)
         message = f"{symbol}: {closing.why}: sold {shares} at market ({order.client_order_id})"
-        if closing.purpose is Purpose.TIME:  # an exit rule, not a guard: no risk event
-            self._log.info("time exit: %s", message)
+        if closing.rule is None:  # an exit rule, not a guard: no risk event
+            self._log.info("%s: %s", "time exit" if closing.purpose is Purpose.TIME else "trailing stop", message)
             return
         self._log.warning("monitor exit: %s", message)
         self._event(now, closing.rule, Action.FLATTENED, message, symbol, observed=shares)
@@ -471,7 +510,8 @@ class ExitMonitor:
         holds the same levels when the broker has none."""
         symbol = entry.intent.symbol
         atr, confidence = self._exit_inputs.get(symbol, (None, None))
-        pair = protective_exit(self._date, symbol, entry.filled_qty, entry.avg_fill_price, self._policy, atr, confidence)
+        policy = self._pair_policy
+        pair = protective_exit(self._date, symbol, entry.filled_qty, entry.avg_fill_price, policy, atr, confidence)
         return pair if symbol not in self._raised else breakeven_exit(self._date, pair, self._raised[symbol])
 
     def _halves(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> tuple[Order | None, Order | None]:

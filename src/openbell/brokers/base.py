@@ -46,6 +46,7 @@ class Account:
 
 class Broker(Protocol):
     name: str
+    pairs_trailing_stops: bool  # a trailing stop can be the stop of a protective pair (else the monitor trails it)
 
     def moo_window(self, day: date) -> MooWindow:
         """When this broker accepts market-on-open orders for `day`."""

@@ -70,6 +70,7 @@ class PaperBroker:
     """A simulated broker for one trading day. Every call first simulates the market up to `clock.now()`."""
 
     name = "paper"
+    pairs_trailing_stops = True  # a trailing-stop order next to the target
 
     def __init__(
         self,

@@ -241,7 +241,8 @@ class FakeAlpaca(LoopbackHttp):
             "time_in_force": body["time_in_force"], "limit_price": None if limit is None else str(limit),
             "stop_price": None if stop is None else str(stop),
             "status": "accepted" if body["time_in_force"] == "opg" else "new", "extended_hours": False, "legs": None,
-            "trail_percent": None, "trail_price": None, "hwm": None, "subtag": None, "source": None,
+            "trail_percent": _text(body.get("trail_percent")), "trail_price": _text(body.get("trail_price")),
+            "hwm": None, "subtag": None, "source": None,
         }  # fmt: skip
         self._orders[order_id] = order
         self._by_client[client_order_id] = order_id
@@ -401,6 +402,10 @@ class FakeAlpaca(LoopbackHttp):
             return self._scripts.popleft() if self._scripts else None
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(Decimal(str(value)))
+
+
 def _invalid(body: dict) -> str | None:
     """Alpaca's validation of a new order, the parts openbell can run into."""
     for field in ("symbol", "side", "type", "time_in_force", "qty"):
@@ -436,6 +441,12 @@ def _invalid(body: dict) -> str | None:
         prices = {"stop_price": body["stop_price"]}
     elif order_type == "market":
         prices = {}
+    elif order_type == "trailing_stop":
+        if (body.get("trail_percent") is None) == (body.get("trail_price") is None):
+            return "trailing stop orders require exactly one of trail_percent and trail_price"
+        if tif not in ("day", "gtc"):
+            return "trailing stop orders must be day or gtc orders"
+        prices = {} if body.get("trail_price") is None else {"trail_price": body["trail_price"]}
     else:
         return f"order type {order_type} is not supported by this fake"
     for name, value in prices.items():

@@ -211,3 +211,46 @@ def test_a_broker_that_stops_answering_mid_tick_is_not_asked_again_before_the_ne
     assert set(monitor.held) == {"AAA"}  # the first pair failed; BBB and CCC wait for the next minute
     assert fake.requests.count("POST /v2/orders") > posts
     assert fake.orders_with_client_id_prefix(f"ob-{DAY:%Y%m%d}-BBB-t") == []
+
+
+def test_alpaca_keeps_the_fixed_stop_and_the_monitor_trails_above_it(broker, fake, clock, tmp_path):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    _day_with_entries(broker, fake, clock, store, ["ABC"])
+    market = ScriptedMarket(DAY, {"ABC": 50.0}, at("09:30"), at("16:00"))
+    market.set_bar("ABC", at("09:35"), 50.50, 50.90, 50.45, 50.80)  # trails the stop up to 50.39 (1% below 50.90)
+    market.set_bar("ABC", at("09:36"), 50.70, 50.75, 50.30, 50.35)  # crosses 50.39, far above the broker's 49.55
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(trail_pct=Decimal(1)), run_id="run-1")
+
+    _watch(monitor, clock, at("09:37"))
+
+    stop = broker.order(_id("ABC", Purpose.STOP))
+    assert (stop.intent.order_type.value, stop.intent.stop_price, stop.status) == ("stop", Decimal("49.55"), OrderStatus.NEW)
+    assert not fake.orders_with_client_id(_id("ABC", Purpose.SOFT_STOP))  # the 09:36 bar completes at 09:37
+
+    _watch(monitor, clock, at("09:38"))
+
+    (soft,) = fake.orders_with_client_id(_id("ABC", Purpose.SOFT_STOP))
+    assert (soft["type"], Decimal(soft["qty"]), soft["submitted_at"][11:16]) == ("market", 100, "14:37")
+    assert broker.order(_id("ABC", Purpose.TARGET)).status is OrderStatus.CANCELLED
+    fake.fill(_id("ABC", Purpose.SOFT_STOP), "50.33")
+    _watch(monitor, clock, at("09:40"))
+
+    assert monitor.flat and broker.positions() == {}
+    assert _events(store) == []  # an exit rule, not a guard
+    assert not [o for o in fake.orders_with_client_id_prefix("ob-") if o["type"] == "trailing_stop"]
+    assert _sent_once(fake)
+
+
+def test_the_monitor_leaves_a_fixed_stop_crossing_to_alpacas_pair(broker, fake, clock, tmp_path):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    _day_with_entries(broker, fake, clock, store, ["ABC"])
+    market = ScriptedMarket(DAY, {"ABC": 50.0}, at("09:30"), at("16:00"))
+    market.set_bar("ABC", at("09:33"), 49.90, 49.95, 49.40, 49.50)  # through the fixed 49.55: the broker's stop fills
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(trail_pct=Decimal(1)), run_id="run-1")
+
+    _watch(monitor, clock, at("09:35"))
+
+    assert not fake.orders_with_client_id(_id("ABC", Purpose.SOFT_STOP))
+    assert broker.order(_id("ABC", Purpose.STOP)).is_open()

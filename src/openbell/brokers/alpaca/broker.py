@@ -74,6 +74,7 @@ class AlpacaBroker:
     """
 
     name = "alpaca"
+    pairs_trailing_stops = False  # Alpaca's one-cancels-other orders take a fixed stop leg only
 
     def __init__(
         self,

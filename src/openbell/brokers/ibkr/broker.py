@@ -127,6 +127,7 @@ class IbkrBroker:
     """
 
     name = "ibkr"
+    pairs_trailing_stops = True  # a TRAIL order in the OCA group
 
     def __init__(
         self,
