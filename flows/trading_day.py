@@ -15,9 +15,12 @@ from flows.premarket_scan import premarket_scan
 from flows.rank_candidates import rank_candidates
 from flows.report_eod import report_eod
 from openbell.config import RunOptions
-from tasks.runs import clear_replayed_day
+from tasks.runs import commit_replayed_day, discard_staged_day, stage_replayed_day
 
-REPLACE_HELP = "Replay only: first remove this date's earlier replay from the database (never in live mode)."
+REPLACE_HELP = (
+    "Replay only: replace this date's earlier replay in the database once this one is complete (a live day is "
+    "never touched)."
+)
 
 
 @flow(name="trading-day", log_prints=True)
@@ -31,11 +34,20 @@ def trading_day(
 ) -> str:
     """Run every phase of one trading day; returns the end-of-day report."""
     options = options or RunOptions()
-    day = clear_replayed_day(trade_date, mode, options, replace_existing)
-    if not symbols:  # fixed symbols replace the scan and the ranking
-        premarket_scan(day, mode, options)
-    rank_candidates(day, mode, symbols, options)
-    place_moo_orders(day, mode, options, dry_run)
-    monitor_exits(day, mode, options, dry_run)
-    liquidate_eod(day, mode, options, dry_run)
-    return report_eod(day, mode, options)
+    day, staged = stage_replayed_day(trade_date, mode, options, replace_existing)
+    run = staged or options  # a replay of a day already replayed is built apart and swapped in at the end
+    try:
+        if not symbols:  # fixed symbols replace the scan and the ranking
+            premarket_scan(day, mode, run)
+        rank_candidates(day, mode, symbols, run)
+        place_moo_orders(day, mode, run, dry_run)
+        monitor_exits(day, mode, run, dry_run)
+        liquidate_eod(day, mode, run, dry_run)
+        report = report_eod(day, mode, run)
+        if staged is not None:
+            commit_replayed_day(day, staged, options)
+    except BaseException:
+        if staged is not None:  # the earlier replay stays as it was
+            discard_staged_day(staged)
+        raise
+    return report

@@ -28,7 +28,9 @@ OFF_SCHEDULE = timedelta(minutes=10)  # a live run this long before its phase be
 
 @task(cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
 def watch_positions(run: RunContext) -> int:
-    """From the open to the liquidation time: protect entries as they fill, hold the exits the broker refuses.
+    """From the open to the liquidation time: protect entries as they fill, hold the exits the broker refuses,
+    cancel what is left of an entry that outlived the order TTL (OPENBELL_BROKER__ORDER_TTL_S); at the
+    liquidation time, sell what is still held (the liquidation flow then finds it sold).
 
     Waits for the open if started early. One pass a minute (`ExitMonitor.tick`: a fixed number of
     broker requests whatever the number of positions), no Prefect API calls inside the loop. A broker
@@ -44,7 +46,8 @@ def watch_positions(run: RunContext) -> int:
         monitor = ExitMonitor(store, broker, phase.market, day, policy, run_id=run.run_id, log=log,
                               dry_run=run.dry_run, limits=run.settings.risk.limits(), halt=ledger.risk_halt(store, day),
                               notifier=Notifier.from_settings(run.settings),
-                              exit_inputs=ledger.exit_inputs(store, day) if policy.uses_pick_inputs else {})  # fmt: skip
+                              exit_inputs=ledger.exit_inputs(store, day) if policy.uses_pick_inputs else {},
+                              order_ttl=run.settings.broker.order_ttl())  # fmt: skip
         while clock.now() < when.liquidation:
             with store.batch():  # opens a connection only if this tick writes
                 monitor.tick(clock.now())  # protects, holds, closes; trips the kill switch past the daily loss limit
@@ -52,6 +55,14 @@ def watch_positions(run: RunContext) -> int:
                 log.info("every position of the day is closed at %s: the monitor ends", f"{clock.now():%H:%M}")
                 break
             clock.sleep_until(_next_minute(clock.now()))
+        if not monitor.flat and not run.dry_run and clock.now() >= when.liquidation:
+            # The liquidation itself, as liquidate-eod does it and under its order ids (a second one sends
+            # nothing): positions never outlive the day because the liquidation flow could not start (the
+            # Prefect server away at 15:45, say).
+            with store.batch():
+                sold = _sell_what_we_opened(store, broker, clock, run)
+            log.info("liquidation time %s: the monitor sells the %d positions still held", f"{clock.now():%H:%M}", sold)
+            _wait_for_the_sells(store, broker, clock, run, when.close + 2 * MINUTE)
         exits = [f for f in monitor.fills() if f.side is Side.SELL]
         log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))
         return len(exits)
@@ -77,12 +88,7 @@ def flatten_positions(run: RunContext) -> int:
             flattened = _sell_what_we_opened(store, broker, clock, run)
         if run.dry_run:
             return 0
-        deadline = when.close + 2 * MINUTE
-        while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
-            clock.sleep_until(_next_minute(clock.now()))
-        left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
-        if left:
-            log.error("still holding after liquidation: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
+        _wait_for_the_sells(store, broker, clock, run, when.close + 2 * MINUTE)
         log.info("liquidation at %s: %d positions flattened", f"{when.liquidation:%H:%M}", flattened)
         return flattened
     finally:
@@ -124,6 +130,17 @@ def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunCon
             get_run_logger().error("could not flatten %s: %s", symbol, rejected)
     ledger.record_orders(store, day, orders, run.run_id)
     return len(orders)
+
+
+def _wait_for_the_sells(store: Store, broker: Broker, clock: Clock, run: RunContext, deadline: datetime) -> None:
+    """Until the system's orders are done (or `deadline`), a minute at a time; then record the fills and say
+    what is still held."""
+    day = run.trade_date
+    while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
+        clock.sleep_until(_next_minute(clock.now()))
+    left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+    if left:
+        get_run_logger().error("still holding after liquidation: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
 
 
 def _still_open(broker: Broker, order_ids: list[ClientOrderId]) -> bool:

@@ -38,7 +38,7 @@ MIN_LLM_BUDGET_S = 5.0
 def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     """Rank the day's candidates; returns the selected symbols, best first."""
     log = get_run_logger()
-    store = wiring.store_for(run.settings)
+    store = wiring.store_for(run.settings, run.mode)
     method = run.settings.ranking.method
     if symbols:
         _require_known(run, symbols)

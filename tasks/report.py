@@ -29,7 +29,7 @@ def build_report(run: RunContext) -> str:
     if now < when.report - OFF_SCHEDULE:
         log.info("the report is due at %s today; nothing to do at %s", f"{when.report:%H:%M}", f"{now:%H:%M}")
         return ""
-    store = wiring.store_for(run.settings)
+    store = wiring.store_for(run.settings, run.mode)
     with store.batch():  # one connection for the day's reads and writes
         summary, trades, review = _write_day(run, store, when)
         risk = _risk_lines(store, day) + _learning_lines(store, day)
@@ -51,7 +51,7 @@ def housekeep_store(run: RunContext) -> str:
     """
     log = get_run_logger()
     try:
-        done = wiring.store_for(run.settings).housekeep(**run.settings.data.housekeeping())
+        done = wiring.store_for(run.settings, run.mode).housekeep(**run.settings.data.housekeeping())
     except Exception as exc:  # the records are safe either way; say why, and leave it to the next close
         log.warning("store housekeeping skipped: %s", str(exc).splitlines()[0])
         return ""

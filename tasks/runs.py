@@ -13,6 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from openbell import calendar
 from openbell import runtime as wiring
 from openbell.config import RunOptions, Settings
+from openbell.logs import one_line_per_failure
+from openbell.store import Store, staging
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +39,20 @@ def begin_run(
     On a day the exchange is closed (a live run on a holiday), logs "market closed: <reason>" and
     returns a context whose `closed` tells the flow to stop there.
     """
+    one_line_per_failure()  # Prefect's console logging is set up by now
     settings = options.settings()
+    settings.require_ready_to_trade()  # at every flow's first task: nothing is written before a refusal
     day = wiring.resolve_trade_date(trade_date, mode, settings)
     closed = calendar.closed_reason(day)
     if closed:
         get_run_logger().info("market closed: %s (%s); %s does nothing today", closed, day, flow)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
-    wiring.store_for(settings).upsert(
+    store, now = wiring.store_for(settings, mode), datetime.now(calendar.NEW_YORK)
+    crashed = mark_crashed(store, flow, day, mode, run_id, now)
+    if crashed:
+        get_run_logger().warning("%d earlier %s run(s) of %s never finished: marked crashed (%s)", len(crashed), flow, day,
+                                 ", ".join(crashed))  # fmt: skip
+    store.upsert(
         "runs",
         [
             {
@@ -62,27 +71,75 @@ def begin_run(
     return RunContext(run_id, flow, day, mode, settings, closed, dry_run)
 
 
+def mark_crashed(store: Store, flow: str, day: date, mode: str, by: str, now: datetime) -> list[str]:
+    """Mark the runs of `flow` on `day` still `running` as crashed, noticed by run `by` at `now`; returns their ids.
+
+    A run that is still running when the next run of its phase and date starts died without finishing
+    (killed, or its machine went down): nothing else would ever end it.
+    """
+    stale = [r for (r,) in store.query(
+        "SELECT run_id FROM runs WHERE flow = ? AND trade_date = ? AND mode = ? AND status = 'running' AND run_id <> ?",
+        [flow, day, mode, by],
+    )]  # fmt: skip
+    if stale:
+        store.execute(
+            "UPDATE runs SET status = 'crashed', finished_at = ?, message = ? WHERE run_id IN (SELECT unnest(?))",
+            [now, f"crashed: still running when run {by} of the same phase and date started at {now:%H:%M:%S}", stale],
+        )
+    return stale
+
+
 @task(cache_policy=NO_CACHE)
 def finish_run(run: RunContext, message: str) -> None:
-    wiring.store_for(run.settings).execute(
+    wiring.store_for(run.settings, run.mode).execute(
         "UPDATE runs SET finished_at = ?, status = 'completed', message = ? WHERE run_id = ?",
         [datetime.now(calendar.NEW_YORK), message, run.run_id],
     )
 
 
 @task(cache_policy=NO_CACHE)
-def clear_replayed_day(trade_date: date | None, mode: wiring.Mode, options: RunOptions, replace: bool) -> date:
-    """Resolve the day; for a replay with `replace`, remove that date's earlier replay first.
+def stage_replayed_day(
+    trade_date: date | None, mode: wiring.Mode, options: RunOptions, replace: bool
+) -> tuple[date, RunOptions | None]:
+    """Resolve the day; for a replay with `replace` of a date the store already holds, stage the new replay.
 
-    Replaying a date again then replaces its rows instead of adding to them. Live days are never
-    cleared: their orders are real and their records are the audit trail.
+    Returns the day and, when staged, the options that point the day's flows at the scratch store
+    (`openbell.store.staging`); `commit_replayed_day` then swaps the day in whole. Until then the
+    earlier replay stays as it was for every reader, and a replay that fails leaves it so. Live days
+    are never staged or replaced: they are the live book, which a replay never touches.
     """
+    one_line_per_failure()
     settings = options.settings()
+    settings.require_ready_to_trade()
     day = wiring.resolve_trade_date(trade_date, mode, settings)
-    if replace and mode == "replay":
-        removed = wiring.store_for(settings).delete_day(day)
-        if removed:
-            get_run_logger().info(
-                "replacing the earlier replay of %s: removed %s", day, ", ".join(f"{n} {t}" for t, n in removed.items())
-            )
-    return day
+    if not replace or mode != "replay":
+        return day, None
+    store = wiring.store_for(settings, mode)
+    if not staging.has_day(store, day):
+        return day, None
+    if settings.data.catalog is not None:  # a shared catalog has no folder of its own to stage in
+        removed = store.delete_day(day)
+        get_run_logger().warning("replacing the earlier replay of %s in the shared catalog: removed %s first", day,
+                                 ", ".join(f"{n} {t}" for t, n in removed.items()))  # fmt: skip
+        return day, None
+    scratch = staging.stage_day(store, day)
+    get_run_logger().info(
+        "replaying %s again: the earlier replay stays until this one is complete (staged in %s)", day, scratch.path
+    )
+    return day, options.model_copy(update={"db_path": str(scratch.path)})
+
+
+@task(cache_policy=NO_CACHE)
+def commit_replayed_day(day: date, staged: RunOptions, options: RunOptions) -> None:
+    """Swap the staged replay of `day` into the store in one transaction, then remove the scratch store."""
+    scratch = Store(staged.settings().data.lake())
+    written = staging.commit_day(wiring.store_for(options.settings()), scratch, day)
+    staging.discard(scratch)
+    get_run_logger().info(
+        "the replay of %s replaced the earlier one: %s", day, ", ".join(f"{n} {t}" for t, n in written.items())
+    )
+
+
+def discard_staged_day(staged: RunOptions) -> None:
+    """Remove the scratch store of a staged replay that did not complete (the earlier replay stays)."""
+    staging.discard(Store(staged.settings().data.lake()))

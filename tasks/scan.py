@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from openbell import calendar
 from openbell import runtime as wiring
-from openbell.morning import scan_day
+from openbell.core import data_quality
+from openbell.morning import scan_morning
 from tasks.artifacts import publish_table
 from tasks.runs import RunContext
 
@@ -17,13 +21,22 @@ MOVERS = 50  # how many of a live source's top gainers a scan considers
 def scan_candidates(run: RunContext) -> int:
     """Scan every symbol with an opening indication; returns how many passed."""
     log = get_run_logger()
-    market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings)
-    features = scan_day(market, run.trade_date, run.settings, _universe(market, run))
+    market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings, run.mode)
+    now = datetime.now(calendar.NEW_YORK)
+    now = now if run.mode == "live" and now.date() == run.trade_date else None  # stale prices are today's problem
+    scanned = scan_morning(market, run.trade_date, run.settings, _universe(market, run), now)
+    features = scanned.candidates
     store.replace(
         "candidates",
         features.assign(trade_date=run.trade_date, run_id=run.run_id),
         where={"trade_date": run.trade_date},
     )
+    store.replace(
+        "data_quality",
+        scanned.quality.assign(trade_date=run.trade_date, run_id=run.run_id),
+        where={"trade_date": run.trade_date},
+    )
+    log.info("data quality of %s: %s", run.trade_date, data_quality.summary(scanned.quality, run.settings.quality.min_score))
 
     passed = int(features["passed"].sum())
     shown = features[features["passed"]].sort_values("gap_pct", ascending=False).head(50)

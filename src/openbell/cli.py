@@ -114,10 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     risk_commands = risk.add_subparsers(required=True, metavar="ACTION")
     risk_status = risk_commands.add_parser("status", help="the limits in force and the guards' latest events")
     risk_status.add_argument("--db", type=Path, help=_DB_HELP)
+    risk_status.add_argument("--replay", action="store_true", help="the replays' guards instead of live trading's")
     risk_status.set_defaults(command=_risk_status)
     risk_reset = risk_commands.add_parser("reset", help="resume new entries after a drawdown halt")
     risk_reset.add_argument("--db", type=Path, help=_DB_HELP)
+    risk_reset.add_argument("--replay", action="store_true", help="resume the replays' entries instead of live trading's")
     risk_reset.set_defaults(command=_risk_reset)
+
+    reconcile = commands.add_parser("reconcile", help="a day traded live against the same day replayed, trade by trade")
+    reconcile.add_argument("--date", type=_date, required=True, help="the session, e.g. 2018-03-01")
+    reconcile.add_argument("--db", type=Path, help=_DB_HELP)
+    reconcile.add_argument("--tolerance-pct", type=_decimal, default=Decimal(5),
+                           help="the verdict's tolerance, percent of the replayed net P&L (default 5)")  # fmt: skip
+    reconcile.set_defaults(command=_reconcile)
 
     query = commands.add_parser("query", help="run SQL on the openbell database (read-only)")
     query.add_argument("sql", help='e.g. "SELECT * FROM trades ORDER BY trade_date"')
@@ -355,6 +364,7 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
 def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
     from openbell import runtime
 
+    settings.require_ready_to_trade()  # the live switch and the broker's keys, before anything starts
     market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
     day = runtime.resolve_trade_date(trade_date, "replay", settings)
     runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
@@ -387,7 +397,7 @@ def _open_prefect_api(settings):
     return api
 
 
-def _store_of(args: argparse.Namespace, *, importing: bool = False):
+def _store_of(args: argparse.Namespace, *, importing: bool = False, book: str = "replay"):
     """The store the command names: --db, else the settings' one (a file, or a shared catalog)."""
     from openbell.config import load_settings
     from openbell.store import Lake, Store
@@ -399,7 +409,41 @@ def _store_of(args: argparse.Namespace, *, importing: bool = False):
             f"no store at {lake.describe()} yet, but {data.legacy_database} holds an earlier openbell's records: "
             "move them with `openbell store migrate` (or run any flow, which does it)"
         )
-    return Store(lake, lock_timeout=data.lock_timeout_s)
+    return Store(lake, lock_timeout=data.lock_timeout_s, book=book)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    """The live book's trades of the date against the replay book's, one row per symbol, and the verdict."""
+    import pandas as pd
+
+    from openbell.core.reconcile import TRADE_COLUMNS, reconcile_trades
+
+    store = _store_of(args)
+    if not store.lake.exists():
+        raise ConfigError(f"no store at {store.lake.describe()}; check the path, or let a flow create it first")
+    store.migrate()  # as any flow would: a store of an earlier openbell gains its live book
+    columns = ", ".join(TRADE_COLUMNS)
+    with store.snapshot():  # both books at one moment; read-only in effect (a snapshot refuses writes)
+        books = {
+            book: pd.DataFrame(
+                store.query(f"SELECT {columns} FROM {table} WHERE trade_date = ? ORDER BY symbol", [args.date]),
+                columns=list(TRADE_COLUMNS),
+            )  # fmt: skip
+            for book, table in (("live", "live.trades"), ("replayed", "trades"))
+        }
+    for book, frame in books.items():
+        if frame.empty:
+            hint = "trade it live (mode live) first" if book == "live" else f"replay it: openbell replay --date {args.date}"
+            raise ConfigError(f"no {book} trades on {args.date} in {store.lake.describe()}; {hint}")
+    result = reconcile_trades(books["live"], books["replayed"], args.tolerance_pct)
+    shown = result.rows.rename(columns=lambda c: c.replace("_replayed", "_rep"))
+    print(f"{args.date}: traded live (live.trades) against its replay (trades)")
+    print(shown.to_string(index=False, na_rep="-"))
+    for label, symbols in (("only live", result.only_live), ("only replayed", result.only_replayed)):
+        if symbols:
+            print(f"{label}: {', '.join(symbols)}")
+    print(result.verdict())
+    return 0
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -527,7 +571,8 @@ def _flatten(args: argparse.Namespace) -> int:
     settings = options.settings()
     day, at = args.replay if args.replay else (None, None)
     mode = "replay" if args.replay else "live"
-    runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
+    settings.require_ready_to_trade()
+    runtime.store_for(settings, mode)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)
     try:
         flatten_now = _flow("flows.flatten_now", "flatten_now")
@@ -548,10 +593,11 @@ def _risk_status(args: argparse.Namespace) -> int:
     limits = load_settings().risk.limits()
     on = {k: v for k, v in dataclasses.asdict(limits).items() if v is not None and k != "drawdown_sessions"}
     print("limits: " + (", ".join(f"{k} {v}" for k, v in on.items()) if on else "none (every limit is off)"))
-    store = _store_of(args)
+    store = _store_of(args, book="replay" if args.replay else "live")
     if not store.lake.exists():  # nothing traded yet: nothing to show, and nothing to create
         print(f"new entries: allowed (no store at {store.lake.describe()} yet, so no risk events)")
         return 0
+    store.migrate()  # as any flow would: a store of an earlier openbell gains the tables read here
     halt = ledger.risk_halt(store, datetime.now(calendar.NEW_YORK).date())
     print(f"new entries: {'halted: ' + halt.reason if halt else 'allowed'}")
     events = store.query_df(
@@ -569,7 +615,8 @@ def _risk_reset(args: argparse.Namespace) -> int:
     from openbell import calendar, ledger
     from openbell.core.risk import Action, RiskEvent, Rule
 
-    store = _store_of(args)
+    store = _store_of(args, book="replay" if args.replay else "live")
+    store.migrate()
     now = datetime.now(calendar.NEW_YORK)
     halt = ledger.risk_halt(store, now.date())
     event = RiskEvent(now.date(), now, Rule.MAX_DRAWDOWN_PCT, Action.RESET, "new entries resumed by `openbell risk reset`")

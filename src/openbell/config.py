@@ -1,7 +1,7 @@
 """Settings, read once at the edge from the environment (prefix OPENBELL_) and passed down.
 
-Each area has its own model: data, scan, ranking, llm, news, exits, sizing, broker, schedule. Nested fields are set with a
-double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.ducklake.
+Each area has its own model: data, scan, quality, ranking, llm, news, exits, sizing, broker, schedule. Nested fields are
+set with a double underscore, e.g. OPENBELL_EXITS__TARGET_PCT=3.0 or OPENBELL_DATA__DB_PATH=/tmp/ob.ducklake.
 
 `load_settings` checks every OPENBELL_ variable before it reads the settings: one that names no setting (pydantic-settings
 would ignore it) or holds JSON that does not parse is a ConfigError naming the variable and the one probably meant. The
@@ -16,7 +16,7 @@ import os
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import time
+from datetime import time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +36,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from openbell.core.backtest import FillCosts
+from openbell.core.data_quality import QualityPolicy
 from openbell.core.exits import ExitPolicy
 from openbell.core.learning import LearningPolicy
 from openbell.core.risk import RiskLimits
@@ -124,6 +125,34 @@ class ScanSettings(BaseModel):
 
     def filters(self) -> ScanFilters:
         return ScanFilters(**self.model_dump(exclude={"top_n"}))
+
+
+_QUALITY = QualityPolicy()
+
+
+class QualitySettings(BaseModel):
+    """The scan's data-quality gate: per-symbol checks of the bars it reads, a score in [0, 1], a threshold."""
+
+    model_config = _STRICT
+    min_score: float = Field(
+        _QUALITY.min_score, ge=0, le=1, description="Symbols scoring below this are excluded (0: exclude none)."
+    )
+    stale_after_min: float = Field(
+        _QUALITY.stale_after_min, gt=0, description="Live day: a symbol whose last minute bar is older is stale."
+    )
+    outlier_atr: float = Field(
+        _QUALITY.outlier_atr, gt=0, description="A minute bar's range or move beyond this many daily ATRs is an outlier."
+    )
+    outlier_pct: float = Field(
+        _QUALITY.outlier_pct, gt=0, description="A minute bar this many percent beyond both neighbours is an outlier."
+    )
+    max_gap_min: float = Field(_QUALITY.max_gap_min, gt=0, description="Longest gap between two minute bars, minutes.")
+    split_tolerance_pct: float = Field(
+        _QUALITY.split_tolerance_pct, gt=0, description="Largest gap between daily and last minute close, percent."
+    )
+
+    def policy(self) -> QualityPolicy:
+        return QualityPolicy(**self.model_dump())
 
 
 RankerName = Literal["llm", "ensemble", "quant"]
@@ -347,12 +376,30 @@ class BrokerSettings(BaseModel):
     slippage_bps: Decimal = Field(
         Decimal(0), ge=0, le=500, description="Paper fills of market orders are worse by this many basis points."
     )
+    max_participation_pct: Decimal | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Paper: an order fills at most this percent of a minute bar's volume per bar, the rest in the "
+        "following bars at their prices; unset: orders fill whole (backtests never cap).",
+    )
+    order_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        le=23_400,
+        description="Seconds an entry may work unfilled or filled in part before the exit monitor cancels the rest "
+        "(its filled shares are kept and protected); a market-on-open entry counts from the open; unset: no limit.",
+    )
 
     alpaca: AlpacaSettings = AlpacaSettings()
     ibkr: IbkrSettings = IbkrSettings()
 
     def costs(self) -> FillCosts:
-        return FillCosts(self.commission_per_share, self.commission_min, self.slippage_bps)
+        return FillCosts(self.commission_per_share, self.commission_min, self.slippage_bps, self.max_participation_pct)
+
+    def order_ttl(self) -> timedelta | None:
+        """How long an entry may work before the monitor cancels what is left of it; None: no limit."""
+        return None if self.order_ttl_s is None else timedelta(seconds=self.order_ttl_s)
 
 
 class ScheduleSettings(BaseModel):
@@ -407,6 +454,7 @@ class Settings(BaseSettings):
     live_confirmation: str | None = Field(None, description=f'Must read "{LIVE_CONFIRMATION}" to trade live.')
     data: DataSettings = DataSettings()
     scan: ScanSettings = ScanSettings()
+    quality: QualitySettings = QualitySettings()
     ranking: RankingSettings = RankingSettings()
     llm: LlmSettings = LlmSettings()
     news: NewsSettings = NewsSettings()
@@ -426,6 +474,19 @@ class Settings(BaseSettings):
                 "OPENBELL_TRADING_MODE=live trades real money; to confirm, also set "
                 f'OPENBELL_LIVE_CONFIRMATION="{LIVE_CONFIRMATION}" (or use a paper account)'
             )
+
+    def require_ready_to_trade(self) -> None:
+        """Every check of the trading settings that needs no connection, so a mistake stops a run before its first
+        flow writes anything: the live switch, the broker's keys, a live port for a paper account."""
+        self.require_live_confirmed()
+        if self.broker.kind == "alpaca":
+            from openbell.brokers.alpaca.broker import require_keys  # the SDK loads only for those who use it
+
+            require_keys(self)
+        elif self.broker.kind == "ibkr":
+            from openbell.brokers.ibkr.broker import api_ports
+
+            api_ports(self)
 
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
         """A copy with `{"area": {"field": value}}` changes applied and validated."""

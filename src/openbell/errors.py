@@ -4,7 +4,7 @@
     ├── ConfigError          stop and tell the user what to fix (settings, files, dates)
     ├── DataQualityError     skip the symbol or the day and say why (missing or bad bars)
     ├── TransientError       worth retrying (broker disconnect, locked database)
-    │   └── StoreLockedError the DuckDB file stayed locked by another process
+    │   └── StoreLockedError the store stayed busy with another process's write
     └── OrderRejected        the broker said no: never retry blindly
 
 Messages say what was wrong and how to fix it.
@@ -30,7 +30,7 @@ class TransientError(OpenbellError):
 
 
 class StoreLockedError(TransientError):
-    """The DuckDB file stayed locked by another process past the retry budget."""
+    """The store stayed busy with another process's write (or its file locked) past the wait allowed."""
 
 
 class OrderRejected(OpenbellError):

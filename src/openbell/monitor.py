@@ -24,6 +24,15 @@ A broker whose protective pairs take no trailing stop (`Broker.pairs_trailing_st
 holds the pair with the fixed stop, and the monitor trails: each tick it steps the position's
 completed bars through `core.exits.step` and, once a bar crossed the trailed stop above the broker's,
 cancels the pair and sells at market (booked as a stop).
+
+An entry is protected once it is done, for the shares it got. With an order time-to-live
+(`order_ttl`, OPENBELL_BROKER__ORDER_TTL_S) the monitor cancels an entry still working, unfilled or
+filled in part, once it has worked that long (`Order.past_ttl`: a market-on-open entry from the
+open); the cancelled entry keeps its fills, and its pair goes out in the same tick for them. Under a
+halt (the kill switch, the day's profit target, a flatten) an entry still working is cancelled the same
+way, and what it got is sold with the rest. The TTL lives here because the monitor is what watches the
+orders through the session, on the read it makes each minute anyway: the order task has ended before
+the open, when no entry can have worked yet.
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ class ExitMonitor:
             monitor then only closes what is still held.
         notifier: where the kill switch and the fallbacks are told (none: nowhere).
         exit_inputs: each symbol's scan ATR(14) and ranker confidence, for exits in ATR multiples or by confidence.
+        order_ttl: how long an entry may work before the monitor cancels what is left of it (None: no limit).
     """
 
     def __init__(
@@ -107,6 +117,7 @@ class ExitMonitor:
         halt: Halt | None = None,
         notifier: Notifier | None = None,
         exit_inputs: Mapping[str, tuple[Decimal | None, float | None]] | None = None,
+        order_ttl: timedelta | None = None,
     ) -> None:
         self._store, self._broker, self._market, self._date = store, broker, market, trade_date
         self._policy, self._run_id, self._dry_run = policy, run_id, dry_run
@@ -123,6 +134,7 @@ class ExitMonitor:
         self._placed: list[Order] = []
         self._bars_read: tuple[datetime, set[Symbol], pd.DataFrame] | None = None  # this tick's read of the bars
         self._exit_inputs = dict(exit_inputs or {})
+        self._order_ttl = order_ttl
         self._raised: dict[Symbol, Decimal] = {}  # stops the break-even raised: their pair is the break-even pair
         trails = policy.trail_pct is not None or policy.trail_atr is not None
         self._trails_itself = trails and not broker.pairs_trailing_stops  # the broker's pair holds the fixed stop
@@ -154,6 +166,7 @@ class ExitMonitor:
         """The tick once the broker was read: record what changed, then close, protect or hold each position."""
         self._mirror.sync(fills, orders)
         ours = {o.client_order_id: o for o in orders if is_ours(o.client_order_id, self._date)}
+        ours |= self._cancel_stale_entries(now, ours)
         our_fills = [f for f in fills if is_ours(f.client_order_id, self._date)]
         self._flat = not any(o.is_open() for o in ours.values()) and not ledger.opened_quantities(our_fills)
         entries = {s: e for s, e in _filled_entries(ours).items() if not self._closed(s, ours)}
@@ -192,6 +205,44 @@ class ExitMonitor:
     def fills(self) -> list[Fill]:
         """The system's fills of the day, recorded (two broker reads)."""
         return self._mirror.sync()
+
+    def _cancel_stale_entries(self, now: datetime, ours: dict[ClientOrderId, Order]) -> dict[ClientOrderId, Order]:
+        """Cancel what is left of each entry still working that should stop: it has worked the order TTL, or the
+        day's trading is halted. Returns those entries as the broker reports them after the cancel (a cancelled
+        entry keeps what it filled, and is then protected, or closed under a halt, for it)."""
+        if self._order_ttl is None and self._halt is None:
+            return {}
+        session_open = calendar.session_open(self._date)
+        cancelled: dict[ClientOrderId, Order] = {}
+        for entry in sorted(ours.values(), key=lambda o: o.client_order_id):
+            if entry.intent.purpose is not Purpose.ENTRY or not entry.is_open():
+                continue
+            done = f"{entry.filled_qty} of {entry.intent.qty} filled"
+            if self._halt is not None:
+                why = f"{entry.intent.symbol}: its entry is still working ({done}) and trading is halted"
+            elif entry.past_ttl(now, self._order_ttl, session_open):
+                ttl_s = self._order_ttl.total_seconds()
+                why = f"{entry.intent.symbol}: its entry outlived the order TTL of {ttl_s:g} s with {done}"
+            else:
+                continue
+            if self._dry_run:
+                self._log.info("dry run: %s; would cancel the rest", why)
+                continue
+            try:
+                order = self._broker.cancel(entry.client_order_id)
+            except (OrderRejected, *UNREACHABLE) as failed:
+                self._unreachable = self._unreachable or isinstance(failed, UNREACHABLE)
+                self._log.warning("%s; could not cancel the rest at %s (%s): trying again next minute", why,
+                                  f"{now:%H:%M}", failed)  # fmt: skip
+                continue
+            cancelled[order.client_order_id] = order
+            self._placed.append(order)  # its new state is recorded with the tick's orders
+            if order.is_open():  # asked again next minute until the broker confirms
+                self._log.info("%s; waiting for the broker to cancel the rest at %s", why, f"{now:%H:%M}")
+                continue
+            kept = f"it keeps the {order.filled_qty} it got" if order.filled_qty else "nothing filled"
+            self._log.warning("%s: the rest is cancelled at %s, %s", why, f"{now:%H:%M}", kept)
+        return cancelled
 
     # --- reading the broker ------------------------------------------------------------------
     def _read(self, now: datetime) -> tuple[list[Order], list[Fill]] | None:

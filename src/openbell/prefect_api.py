@@ -11,9 +11,13 @@ Prefect flow run needs an API. In order of preference:
      flows imported while it boots;
    - its start-up may take minutes (`STARTUP_TIMEOUT_S`): its very first start creates and migrates
      a SQLite database, which on a small machine takes longer than Prefect's 20 s default;
-   - it dies with this process (Linux's parent-death signal), even when this one is killed with -9,
-     and keeps its database in the data folder next to `openbell up`'s, so an `up` started later
-     shows these runs too.
+   - it dies with this process (Linux's parent-death signal, SIGKILL), even when this one is killed
+     with -9 while the server still creates its database: uvicorn finishes its start-up before it
+     obeys a SIGTERM, and a migration can take tens of seconds. Its output goes to a log file, never to
+     this process's stdout, so `openbell replay | tee` ends when the CLI does;
+   - it keeps its database in the data folder next to `openbell up`'s, so an `up` started later shows
+     these runs too. Killing it is safe for that database: each migration, like each write, is one
+     SQLite transaction, rolled back when it is cut short.
 """
 
 from __future__ import annotations
@@ -42,10 +46,12 @@ _STARTS = 3  # a port taken by another program between our check and the server'
 HOST = "127.0.0.1"  # every local Prefect server listens on loopback only
 
 # The child sets its parent-death signal, checks that its parent has not already gone in between,
-# then becomes the server (the signal survives exec).
+# then becomes the server (the signal survives exec). SIGKILL, not SIGTERM: a server still migrating
+# its database would finish that first, holding its CPU and then its port, for nobody. The signal
+# follows the thread that started the server, so start it from a thread that lives as long as its user.
 _DIE_WITH_PARENT = (
     "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
     "if os.getppid() != int(sys.argv[1]): sys.exit(0)\n"
     "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
 )
@@ -160,6 +166,10 @@ class _TemporaryServer:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
+            return
+        if not self.ready:  # still starting: it would finish its migrations before obeying SIGTERM
+            process.kill()
+            process.wait()
             return
         process.terminate()
         try:

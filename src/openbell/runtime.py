@@ -81,7 +81,7 @@ def open_phase(settings: Settings, mode: Mode, day: date, starts: str) -> Phase:
     The caller closes `phase.broker` when done.
     """
     when = phases(day, settings)
-    store, market = store_for(settings), market_for(settings, mode)
+    store, market = store_for(settings, mode), market_for(settings, mode)
     clock = clock_for(mode, getattr(when, starts))
     return Phase(when, store, market, clock, broker_for(settings, store, market, clock, day))
 
@@ -119,14 +119,17 @@ _migrated: set[object] = set()
 _migrated_lock = threading.Lock()
 
 
-def store_for(settings: Settings) -> Store:
+def store_for(settings: Settings, mode: Mode = "replay") -> Store:
     """The settings' store, migrated on its first use in this process (a replayed day asks about 20 times).
+
+    Its day tables are the `mode`'s book: a live day's records in the live book, a replay's in the replay
+    book, so a replay never touches what was traded live.
 
     A data folder that still holds the DuckDB file of an earlier openbell, and no store yet, has its
     records moved into a new store first (the old file stays).
     """
     data = settings.data
-    store = Store(data.lake(), lock_timeout=data.lock_timeout_s)
+    store = Store(data.lake(), lock_timeout=data.lock_timeout_s, book="live" if mode == "live" else "replay")
     with _migrated_lock:
         if _identity(store) not in _migrated:
             if data.db_path is None and data.catalog is None and not store.lake.exists() and data.legacy_database.exists():

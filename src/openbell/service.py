@@ -1,7 +1,10 @@
 """Run openbell as a local service: a Prefect server and the process that serves the deployments.
 
-    openbell up      start both in the background and wait until the deployments are served
-    openbell status  what runs, each deployment's next run, and whether today is a session
+    openbell up      start both in the background and wait until the deployments are served; when
+                     one of them still runs, start only what is missing
+    openbell status  what runs, each deployment's next run, and whether today is a session; one
+                     warning line when half of the service is missing or the serving process stopped
+                     polling (no scheduled run would start)
     openbell down    stop them: the serving process first (it pauses its deployments through the
                      API on the way out), then the server
 
@@ -9,11 +12,16 @@ Everything lives in the data folder: the server's SQLite database in `<data dir>
 logs in `<data dir>/logs`, the PIDs (and the server's port) in `<data dir>/run`. Both processes
 start in a session of their own, so they outlive the CLI and each is stopped as a process group:
 the flow runs the serving process starts are its children and go with it.
+
+A PID file names its process exactly: the PID, then the process's start time (clock ticks since this
+boot), the executable and the arguments read from /proc when it started. A PID reused by another
+program, even one whose command line mentions prefect, is never reported, refused or signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -39,6 +47,7 @@ DEPLOYMENTS_TIMEOUT_S = 90.0  # the serving process imports the flows, then regi
 SCHEDULED_RUNS_WAIT_S = 10.0  # the server plans a new deployment's runs within a few seconds
 STOP_TIMEOUT_S = 15.0
 API_TIMEOUT_S = 5.0
+POLL_S = 10.0  # how often Prefect's runner polls for scheduled runs, unless PREFECT_RUNNER_POLL_FREQUENCY says otherwise
 
 
 class ServiceError(OpenbellError):
@@ -74,11 +83,10 @@ class ServiceFiles:
 
 @dataclass(frozen=True, slots=True)
 class ServiceProcess:
-    """One of the two background processes: its name, PID file, log, and a word of its command line."""
+    """One of the two background processes: its name, PID file and log."""
 
     name: str  # "server" or "serve", also the stem of its PID file and log
     label: str
-    marker: str  # part of its command line, so a PID reused by another program is never taken for ours
 
     def pid_file(self, files: ServiceFiles) -> Path:
         return files.run / f"{self.name}.pid"
@@ -87,8 +95,39 @@ class ServiceProcess:
         return files.logs / f"{self.name}.log"
 
 
-SERVER = ServiceProcess("server", "the Prefect server", "openbell.prefect_api:create_app")
-SERVE = ServiceProcess("serve", "the serving process", "serve.py")
+SERVER = ServiceProcess("server", "the Prefect server")
+SERVE = ServiceProcess("serve", "the serving process")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """What tells a process from a later one given the same PID: when it started, its program and arguments."""
+
+    boot: str  # /proc/sys/kernel/random/boot_id: start times count from this boot
+    start: int  # field 22 of /proc/<pid>/stat, clock ticks after boot
+    exe: str
+    argv: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity | None:
+        """The identity of a running process, or None without /proc (macOS) or once it is gone."""
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            exe = os.readlink(f"/proc/{pid}/exe")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            return None
+        start = int(stat[stat.rindex(")") + 2 :].split()[19])  # after the command name, which may hold spaces
+        return cls(boot, start, exe, tuple(a.decode(errors="surrogateescape") for a in argv))
+
+    def to_json(self) -> str:
+        return json.dumps({"boot": self.boot, "start": self.start, "exe": self.exe, "argv": list(self.argv)})
+
+    @classmethod
+    def from_json(cls, text: str) -> ProcessIdentity:
+        fields = json.loads(text)
+        return cls(str(fields["boot"]), int(fields["start"]), str(fields["exe"]), tuple(map(str, fields["argv"])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +149,25 @@ class ServiceStatus:
     today: date
     today_text: str
     api_problem: str | None  # why the Prefect column is empty although the server runs
+    serve_stopped_polling: bool = False  # the server marks every deployment not ready: nobody polls for runs
 
     @property
     def ui_url(self) -> str | None:
         return f"http://{HOST}:{self.port}" if self.server_pid and self.port else None
+
+    @property
+    def warning(self) -> str | None:
+        """One line when the service cannot start scheduled runs although part of it runs; None when it can."""
+        if self.server_pid and not self.serve_pid:
+            return "the serving process is not running: none of the runs below will start; `openbell up` starts it again"
+        if self.serve_pid and not self.server_pid:
+            return "the Prefect server is not running: no run can start; `openbell up` starts it again"
+        if self.serve_pid and self.serve_stopped_polling:
+            return (
+                f"the serving process (pid {self.serve_pid}) no longer polls the server: none of the runs below "
+                "will start; `openbell up` replaces it"
+            )
+        return None
 
 
 def project_root() -> Path:
@@ -134,7 +188,12 @@ def scheduled_names(settings: Settings) -> list[str]:
 
 
 def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] = print) -> list[str]:
-    """Start the server and the serving process in the background; returns the deployments served.
+    """Start what is missing of the server and the serving process, in the background; returns the deployments served.
+
+    A server still running is kept and the serving process started against it. A serving process still
+    running is kept when it polls the restarted server (on the port it reports to), and replaced when it
+    does not within a poll and a half: Prefect's runner stops polling for good after three failed polls.
+    Both running, the serving process still polling: nothing to start, and a ServiceError says so.
 
     Raises:
         ServiceError: already running, the port is taken, deployments/serve.py is missing, or a
@@ -142,55 +201,108 @@ def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] 
             started is stopped again before it raises.
     """
     files = ServiceFiles.of(settings)
-    running = [f"{p.label} (pid {pid})" for p in (SERVER, SERVE) if (pid := _running_pid(p, files))]
-    if running:
-        raise ServiceError(f"already running: {' and '.join(running)}; `openbell status` shows it, `openbell down` stops it")
-    serve_script = project_root() / "deployments" / "serve.py"
+    names = deployment_names(settings)
+    server_pid, serve_pid = _running_pid(SERVER, files), _running_pid(SERVE, files)
+    recorded = _recorded_port(files)
+    if server_pid and serve_pid:
+        if recorded is None or not _stopped_polling_quietly(api_url(recorded), names):
+            raise ServiceError(
+                f"already running: {SERVER.label} (pid {server_pid}) and {SERVE.label} (pid {serve_pid}); "
+                "`openbell status` shows it, `openbell down` stops it"
+            )
+        say(f"{SERVE.label} (pid {serve_pid}) no longer polls the server: replacing it")
+        _stop_and_forget(SERVE, serve_pid, files)
+        serve_pid = None
+    serve_script = Path(_serve_command()[1])
     if not serve_script.is_file():
         raise ServiceError(
             f"{serve_script} is missing: `openbell up` serves the deployments defined there (run it from a checkout)"
         )
-    if not port_is_free(port):
+    if (server_pid or serve_pid) and recorded is None:
+        running = f"{SERVER.label} (pid {server_pid})" if server_pid else f"{SERVE.label} (pid {serve_pid})"
+        raise ServiceError(
+            f"{running} runs, but {files.port_file} is missing, so its port is unknown; "
+            "`openbell down` stops it, then `openbell up` starts both"
+        )
+    port = recorded if (server_pid or serve_pid) and recorded else port
+    if not server_pid and not port_is_free(port):
         raise ServiceError(f"port {port} on {HOST} is in use by another program; choose another with --port")
 
     for folder in (files.prefect_home, files.logs, files.run):
         folder.mkdir(parents=True, exist_ok=True)
     api = api_url(port)
     env = _child_env(settings, files, api)
-    names = deployment_names(settings)
     started: list[tuple[ServiceProcess, subprocess.Popen]] = []
     try:
-        say(f"starting the Prefect server on {HOST}:{port} (log {SERVER.log(files)})")
-        server = _start(SERVER, server_command(port), {**env, "PREFECT__SERVER_FINAL": "1"}, files)
-        started.append((SERVER, server))
-        files.port_file.write_text(f"{port}\n")
-        _wait_until(lambda: _healthy(api), SERVER_START_TIMEOUT_S, SERVER, server, files)
+        if server_pid:
+            say(f"{SERVER.label} runs (pid {server_pid}, {HOST}:{port}): starting only {SERVE.label}")
+            _wait_until_quietly(lambda: _healthy(api), SERVER_START_TIMEOUT_S)
+            if not _healthy(api):
+                raise ServiceError(
+                    f"{SERVER.label} (pid {server_pid}) runs but its API at {api} does not answer; see {SERVER.log(files)}"
+                )
+        else:
+            if serve_pid:
+                say(f"{SERVE.label} runs (pid {serve_pid}): starting only {SERVER.label}, on port {port} it reports to")
+            say(f"starting the Prefect server on {HOST}:{port} (log {SERVER.log(files)})")
+            since = datetime.now(UTC)
+            server = _start(SERVER, server_command(port), {**env, "PREFECT__SERVER_FINAL": "1"}, files)
+            started.append((SERVER, server))
+            files.port_file.write_text(f"{port}\n")
+            _wait_until(lambda: _healthy(api), SERVER_START_TIMEOUT_S, SERVER, server, files)
+            if serve_pid and not _wait_until_quietly(lambda: _polled_since(api, names, since), 1.5 * _poll_s() + 2):
+                say(f"{SERVE.label} (pid {serve_pid}) stopped polling while the server was away: replacing it")
+                _stop_and_forget(SERVE, serve_pid, files)
+                serve_pid = None
 
-        say(f"serving the deployments of {serve_script.relative_to(project_root())} (log {SERVE.log(files)})")
-        serve = _start(SERVE, [sys.executable, str(serve_script)], env, files)
-        started.append((SERVE, serve))
-        _wait_until(
-            lambda: _served(api, names), DEPLOYMENTS_TIMEOUT_S, SERVE, serve, files, what="registered its deployments"
-        )
+        if not serve_pid:
+            say(f"serving the deployments of {serve_script.relative_to(project_root())} (log {SERVE.log(files)})")
+            since = datetime.now(UTC)
+            serve = _start(SERVE, _serve_command(), env, files)
+            started.append((SERVE, serve))
+            _wait_until(
+                lambda: _polled_since(api, names, since), DEPLOYMENTS_TIMEOUT_S, SERVE, serve, files,
+                what="registered its deployments and polled for their runs",
+            )  # fmt: skip
         _wait_until_quietly(lambda: _all_planned(api, scheduled_names(settings)), SCHEDULED_RUNS_WAIT_S)
     except BaseException:
         for process, popen in reversed(started):
             with contextlib.suppress(ServiceError):  # the reason up failed matters more than a stubborn process
                 _stop_group(popen.pid, reap=popen)
                 process.pid_file(files).unlink(missing_ok=True)
-        files.port_file.unlink(missing_ok=True)
+        if any(process is SERVER for process, _ in started):
+            files.port_file.unlink(missing_ok=True)
         raise
     return names
 
 
 def _start(process: ServiceProcess, cmd: list[str], env: dict[str, str], files: ServiceFiles) -> subprocess.Popen:
+    """Start `cmd` in a session of its own and record it, exactly, in its PID file."""
     with open(process.log(files), "wb") as log:  # the child keeps its own copy of the descriptor
         popen = subprocess.Popen(
             cmd, cwd=project_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    process.pid_file(files).write_text(f"{popen.pid}\n")
+    # Popen returns once the child has exec'd `cmd`: /proc shows the program it stays for its life.
+    identity = ProcessIdentity.of(popen.pid)
+    process.pid_file(files).write_text(f"{popen.pid}\n" + (f"{identity.to_json()}\n" if identity else ""))
     return popen
+
+
+def _serve_command() -> list[str]:
+    return [sys.executable, str(project_root() / "deployments" / "serve.py")]
+
+
+def _stop_and_forget(process: ServiceProcess, pid: int, files: ServiceFiles) -> None:
+    _stop_group(pid)
+    process.pid_file(files).unlink(missing_ok=True)
+
+
+def _poll_s() -> float:
+    try:
+        return float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", POLL_S))
+    except ValueError:
+        return POLL_S
 
 
 def _child_env(settings: Settings, files: ServiceFiles, api: str) -> dict[str, str]:
@@ -236,10 +348,12 @@ def _wait_until(
         time.sleep(0.5)
 
 
-def _wait_until_quietly(ready: Callable[[], bool], timeout: float) -> None:
+def _wait_until_quietly(ready: Callable[[], bool], timeout: float) -> bool:
+    """Wait until `ready()` or the timeout; returns whether it became ready."""
     deadline = time.monotonic() + timeout
-    while not ready() and time.monotonic() < deadline:
+    while not (done := ready()) and time.monotonic() < deadline:
         time.sleep(0.5)
+    return done
 
 
 # -------------------------------------------------------------------------------------------- down
@@ -295,9 +409,11 @@ def status(settings: Settings, now: datetime) -> ServiceStatus:
     scheduled: dict[str, tuple[datetime, str] | None] = {}
     paused: dict[str, bool] = {}
     problem = None
+    stopped_polling = False
     if server_pid and port:
         try:
             scheduled, paused = _scheduled_runs(api_url(port), names)
+            stopped_polling = bool(serve_pid) and _stopped_polling(api_url(port), deployment_names(settings))
         except httpx.HTTPError as exc:
             problem = f"the Prefect API at {api_url(port)} did not answer ({type(exc).__name__})"
     today = now.astimezone(calendar.NEW_YORK).date()
@@ -314,7 +430,9 @@ def status(settings: Settings, now: datetime) -> ServiceStatus:
                 paused=paused.get(phase.deployment),
             )
         )
-    return ServiceStatus(files.data_dir, server_pid, serve_pid, port, deployments, today, describe_day(today), problem)
+    return ServiceStatus(
+        files.data_dir, server_pid, serve_pid, port, deployments, today, describe_day(today), problem, stopped_polling
+    )
 
 
 def describe_day(day: date) -> str:
@@ -337,6 +455,7 @@ def render_status(s: ServiceStatus) -> str:
         f"serve    {serve}",
         f"UI       {s.ui_url}/deployments" if s.ui_url else "UI       none (start it with `openbell up`)",
         f"data     {s.data_dir}",
+        *([f"warning: {s.warning}"] if s.warning else []),
         "",
         f"today {s.today:%a %Y-%m-%d} (New York) is {s.today_text}",
         "",
@@ -396,11 +515,31 @@ def read_deployments(api: str, names: Iterable[str]) -> list[dict]:
     return response.json()
 
 
-def _served(api: str, names: list[str]) -> bool:
+def _polled_since(api: str, names: list[str], since: datetime) -> bool:
+    """Every deployment is registered and a serving process has polled for its runs since `since`."""
     try:
-        return {d["name"] for d in read_deployments(api, names)} >= set(names)
+        deployments = read_deployments(api, names)
     except httpx.HTTPError:
         return False
+    polled = {d["name"] for d in deployments if d.get("last_polled") and datetime.fromisoformat(d["last_polled"]) >= since}
+    return polled >= set(names)
+
+
+def _stopped_polling(api: str, names: list[str]) -> bool:
+    """The server marks every deployment not ready: no serving process has polled for a minute.
+
+    Raises:
+        httpx.HTTPError: the API did not answer.
+    """
+    deployments = read_deployments(api, names)
+    return bool(deployments) and all(d.get("status") == "NOT_READY" for d in deployments)
+
+
+def _stopped_polling_quietly(api: str, names: list[str]) -> bool:
+    try:
+        return _stopped_polling(api, names)
+    except httpx.HTTPError:
+        return False  # an API that does not answer says nothing about the serving process
 
 
 def _all_planned(api: str, names: list[str]) -> bool:
@@ -446,18 +585,37 @@ def _recorded_port(files: ServiceFiles) -> int | None:
 
 
 def _running_pid(process: ServiceProcess, files: ServiceFiles) -> int | None:
-    """The PID in the process's PID file when that process still runs; a stale file is removed."""
+    """The PID in the process's PID file when that very process still runs; a stale file is removed.
+
+    The process is ours only when its start time, executable and arguments are those recorded at its
+    start. A PID file of an earlier openbell (the PID alone) is trusted when the arguments are exactly
+    the command this openbell starts; without /proc (macOS) a live PID is trusted, as before.
+    """
     path = process.pid_file(files)
     try:
-        pid = int(path.read_text().strip())
+        first, _, rest = path.read_text().partition("\n")
+        pid = int(first.strip())
+        recorded = ProcessIdentity.from_json(rest) if rest.strip() else None
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        pid = None
-    if pid is not None and _alive(pid) and _command_mentions(pid, process.marker):
+    except (OSError, ValueError, KeyError, TypeError):
+        pid, recorded = None, None
+    if pid is not None and _alive(pid) and _is_ours(pid, recorded, process, files):
         return pid
     path.unlink(missing_ok=True)
     return None
+
+
+def _is_ours(pid: int, recorded: ProcessIdentity | None, process: ServiceProcess, files: ServiceFiles) -> bool:
+    now = ProcessIdentity.of(pid)
+    if now is None:
+        return recorded is None and not Path("/proc/self/stat").exists()
+    if recorded is not None:
+        return now == recorded
+    if process is SERVE:
+        return list(now.argv) == _serve_command()
+    port = _recorded_port(files)
+    return port is not None and list(now.argv) == server_command(port)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -494,11 +652,3 @@ def _group_alive(pgid: int) -> bool:
             if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
                 return True
     return False
-
-
-def _command_mentions(pid: int, marker: str) -> bool:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return True  # no /proc (macOS): trust the PID file
-    return marker in command

@@ -28,6 +28,7 @@ ALL_TABLES = {
     "schema_migrations",
     "runs",
     "candidates",
+    "data_quality",
     "rankings",
     "ranking_decisions",
     "ranker_scores",

@@ -55,18 +55,24 @@ class FollowingClock:
     `now()` is `runtime.replay_time(day)`, or `before_open` of the day until a replay begins. A replay of
     `day` that had already run when the clock was made (an earlier run in the same test session) is
     not followed: the clock waits until a new replay starts, which `replay_time` shows by going back.
+
+    `source` replaces `runtime.replay_time(day)` as where the replay's time is read: a day replayed in
+    another process publishes its timeline, and the fake in the test process follows that.
     """
 
-    def __init__(self, day: date, before_open: time = time(8, 0)) -> None:
+    def __init__(
+        self, day: date, before_open: time = time(8, 0), source: Callable[[], datetime | None] | None = None
+    ) -> None:
         self._day = day
         self._start = datetime.combine(day, before_open, tzinfo=calendar.NEW_YORK)
-        self._stale = runtime.replay_time(day)
+        self._source = source or (lambda: runtime.replay_time(day))
+        self._stale = self._source()
         self._pinned: datetime | None = None
 
     def now(self) -> datetime:
         if self._pinned is not None:
             return self._pinned
-        moment = runtime.replay_time(self._day)
+        moment = self._source()
         if moment is not None and self._stale is not None and moment < self._stale:
             self._stale = None  # a new replay of the day has started
         return self._start if moment is None or self._stale is not None else moment
@@ -87,9 +93,16 @@ class FollowingClock:
 class PaperExchange:
     """A PaperBroker on an in-memory store and the replay's timeline, used as a fake broker's matching engine."""
 
-    def __init__(self, day: date, minute_bars: Path, daily_bars: Path, costs: FillCosts = FillCosts()) -> None:
+    def __init__(
+        self,
+        day: date,
+        minute_bars: Path,
+        daily_bars: Path,
+        costs: FillCosts = FillCosts(),
+        replay_time: Callable[[], datetime | None] | None = None,  # FollowingClock's `source`
+    ) -> None:
         self.day = day
-        self.clock = FollowingClock(day)
+        self.clock = FollowingClock(day, source=replay_time)
         store = Store(":memory:")
         store.migrate()
         self.paper = PaperBroker(store, ParquetReplaySource(minute_bars, daily_bars), self.clock, day, costs)

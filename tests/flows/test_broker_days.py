@@ -219,3 +219,31 @@ def test_a_kill_switch_day_ends_flat_with_each_order_sent_once(kind, prefect_har
         assert [len(fake.orders_with_client_id(cid)) for cid in sent] == [1] * len(sent)
     else:
         assert sorted(fake.place_requests) == sorted(ids)
+
+
+def test_reconcile_sets_the_day_traded_through_the_broker_against_its_replay(broker_day, paper_day, tmp_path, capsys):
+    from openbell.cli import main
+    from openbell.store.migrations import BOOK_TABLES
+
+    # One store holding the day twice: as traded through the broker (its live book) and replayed on paper.
+    store = Store(tmp_path / "openbell.ducklake")
+    store.migrate()
+    for source, book in ((broker_day.store, "live"), (paper_day, "main")):
+        with source.snapshot() as con:
+            rows = {t: con.execute(f"SELECT * FROM {t}").fetch_arrow_table() for t in BOOK_TABLES}
+        with store.transaction() as con:
+            for table, frame in rows.items():
+                con.register("copied", frame)
+                con.execute(f"INSERT INTO {book}.{table} SELECT * FROM copied")
+                con.unregister("copied")
+
+    assert main(["reconcile", "--date", str(DAY), "--db", str(store.path)]) == 0
+    out = capsys.readouterr().out
+
+    live = store.query("SELECT sum(pnl), sum(commission) FROM live.trades WHERE trade_date = ?", [DAY])[0]
+    replayed = store.query("SELECT sum(pnl), sum(commission) FROM trades WHERE trade_date = ?", [DAY])[0]
+    assert live[0] - replayed[0] == replayed[1] - live[1]  # the same trades gross: the commissions are the difference
+    assert f"net P&L live ${live[0]:,.2f}, replayed ${replayed[0]:,.2f}: difference ${live[0] - replayed[0]:,.2f}" in out
+    for symbol in _trades(paper_day):
+        assert any(line.split()[0] == symbol for line in out.splitlines()[2:])
+    assert "only live" not in out and "only replayed" not in out

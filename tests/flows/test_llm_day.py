@@ -138,7 +138,7 @@ def test_an_unreachable_llm_leaves_the_quant_ranking_and_a_reason(prefect_harnes
     selected = scan_and_rank(trade_date=DAY)
 
     ranker, reason, _ = _decision(_store(data_dir))
-    assert ranker == "gap_x_rvol" and "connection failed" in reason
+    assert ranker == "gap_x_rvol" and "connection refused" in reason
     assert selected
 
 

@@ -221,15 +221,15 @@ def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefec
     assert (rule, action) == ("max_drawdown_pct", "entries_halted") and observed == pytest.approx(100 * 7_000 / 107_000)
     assert "below its peak" in message
     capsys.readouterr()
-    assert main(["risk", "status", "--db", options.db_path]) == 0
+    assert main(["risk", "status", "--replay", "--db", options.db_path]) == 0
     status = capsys.readouterr().out
     assert "limits: max_drawdown_pct 5" in status and "new entries: halted: equity $100,000.00" in status
     assert "entries_halted" in status  # the latest events
 
-    assert main(["risk", "reset", "--db", options.db_path]) == 0
+    assert main(["risk", "reset", "--replay", "--db", options.db_path]) == 0
 
     assert place_moo_orders(DAY, options=options) == 5  # measured from the reset on: nothing to halt
-    assert main(["risk", "status", "--db", options.db_path]) == 0
+    assert main(["risk", "status", "--replay", "--db", options.db_path]) == 0
     assert "new entries: allowed" in capsys.readouterr().out
 
 

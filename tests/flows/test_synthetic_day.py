@@ -62,6 +62,32 @@ def test_each_phase_runs_on_its_own_and_gives_the_same_day(prefect_harness, data
     assert phased == whole
 
 
+def test_the_monitor_sells_what_is_still_held_at_the_liquidation_time_without_the_liquidation_flow(
+    prefect_harness, data_dir
+):
+    from flows.monitor_exits import monitor_exits
+    from flows.place_moo_orders import place_moo_orders
+    from flows.premarket_scan import premarket_scan
+    from flows.rank_candidates import rank_candidates
+
+    day = date(2025, 3, 6)
+    wide = RunOptions(target_pct=20, stop_pct=15)  # nothing reaches its exits: every position is held to 15:45
+    premarket_scan(day, options=wide)
+    rank_candidates(day, options=wide)
+    assert place_moo_orders(day, options=wide) > 0
+    monitor_exits(day, options=wide)  # and no liquidate-eod run (its server away at 15:45, say)
+
+    store = _store(data_dir)
+    held = store.query(
+        "SELECT symbol, sum(CASE side WHEN 'buy' THEN qty ELSE -qty END) FROM fills WHERE trade_date = ? GROUP BY ALL "
+        "HAVING sum(CASE side WHEN 'buy' THEN qty ELSE -qty END) <> 0",
+        [day],
+    )
+    assert held == []
+    sold = store.query("SELECT count(*), min(submitted_at) FROM orders WHERE trade_date = ? AND purpose = 'eod'", [day])
+    assert sold[0][0] == place_moo_orders(day, options=wide) and f"{sold[0][1]:%H:%M}" == "15:45"
+
+
 def test_a_holding_the_system_did_not_open_is_never_sold(prefect_harness, data_dir):
     from flows.trading_day import trading_day
 

@@ -72,10 +72,10 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     pids: list[int] = []
     try:
         started = openbell("up", "--port", str(port), env=env)
-        pids = [int(p.read_text()) for p in sorted((data_dir / "run").glob("*.pid"))]
+        pids = [int(p.read_text().split()[0]) for p in sorted((data_dir / "run").glob("*.pid"))]
         assert started.returncode == 0, f"openbell up failed:\n{started.stdout}\n{started.stderr}"
-        server_pid = int((data_dir / "run" / "server.pid").read_text())
-        serve_pid = int((data_dir / "run" / "serve.pid").read_text())
+        server_pid = int((data_dir / "run" / "server.pid").read_text().split()[0])
+        serve_pid = int((data_dir / "run" / "serve.pid").read_text().split()[0])
         yield Service(port, data_dir, env, started.stdout, server_pid, serve_pid)
     finally:
         openbell("down", env=env, timeout=60)

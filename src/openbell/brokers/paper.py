@@ -14,6 +14,13 @@ Fill model (exact; the replay engine in core.backtest implements the same rules 
 - At the session's end, market orders still waiting fill at the symbol's last close and day
   orders expire.
 - Commission per order max($1.00, $0.005 x shares); market fills take the slippage in bps.
+- With a participation cap (`FillCosts.max_participation_pct`, off by default) an order fills at most
+  that percent of a bar's volume (rounded down) per bar, the opening auction included, and is
+  partially filled until the rest fills in the following bars at their prices: a market order at
+  their opens, a target at its limit (or a better open), a stop that has begun to fill at their opens
+  (it was triggered). One execution per bar, each a fill of its own; the commission is still the
+  order's, spread over its fills. The first fill of one half of a one-cancels-other pair cancels the
+  other half (IB's ocaType 1). At the session's end a market order's rest fills at the last close.
 
 State lives in the paper_* tables, so every flow (each its own process when deployed) sees the
 same books, and a crash loses nothing that was reported: re-simulating bars is deterministic.
@@ -47,6 +54,7 @@ from openbell.core.types import (
     Side,
     Symbol,
     TimeInForce,
+    working_status,
 )
 from openbell.errors import OrderRejected
 from openbell.marketdata.base import MarketData
@@ -55,6 +63,7 @@ from openbell.store import Store
 MOO_CUTOFF = time(9, 28)
 _STOP_TYPES = frozenset({OrderType.STOP, OrderType.TRAILING_STOP})
 _NO_LEVEL = np.int64(2**62)  # a target no bar reaches
+_UNIT = Decimal("0.0001")  # an average fill price is kept to a hundredth of a cent
 
 
 @dataclass(slots=True)
@@ -64,6 +73,7 @@ class _SymbolBars:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    volume: np.ndarray  # int64 shares
 
 
 class PaperBroker:
@@ -97,6 +107,7 @@ class PaperBroker:
         self._unsaved_orders: dict[ClientOrderId, Order] = {}
         self._unsaved_fills: list[Fill] = []
         self._fills: list[Fill] = []
+        self._fill_counts: dict[ClientOrderId, int] = {}  # fills per order: the next fill's id
         self._synced_s = -1.0
         self._prior_close: dict[Symbol, Decimal] = {}
         self._other_days_cash: Decimal | None = None
@@ -212,7 +223,9 @@ class PaperBroker:
         for order in [o for book in self._working.values() for o in book.values() if o.intent.tif is TimeInForce.OPG]:
             bars = self._bars_for(order.intent.symbol)
             if len(bars.minute_start) and bars.minute_start[0] == self._open_s:
-                changed.append(self._fill(order, int(bars.open[0]), self._open_s, new_fills, market=True))
+                shares = self._fillable(order, int(bars.volume[0]))
+                if shares:  # none under the cap: the order waits for the following bars
+                    changed.append(self._fill(order, int(bars.open[0]), self._open_s, new_fills, market=True, qty=shares))
             else:
                 changed.append(self._finish(order, OrderStatus.EXPIRED, "no opening print: market-on-open order unfilled"))
 
@@ -221,17 +234,16 @@ class PaperBroker:
         bar_ends = bars.minute_start + 60  # a bar is simulated once it is complete
         first, last = np.searchsorted(bar_ends, [self._synced_s, now_s], side="right")
         for i in range(first, last):
-            working = [
-                o
-                for o in self._working.get(symbol, {}).values()
-                if o.intent.tif is not TimeInForce.OPG and self._seconds(o.submitted_at) <= bars.minute_start[i]
-            ]
+            working = [o for o in self._working.get(symbol, {}).values() if self._works_in(o, bars.minute_start[i])]
             if not working and symbol not in self._working:
                 break
+            volume = int(bars.volume[i])
             for order in working:
-                if order.intent.order_type is OrderType.MARKET:
-                    changed.append(self._fill(order, int(bars.open[i]), bars.minute_start[i], new_fills, market=True))
-            exits = [o for o in working if o.intent.order_type is not OrderType.MARKET]
+                if _at_market(order) and (shares := self._fillable(order, volume)):
+                    changed.append(
+                        self._fill(order, int(bars.open[i]), bars.minute_start[i], new_fills, market=True, qty=shares)
+                    )
+            exits = [o for o in working if not _at_market(o)]
             for group in _oco_groups(exits):
                 target = next((o for o in group if o.intent.order_type is OrderType.LIMIT), None)
                 stop = next((o for o in group if o.intent.order_type in _STOP_TYPES), None)
@@ -245,7 +257,12 @@ class PaperBroker:
                 if code == ExitCode.NONE:
                     continue
                 winner, loser = (target, stop) if code == ExitCode.TARGET else (stop, target)
-                changed.append(self._fill(winner, int(price), bars.minute_start[i], new_fills, market=code == ExitCode.STOP))
+                shares = self._fillable(winner, volume)
+                if not shares:
+                    continue  # nothing executed: the pair keeps working
+                changed.append(
+                    self._fill(winner, int(price), bars.minute_start[i], new_fills, market=code == ExitCode.STOP, qty=shares)
+                )
                 if loser is not None:
                     changed.append(
                         self._finish(loser, OrderStatus.CANCELLED, f"one-cancels-other: {winner.client_order_id} filled")
@@ -265,30 +282,55 @@ class PaperBroker:
     def _session_end(self, changed: list[Order], new_fills: list[Fill]) -> None:
         for order in [o for book in self._working.values() for o in book.values()]:
             bars = self._bars_for(order.intent.symbol)
-            if order.intent.order_type is OrderType.MARKET and len(bars.close):
+            if _at_market(order) and len(bars.close):  # the rest, uncapped: the closing print
                 changed.append(self._fill(order, int(bars.close[-1]), self._close_s, new_fills, market=True))
             else:
                 changed.append(self._finish(order, OrderStatus.EXPIRED, "day order expired at the close"))
 
-    def _fill(self, order: Order, price_units: int, at_s: float, new_fills: list[Fill], *, market: bool) -> Order:
-        intent = order.intent
+    def _fill(
+        self, order: Order, price_units: int, at_s: float, new_fills: list[Fill], *, market: bool, qty: int | None = None
+    ) -> Order:
+        """Execute `qty` shares of the order (all it has left when None) at the price: one fill."""
+        intent, before = order.intent, order.filled_qty
+        qty = intent.qty - before if qty is None else qty
         slippage = self._costs.slippage_bps if market else Decimal(0)
         price = with_slippage(units_to_price(price_units), intent.side, slippage)  # also rounds to the tick
+        count = self._fill_counts.get(intent.client_order_id, 0) + 1
+        self._fill_counts[intent.client_order_id] = count
+        filled_qty = before + qty
         fill = Fill(
-            fill_id=f"{order.broker_order_id}-1",
+            fill_id=f"{order.broker_order_id}-{count}",
             client_order_id=intent.client_order_id,
             symbol=intent.symbol,
             side=intent.side,
-            qty=intent.qty,
+            qty=qty,
             price=price,
-            commission=max(self._costs.minimum, self._costs.per_share * intent.qty),
+            commission=self._costs.commission(filled_qty) - self._costs.commission(before),  # the order's, in parts
             ts=self._at(at_s),
         )
         self._fills.append(fill)
         new_fills.append(fill)
-        filled = replace(order, status=OrderStatus.FILLED, filled_qty=intent.qty, avg_fill_price=price)
+        average = price if not before else ((order.avg_fill_price * before + price * qty) / filled_qty).quantize(_UNIT)
+        status = OrderStatus.FILLED if filled_qty >= intent.qty else working_status(filled_qty)
+        filled = replace(order, status=status, filled_qty=filled_qty, avg_fill_price=average)
         self._put(filled)
         return filled
+
+    def _fillable(self, order: Order, volume: int) -> int:
+        """The shares the order can fill in a bar of `volume`: what it has left, under the participation cap."""
+        left = order.intent.qty - order.filled_qty
+        cap = self._costs.max_participation_pct
+        return left if cap is None else min(left, int(volume * cap / 100))
+
+    def _works_in(self, order: Order, bar_start: float) -> bool:
+        """True when the order takes part in the bar starting at `bar_start`.
+
+        Orders work from the bar they were sent in; a market-on-open order from the bar after the
+        opening one, for what the auction left under the participation cap.
+        """
+        if order.intent.tif is TimeInForce.OPG:
+            return bar_start > self._open_s
+        return self._seconds(order.submitted_at) <= bar_start
 
     def _finish(self, order: Order, status: OrderStatus, reason: str) -> Order:
         done = replace(order, status=status, reason=reason)
@@ -322,8 +364,8 @@ class PaperBroker:
         A buy is priced at the symbol's last trade before now (today's last completed bar, else the
         previous session's close), as Alpaca prices a market order against buying power.
         """
-        working = [o.intent for book in self._working.values() for o in book.values() if o.intent.side is Side.BUY]
-        committed = sum((i.qty * self._last_price(i.symbol) for i in working), Decimal(0))
+        working = [o for book in self._working.values() for o in book.values() if o.intent.side is Side.BUY]
+        committed = sum(((o.intent.qty - o.filled_qty) * self._last_price(o.intent.symbol) for o in working), Decimal(0))
         needed = intent.qty * self._last_price(intent.symbol)
         available = max(self._cash(), Decimal(0)) - committed
         if needed > available:
@@ -367,6 +409,7 @@ class PaperBroker:
                 high=to_units(frame["high"].to_numpy()),
                 low=to_units(frame["low"].to_numpy()),
                 close=to_units(frame["close"].to_numpy()),
+                volume=frame["volume"].to_numpy().astype(np.int64),
             )
         return self._bars[symbol]
 
@@ -387,6 +430,8 @@ class PaperBroker:
             self._put(_order_from_row(row, by_order))
         fills = self._store.query_df("SELECT * FROM paper_fills WHERE trade_date = ? ORDER BY ts, fill_id", [self._date])
         self._fills = [_fill_from_row(row) for row in fills.itertuples(index=False)]
+        for fill in self._fills:
+            self._fill_counts[fill.client_order_id] = self._fill_counts.get(fill.client_order_id, 0) + 1
         synced = self._store.query("SELECT synced_until FROM paper_clock WHERE trade_date = ?", [self._date])
         if synced:
             self._synced_s = self._seconds(synced[0][0])
@@ -414,6 +459,11 @@ class PaperBroker:
 
     def _at(self, seconds: float) -> datetime:
         return self._midnight + timedelta(seconds=float(seconds))
+
+
+def _at_market(order: Order) -> bool:
+    """True for an order that fills at the next price: a market order, or a stop that has begun to fill (triggered)."""
+    return order.intent.order_type is OrderType.MARKET or (order.intent.order_type in _STOP_TYPES and order.filled_qty > 0)
 
 
 def _broker_id(client_order_id: str) -> str:

@@ -60,11 +60,21 @@ class SessionBars:
 
 @dataclass(frozen=True, slots=True)
 class FillCosts:
-    """Commission max(minimum, per_share x shares) per order, and slippage on market fills."""
+    """Commission max(minimum, per_share x shares) per order, and slippage on market fills.
+
+    `max_participation_pct` caps the share of a bar's volume one order may fill in the paper broker
+    (the rest waits for the following bars); None: no cap. The replay engine here fills whole orders
+    and does not model it.
+    """
 
     per_share: Decimal = Decimal("0.005")
     minimum: Decimal = Decimal("1.00")
     slippage_bps: Decimal = Decimal(0)
+    max_participation_pct: Decimal | None = None
+
+    def commission(self, shares: int) -> Decimal:
+        """The commission of an order that has filled `shares` in all (none for none)."""
+        return max(self.minimum, self.per_share * shares) if shares else Decimal(0)
 
     def commission_units(self, shares: np.ndarray) -> np.ndarray:
         per_share = int(self.per_share * UNITS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import NewType
@@ -31,15 +31,21 @@ class TimeInForce(StrEnum):
 
 
 class OrderStatus(StrEnum):
-    NEW = "new"  # accepted by the broker and working
+    NEW = "new"  # accepted by the broker and working, nothing filled yet
+    PARTIALLY_FILLED = "partially_filled"  # working, some shares filled: `filled_qty` of `intent.qty`
     FILLED = "filled"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # done; may have filled in part first (`filled_qty`)
     REJECTED = "rejected"
-    EXPIRED = "expired"  # e.g. a market-on-open order with no opening print: unfilled
+    EXPIRED = "expired"  # e.g. a market-on-open order with no opening print: unfilled (or filled in part)
 
 
-OPEN_STATES = frozenset({OrderStatus.NEW})
+OPEN_STATES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
 DONE_STATES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+def working_status(filled_qty: int) -> OrderStatus:
+    """The state of an order still working at the broker that has filled `filled_qty` shares so far."""
+    return OrderStatus.PARTIALLY_FILLED if filled_qty > 0 else OrderStatus.NEW
 
 
 class Purpose(StrEnum):
@@ -169,6 +175,14 @@ class Order:
 
     def is_done(self) -> bool:
         return self.status in DONE_STATES
+
+    def past_ttl(self, now: datetime, ttl: timedelta, session_open: datetime) -> bool:
+        """True for a working order (unfilled or filled in part) that has worked `ttl` or longer by `now`.
+
+        It works from when it was sent, or from the open when it was sent before it (a market-on-open
+        order waits for the opening auction).
+        """
+        return self.is_open() and now - max(self.submitted_at, session_open) >= ttl
 
 
 @dataclass(frozen=True, slots=True)

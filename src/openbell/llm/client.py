@@ -107,15 +107,17 @@ class ChatClient:
         """The reply text and every attempt made (the last one succeeded).
 
         `deadline` is a `monotonic()` value. Each request's timeout is min(timeout_s, time left).
-        Timeouts, connection errors, 429 and 5xx are retried with exponential backoff starting at
+        Timeouts, dropped connections, 429 and 5xx are retried with exponential backoff starting at
         retry_backoff_s (a Retry-After header is honoured when it fits in the time left) while at least
-        MIN_REQUEST_S (or timeout_s, if shorter) is left after the wait. With structured_output "auto",
-        a 400/422 answer to a json_schema request is taken as "not supported": the same request goes
-        out as json_object, then with no response_format, and the downgrade is kept for later calls.
+        MIN_REQUEST_S (or timeout_s, if shorter) is left after the wait. A refused connection is not
+        retried: nothing listens at the base URL, and waiting will not start a server. With
+        structured_output "auto", a 400/422 answer to a json_schema request is taken as "not
+        supported": the same request goes out as json_object, then with no response_format, and the
+        downgrade is kept for later calls.
 
         Raises:
-            ChatFailed: no reply before the deadline, or an answer that retrying cannot fix (401, 403,
-                404, an unsupported format with nothing left to fall back to).
+            ChatFailed: no reply before the deadline, or an answer that retrying cannot fix (a refused
+                connection, 401, 403, 404, an unsupported format with nothing left to fall back to).
         """
         started = self.monotonic()
         attempts: list[Attempt] = []
@@ -175,7 +177,14 @@ class ChatClient:
         except (openai.APITimeoutError, _TooLong):
             failure = _Failure(f"timeout after {timeout:.1f} s", "retry")
         except openai.APIConnectionError as exc:
-            failure = _Failure(self._redact(f"connection failed: {_cause(exc)}"), "retry")
+            if _refused(exc):
+                failure = _Failure(
+                    f"connection refused: no LLM server listens at {self.base_url} "
+                    "(start it, or check OPENBELL_LLM__BASE_URL)",
+                    "stop",
+                )
+            else:
+                failure = _Failure(self._redact(f"connection failed: {_cause(exc)}"), "retry")
         except openai.APIStatusError as exc:
             failure = self._status_failure(exc, response_format)
         except (openai.OpenAIError, ValueError, TypeError, AttributeError, IndexError) as exc:
@@ -288,6 +297,18 @@ def _server_message(exc: openai.APIStatusError) -> str:
 def _cause(exc: openai.APIConnectionError) -> str:
     cause = exc.__cause__
     return f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: a ConnectionRefusedError anywhere in the chain httpx and openai wrap it in."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, ConnectionRefusedError):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _retry_after(headers) -> float | None:

@@ -38,7 +38,7 @@ from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.models.screener import Movers
 from alpaca.data.models.snapshots import Snapshot
 from alpaca.data.requests import MarketMoversRequest, StockBarsRequest, StockSnapshotRequest
-from alpaca.data.timeframe import TimeFrame
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from pydantic import ValidationError
 
 from openbell import calendar
@@ -54,11 +54,12 @@ from openbell.marketdata.base import (
     NEW_YORK_TS,
     OPENING_PRINT_COLUMNS,
     SNAPSHOT_COLUMNS,
+    RejectedRows,
     protocol_frame,
     require_day_begun,
+    split_bad_bars,
     unique_symbols,
     universe_symbols,
-    unusable_bars,
     wanted_symbols,
 )
 
@@ -142,6 +143,7 @@ class AlpacaMarketData:
             StockHistoricalDataClient(url_override=keys.data_url_override, **credentials), timeout_s, retry_wait_s
         )
         self._screener = tuned(ScreenerClient(url_override=keys.data_url_override, **credentials), timeout_s, retry_wait_s)
+        self._rejected = RejectedRows()
 
     def __repr__(self) -> str:
         return f"AlpacaMarketData({self._base_url}, feed={self._feed.value}, adjustment={self._adjustment.value})"
@@ -149,6 +151,12 @@ class AlpacaMarketData:
     def close(self) -> None:
         self._stocks._session.close()
         self._screener._session.close()
+
+    @property
+    def rejected_rows(self) -> pd.DataFrame:
+        """Every bad row dropped so far: `kind, symbol, at, open, high, low, close, volume, reason` (as the
+        replay source lists them; `at` a minute bar's ts or a daily bar's date)."""
+        return self._rejected.frame
 
     # -- MarketData ---------------------------------------------------------------------------
 
@@ -304,7 +312,11 @@ class AlpacaMarketData:
             if not isinstance(answer, dict):
                 raise DataQualityError(f"Alpaca's answer while {what} is not a mapping of symbols to bars")
             raw.update(answer)
-        return _bars_frame(raw, what)
+        bars, rejected = _bars_frame(raw, what)
+        if timeframe.unit == TimeFrameUnit.Day:
+            rejected = rejected.assign(kind="daily", at=[a.date() for a in rejected["at"]])
+        self._rejected.add(rejected)
+        return bars
 
     def _snapshots(self, symbols: list[str], what: str) -> Iterator[tuple[str, Snapshot]]:
         """(symbol, Snapshot) in symbol order; a snapshot that cannot be read is skipped with a warning."""
@@ -380,8 +392,10 @@ class AlpacaMarketData:
 # -- frames -------------------------------------------------------------------------------------
 
 
-def _bars_frame(raw: dict[str, list], what: str) -> pd.DataFrame:
-    """Alpaca's {symbol: [{t, o, h, l, c, v, ...}]} as symbol, ts (New York), open..close, volume; bad rows dropped."""
+def _bars_frame(raw: dict[str, list], what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Alpaca's {symbol: [{t, o, h, l, c, v, ...}]} as symbol, ts (New York), open..close, volume, and the bad
+    rows dropped from it with their reason (`core.data_quality.bad_minute_bars`: a repeated bar drops its
+    symbol's day, as the replay source does)."""
     columns: dict[str, list] = {"symbol": [], **{name: [] for name in _BAR_FIELDS.values()}}
     for symbol, bars in raw.items():
         for bar in bars or ():
@@ -389,18 +403,18 @@ def _bars_frame(raw: dict[str, list], what: str) -> pd.DataFrame:
             for key, name in _BAR_FIELDS.items():
                 columns[name].append(bar.get(key) if isinstance(bar, dict) else None)
     if not columns["symbol"]:
-        return protocol_frame(MINUTE_COLUMNS, [])
+        return split_bad_bars(protocol_frame(MINUTE_COLUMNS, []), "ts")
     frame = pd.DataFrame(columns)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce").dt.tz_convert(NEW_YORK)
     frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
     numbers = ["open", "high", "low", "close", "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
-    bad = unusable_bars(frame, "ts")
-    if bad.any():
-        log.warning("dropped %d unusable bars %s (missing or non-positive values, high < low, duplicates)", bad.sum(), what)
-        frame = frame.loc[~bad]
+    frame, rejected = split_bad_bars(frame, "ts")
+    if not rejected.empty:
+        log.warning("dropped %d unusable bars %s (%s)", len(rejected), what,
+                    ", ".join(f"{r} {n}" for r, n in rejected["reason"].value_counts().items()))  # fmt: skip
     frame["volume"] = frame["volume"].round().astype("int64")
-    return frame.sort_values(["symbol", "ts"], ignore_index=True)[list(MINUTE_COLUMNS)]
+    return frame.sort_values(["symbol", "ts"], ignore_index=True)[list(MINUTE_COLUMNS)], rejected
 
 
 def _regular_hours(bars: pd.DataFrame, opens: datetime, closes: datetime) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from datetime import date, datetime, time
 from typing import Protocol, runtime_checkable
@@ -45,21 +46,47 @@ def protocol_frame(
     return frame.sort_values(sort_by, ignore_index=True) if sort_by else frame
 
 
+REJECTED_COLUMNS = ("kind", "symbol", "at", *PRICE_COLUMNS, "volume", "reason")  # a source's `rejected_rows`
+
+
+def split_bad_bars(bars: pd.DataFrame, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A live source's bars as (the usable ones, the bad ones with `kind, at, reason`), by the replay source's checks
+    (`core.data_quality.bad_minute_bars`: a missing value, a non-positive price, high below low, open or close
+    outside the range, a negative volume; a repeated bar drops its symbol's day). `key` is "ts" or "date"."""
+    from openbell.core import data_quality as dq  # pure; loaded with the first live bars
+
+    if bars.empty:
+        return bars, pd.DataFrame(columns=list(REJECTED_COLUMNS))
+    when = bars["ts"] if key == "ts" else pd.to_datetime(bars["date"]).dt.tz_localize(NEW_YORK)
+    checks = dq.bad_minute_bars(bars.assign(ts=when))
+    bad = (checks != "").to_numpy()
+    words = dict(zip(dq.BAD_ROW_CHECKS, dq.BAD_ROW_REASONS, strict=True))
+    rejected = bars.loc[bad].assign(kind="minute" if key == "ts" else "daily", reason=checks[bad].map(words))
+    return bars.loc[~bad], rejected.rename(columns={key: "at"})[list(REJECTED_COLUMNS)]
+
+
+class RejectedRows:
+    """The bad rows a live source dropped so far (its `rejected_rows`), for the scan's `data_quality` records."""
+
+    def __init__(self) -> None:
+        self._found: list[pd.DataFrame] = []
+        self._lock = threading.Lock()
+
+    def add(self, rejected: pd.DataFrame) -> None:
+        if not rejected.empty:
+            with self._lock:
+                self._found.append(rejected)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        with self._lock:
+            found = list(self._found)
+        return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=list(REJECTED_COLUMNS))
+
+
 def unique_symbols(symbols: Collection[str]) -> list[str]:
     """Symbols asked for, stripped, without blanks or repeats, sorted."""
     return sorted({s.strip() for s in symbols if s and s.strip()})
-
-
-def unusable_bars(bars: pd.DataFrame, key: str) -> pd.Series:
-    """Which bars from a live source cannot be used: a missing value, a non-positive price, high below low,
-    a negative volume, or a bar repeated later for the same (symbol, `key`)."""
-    return (
-        bars.isna().any(axis=1)
-        | (bars[list(PRICE_COLUMNS)] <= 0).any(axis=1)
-        | (bars["high"] < bars["low"])
-        | (bars["volume"] < 0)
-        | bars.duplicated(["symbol", key], keep="last")
-    )
 
 
 def wanted_symbols(symbols: Collection[str] | None, universe: list[str] | None, *, asked: str, venue: str) -> list[str]:

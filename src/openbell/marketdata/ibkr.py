@@ -65,11 +65,12 @@ from openbell.marketdata.base import (
     OPENING_PRINT_COLUMNS,
     PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
+    RejectedRows,
     protocol_frame,
     require_day_begun,
+    split_bad_bars,
     unique_symbols,
     universe_symbols,
-    unusable_bars,
     wanted_symbols,
 )
 
@@ -260,6 +261,7 @@ class IbkrMarketData:
         self._connect_budget = self._attempts * (self._connect_timeout * len(self._ports) + max(self._delays) + 1)
 
         self._closed = False
+        self._rejected = RejectedRows()  # the bad bars dropped so far (`rejected_rows`)
         self._close_lock = threading.Lock()
         # Everything below is touched only on the event loop's thread.
         self._ib: IB | None = None
@@ -401,6 +403,11 @@ class IbkrMarketData:
             lambda: self._movers(top), timeout=self._connect_budget + 2 * self._timeout + self._snapshot_budget(top)
         )
 
+    @property
+    def rejected_rows(self) -> pd.DataFrame:
+        """Every bad bar dropped so far, with `kind, symbol, at, open, high, low, close, volume, reason`."""
+        return self._rejected.frame
+
     # -- requests, on the event loop ------------------------------------------------------------
 
     async def _daily_bars(self, symbols: list[str], start: date, end: date) -> pd.DataFrame:
@@ -418,7 +425,7 @@ class IbkrMarketData:
                 day = _bar_day(bar.date)
                 if start <= day <= end and _day_is_over(day, now):
                     rows.append((symbol, day, bar.open, bar.high, bar.low, bar.close, bar.volume))
-        return _bars_frame(DAILY_COLUMNS, rows, what=f"daily bars {start}..{end}")
+        return _bars_frame(DAILY_COLUMNS, rows, self._rejected, what=f"daily bars {start}..{end}")
 
     async def _minute_bars(self, symbols: list[str], opens: datetime, closes: datetime, what: str) -> pd.DataFrame:
         """The bars that start in [opens, closes) and are over at the clock's now."""
@@ -435,7 +442,7 @@ class IbkrMarketData:
                 ts = _minute_start(bar.date)
                 if ts is not None and opens <= ts < last_minute_ends:
                     rows.append((symbol, ts, bar.open, bar.high, bar.low, bar.close, bar.volume))
-        return _bars_frame(MINUTE_COLUMNS, rows, what=what)
+        return _bars_frame(MINUTE_COLUMNS, rows, self._rejected, what=what)
 
     async def _bars(
         self, symbol: str, contract: Contract, end: datetime, duration: str, bar_size: str, format_date: int,
@@ -794,17 +801,20 @@ def _day_is_over(day: date, now: datetime) -> bool:
 # -- frames -------------------------------------------------------------------------------------
 
 
-def _bars_frame(columns: tuple[str, ...], rows: list[tuple], *, what: str) -> pd.DataFrame:
-    """Bars with the protocol's dtypes, sorted by (symbol, time); unusable and duplicate bars dropped."""
+def _bars_frame(columns: tuple[str, ...], rows: list[tuple], rejected: RejectedRows, *, what: str) -> pd.DataFrame:
+    """Bars with the protocol's dtypes, sorted by (symbol, time); unusable bars dropped and added to `rejected`."""
     if not rows:
         return protocol_frame(columns, [])
     key = columns[1]  # "ts" or "date"
     frame = pd.DataFrame(rows, columns=list(columns))
     numbers = [*PRICE_COLUMNS, "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
-    bad = unusable_bars(frame, key)  # a negative volume among them: IB sends -1 when it has no volume
-    if bad.any():
-        log.warning("dropped %d unusable %s (missing or non-positive values, high < low, duplicates)", bad.sum(), what)
-        frame = frame.loc[~bad]
-    frame = frame.astype({"symbol": "str", "volume": "int64"} | ({"ts": NEW_YORK_TS} if key == "ts" else {}))
+    if key == "ts":
+        frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
+    frame, bad = split_bad_bars(frame, key)  # a negative volume among them: IB sends -1 when it has no volume
+    if not bad.empty:
+        log.warning("dropped %d unusable %s (%s)", len(bad), what,
+                    ", ".join(f"{r} {n}" for r, n in bad["reason"].value_counts().items()))  # fmt: skip
+        rejected.add(bad)
+    frame = frame.astype({"symbol": "str", "volume": "int64"})
     return frame.sort_values(["symbol", key], ignore_index=True)

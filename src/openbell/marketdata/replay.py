@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 
 from openbell.calendar import NEW_YORK, is_session
 from openbell.core.backtest import SessionBars
+from openbell.core.data_quality import BAD_ROW_REASONS
+from openbell.core.data_quality import failed_checks as _failed_checks
 from openbell.core.prices import to_units
 from openbell.errors import ConfigError, DataQualityError
 from openbell.marketdata.base import (
@@ -24,11 +26,11 @@ from openbell.marketdata.base import (
     MINUTE_COLUMNS,
     OPENING_PRINT_COLUMNS,
     PRICE_COLUMNS,
+    REJECTED_COLUMNS,
 )
 
 NEW_YORK_TZ = "America/New_York"
 OPENING_PRINT_TIME = time(9, 30)  # NYSE opens at 09:30 on every session, half days included
-REJECTED_COLUMNS = ("kind", "symbol", "at", *PRICE_COLUMNS, "volume", "reason")
 
 # A replayed day asks for a window ending one session later than the day before; reading a
 # month past the requested end lets the following days be served from the same cached window.
@@ -72,7 +74,8 @@ class ParquetReplaySource:
     Bad rows are dropped, never used, and listed in `rejected_rows` with the reason: a missing
     value, a non-positive price, high below low, open or close outside the high-low range, a
     negative volume, or a duplicate bar. Two minute bars of one symbol with the same `ts` mean
-    two price series are mixed, so all of that symbol's bars on that day are rejected.
+    two price series are mixed, so all of that symbol's bars on that day are rejected. The checks are
+    `openbell.core.data_quality.failed_checks`; the scan records what was dropped in `data_quality`.
 
     Args:
         minute_path: Parquet file of 1-minute bars (symbol, ts, open, high, low, close, volume).
@@ -479,57 +482,6 @@ class _SortedRows:
     symbol: np.ndarray  # int64 alphabetical codes
     day: np.ndarray  # int64 days since the epoch (New York date)
     failed: np.ndarray  # int8 index into BAD_ROW_REASONS, 0 for a valid row
-
-
-BAD_ROW_REASONS = np.array(
-    [
-        "",
-        "missing value",
-        "non-positive price",
-        "high below low",
-        "open or close outside high-low range",
-        "negative volume",
-        "duplicate bar",
-    ]
-)
-
-
-def _failed_checks(
-    prices: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    volume: np.ndarray,
-    null_key: np.ndarray,
-    symbol: np.ndarray,
-    at: np.ndarray,
-    unit: np.ndarray | None,
-) -> np.ndarray:
-    """The first check each row fails (an index into BAD_ROW_REASONS), 0 where it passes them all.
-
-    `prices` are the open, high, low and close columns as floats (NaN where missing), `volume` too;
-    `null_key` marks rows without a symbol or time. Rows are in (symbol, time) order, given as
-    `symbol` codes and times `at`, so a duplicated (symbol, time) is a neighbour. A duplicated row
-    rejects its `unit` whole (minute bars: the symbol's day), or only the duplicated rows when
-    `unit` is None (daily bars).
-    """
-    open_, high, low, close = prices
-    same_as_previous = np.zeros(len(symbol), dtype=bool)
-    if len(symbol) > 1:
-        same_as_previous[1:] = (symbol[1:] == symbol[:-1]) & (at[1:] == at[:-1])
-    duplicate = same_as_previous | np.append(same_as_previous[1:], False)
-    if unit is not None and duplicate.any():
-        duplicate = np.isin(unit, unit[duplicate])
-    with np.errstate(invalid="ignore"):
-        checks = [
-            null_key | np.isnan(open_) | np.isnan(high) | np.isnan(low) | np.isnan(close) | np.isnan(volume),
-            (open_ <= 0) | (high <= 0) | (low <= 0) | (close <= 0),
-            high < low,
-            (np.maximum(open_, close) > high) | (np.minimum(open_, close) < low),
-            volume < 0,
-            duplicate,
-        ]
-    failed = np.zeros(len(symbol), dtype=np.int8)
-    for code, check in reversed(list(enumerate(checks, start=1))):  # the first check a row fails wins
-        failed[check] = code
-    return failed
 
 
 def _select_symbols(frame: pd.DataFrame, symbols: Collection[str] | None) -> pd.DataFrame:

@@ -86,6 +86,7 @@ class BacktestSpec:
             "fresh_llm": self.fresh_llm,
             "top_n": s.scan.top_n,
             "scan": s.scan.model_dump(mode="json", exclude={"top_n"}),
+            "quality": s.quality.model_dump(mode="json"),
             "exits": s.exits.model_dump(mode="json"),
             "sizing": s.sizing.model_dump(mode="json"),
             "starting_equity": str(self.starting_equity),

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import duckdb
 
-from openbell.errors import ConfigError
+from openbell.errors import ConfigError, StoreLockedError
 from openbell.store.db import Store, _ident
-from openbell.store.lake import ALIAS
+from openbell.store.lake import ALIAS, new_duckdb
 from openbell.store.migrations import KEYS
 
 _DUCKDB_MAGIC = b"DUCK"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# How DuckDB (1.x) refuses a file that another process has open for writing: an IOException starting so.
+_DUCKDB_LOCKED = "IO Error: Could not set lock on file "
 
 
 def import_legacy(source: Path, store: Store, *, announce: Callable[[str], object] | None = None) -> dict[str, int]:
@@ -25,18 +29,18 @@ def import_legacy(source: Path, store: Store, *, announce: Callable[[str], objec
     Returns the rows copied per table.
 
     Raises:
-        ConfigError: `source` is not a DuckDB file or is in use, the store already has records, or
-            a count differs.
+        ConfigError: `source` is not an earlier openbell's DuckDB file (or is damaged), the store
+            already has records, or a count differs.
+        StoreLockedError: another process has `source` open for writing (an earlier openbell running).
     """
     source = Path(source).expanduser().absolute()
     _check_source(source)
+    with closing(new_duckdb()) as probe:  # the file is checked before the store is made or touched
+        _attach_source(probe, source, "legacy")
+        _check_openbell_file(probe, source, "legacy")
     alias = f"legacy_{uuid.uuid4().hex[:12]}"
     attachment = store._attachment()
-    try:
-        attachment.db.execute(f"ATTACH '{_quoted(str(source))}' AS {alias} (READ_ONLY)")
-    except duckdb.Error as exc:
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"cannot read {source}: {reason} (is an earlier openbell still running?)") from None
+    _attach_source(attachment.db, source, alias)
     try:
         with store.transaction() as con:
             if store._versions():
@@ -52,7 +56,11 @@ def import_legacy(source: Path, store: Store, *, announce: Callable[[str], objec
             for table in tables:
                 columns = _common_columns(con, alias, table)
                 names = ", ".join(_ident(c) for c in columns)
-                con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {alias}.main.{_ident(table)}")
+                try:
+                    con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {alias}.main.{_ident(table)}")
+                except duckdb.Error as exc:  # a damaged block, or rows the store's table refuses
+                    reason = str(exc).splitlines()[0]
+                    raise ConfigError(f"cannot copy {table} from {source}: {reason}; nothing was moved") from None
                 (before,) = con.execute(f"SELECT count(*) FROM {alias}.main.{_ident(table)}").fetchone()
                 (after,) = con.execute(f"SELECT count(*) FROM {ALIAS}.main.{_ident(table)}").fetchone()
                 if before != after:
@@ -69,12 +77,54 @@ def import_legacy(source: Path, store: Store, *, announce: Callable[[str], objec
 
 
 def _check_source(source: Path) -> None:
+    if source.is_dir():
+        raise ConfigError(f"{source} is a folder, not a DuckDB file; give the earlier openbell's database file")
     if not source.is_file():
         raise ConfigError(f"no DuckDB file at {source}")
-    with open(source, "rb") as f:
-        head = f.read(12)
+    try:
+        with open(source, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
+    if head == _SQLITE_MAGIC:
+        raise ConfigError(
+            f"{source} is a SQLite file, not an earlier openbell's DuckDB database; nothing to move "
+            "(a store's catalog is used as it is: --db)"
+        )
     if head[8:12] != _DUCKDB_MAGIC:
         raise ConfigError(f"{source} is not a DuckDB file; `openbell store migrate` reads an earlier openbell's database")
+
+
+def _attach_source(con: duckdb.DuckDBPyConnection, source: Path, alias: str) -> None:
+    """Attach the file read-only; a file another process writes to is told apart by DuckDB's lock error."""
+    try:
+        con.execute(f"ATTACH '{_quoted(str(source))}' AS {alias} (READ_ONLY)")
+    except duckdb.Error as exc:
+        message = str(exc)
+        if isinstance(exc, duckdb.IOException) and message.startswith(_DUCKDB_LOCKED):
+            raise StoreLockedError(
+                f"{source} is open in another process that writes to it (an earlier openbell still running?); "
+                "stop it, then move its records"
+            ) from None
+        raise ConfigError(
+            f"cannot read {source} as a DuckDB database: {message.splitlines()[0]}; nothing was moved"
+        ) from None
+
+
+def _check_openbell_file(con: duckdb.DuckDBPyConnection, source: Path, alias: str) -> None:
+    """Each of the file's tables that the store has by name must have its key columns: another program's is refused."""
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = 'main'",
+        [alias],
+    ).fetchall():
+        columns.setdefault(table, set()).add(column)
+    for table in sorted(columns.keys() & KEYS.keys()):
+        if missing := [c for c in KEYS[table] if c not in columns[table]]:
+            raise ConfigError(
+                f"{source} is not an earlier openbell's database: its {table} table has no {', '.join(missing)} "
+                "column; nothing was moved"
+            )
 
 
 def _tables(con: duckdb.DuckDBPyConnection, alias: str) -> list[str]:

@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pandas as pd
 
 from openbell.errors import ConfigError
-from openbell.store.lake import ALIAS, Attachment, Lake, attached, rollback_quietly
-from openbell.store.migrations import ALLOWED, DAY_TABLES, KEYS, MIGRATIONS
+from openbell.store.lake import ALIAS, BOOKS, Attachment, Lake, attached, rollback_quietly
+from openbell.store.migrations import ALLOWED, DAY_TABLES, KEYS, MIGRATIONS, live_book_sql
 
 Rows = Sequence[Mapping[str, Any]] | pd.DataFrame
+Book = Literal["replay", "live"]  # whose day tables a store's unqualified names are: replays' (main) or live's
 
 MEMORY = ":memory:"
 
@@ -46,8 +47,11 @@ class Store:
     session time zone); timestamps come back tz-aware in America/New_York.
     """
 
-    def __init__(self, location: str | Path | Lake, *, lock_timeout: float = 30.0) -> None:
+    def __init__(self, location: str | Path | Lake, *, lock_timeout: float = 30.0, book: Book = "replay") -> None:
+        if book not in BOOKS:
+            raise ValueError(f"book must be one of {BOOKS}, got {book!r}")
         self.lake = location if isinstance(location, Lake) else Lake.at(location)
+        self.book = book
         self.path: Path | str = MEMORY if self.lake.catalog == MEMORY else self.lake.sqlite_file or self.lake.describe()
         self.lock_timeout = lock_timeout
         self._batching = False
@@ -59,7 +63,11 @@ class Store:
         self._own = Attachment(self.lake, read_only=False) if self.lake.catalog == MEMORY else None
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({str(self.path)!r})" if self.book == "replay" else f"Store({str(self.path)!r}, book={self.book!r})"
+
+    def of_book(self, book: Book) -> Store:
+        """The same store, its unqualified day tables those of `book`."""
+        return self if book == self.book else Store(self.lake, lock_timeout=self.lock_timeout, book=book)
 
     def _attachment(self, read_only: bool = False) -> Attachment:
         return self._own if self._own is not None else attached(self.lake, read_only=read_only)
@@ -86,10 +94,10 @@ class Store:
             yield self._held
             return
         attachment = self._attachment(read_only)
-        if not read_only and (joined := attachment.joined()) is not None:
+        if not read_only and (joined := attachment.joined(self.book)) is not None:
             yield joined
             return
-        with attachment.cursor() as cursor:
+        with attachment.cursor(self.book) as cursor:
             yield cursor
 
     @contextmanager
@@ -98,11 +106,11 @@ class Store:
 
         For a few reads that must agree with each other; it takes no write turn, and writes inside it are refused.
         """
-        if self._held is not None or self._reading is not None or self._batching or self._attachment().joined():
+        if self._held is not None or self._reading is not None or self._batching or self._attachment().joined(self.book):
             with self.connect() as cursor:
                 yield cursor
             return
-        with self._attachment().cursor() as cursor:
+        with self._attachment().cursor(self.book) as cursor:
             cursor.execute("BEGIN TRANSACTION")
             self._reading = cursor
             try:
@@ -123,11 +131,11 @@ class Store:
         if self._reading is not None:
             raise RuntimeError("a write inside Store.snapshot(), which only reads; use batch() to read and write")
         attachment = self._attachment()
-        if self._batching or self._held is not None or attachment.joined() is not None:
+        if self._batching or self._held is not None or attachment.joined(self.book) is not None:
             with self.connect() as cursor:
                 yield cursor
             return
-        with attachment.writing(self.lock_timeout) as cursor:
+        with attachment.writing(self.lock_timeout, self.book) as cursor:
             yield cursor
             cursor.execute("COMMIT")
 
@@ -166,11 +174,11 @@ class Store:
 
     def _open_batch(self) -> None:
         attachment = self._attachment()
-        if (joined := attachment.joined()) is not None:  # another store's write transaction in this thread
+        if (joined := attachment.joined(self.book)) is not None:  # another store's write transaction in this thread
             self._held = joined
             return
         turn = ExitStack()
-        self._held = turn.enter_context(attachment.writing(self.lock_timeout))
+        self._held = turn.enter_context(attachment.writing(self.lock_timeout, self.book))
         self._held_turn = turn
 
     def _end_batch(self, *, quiet: bool, roll_back: bool = False) -> None:
@@ -215,6 +223,8 @@ class Store:
         Raises:
             ConfigError: the store was migrated by a newer openbell than this one.
         """
+        if self.book != "replay":  # the live book's schema is made by a migration: migrate from main
+            return self.of_book("replay").migrate()
         known = {m.version for m in MIGRATIONS}
         if self._versions() == known:
             return []
@@ -238,6 +248,11 @@ class Store:
                         [migration.version, migration.name],
                     )
                     applied.append(migration.name)
+            live = {t for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_schema = 'live'", [ALIAS]
+            ).fetchall()}  # fmt: skip
+            if live and (missing := live_book_sql(live)):  # a day table a later migration added: in the live book too
+                con.execute(missing)
         with _schemas_lock:
             for key in [k for k in _schemas if k[0] == self.lake]:
                 del _schemas[key]

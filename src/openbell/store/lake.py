@@ -30,11 +30,14 @@ import duckdb
 from openbell.errors import ConfigError, StoreLockedError
 
 ALIAS = "store"  # the attached lake's name inside each DuckDB connection
+LIVE = "live"  # the schema of the live book: what was traded live; replays and research use the main schema
+BOOKS = ("replay", "live")
 INLINING_ROW_LIMIT = 1_000  # writes of up to this many rows stay in the catalog until housekeeping
 TIMEZONE = "America/New_York"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DUCKDB_MAGIC = b"DUCK"  # at offset 8 of a DuckDB database file
 _ATTACH_TIMEOUT_S = 60.0
+_SQLITE_BUSY_S = 5.0  # how long a check of a SQLite file waits for another program's lock on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,28 +150,40 @@ class Attachment:
         self.read_only = read_only
         self.db = _attach(lake, read_only)
         self.identity = _file_identity(lake)
-        self._idle: list[duckdb.DuckDBPyConnection] = []
+        self._idle: dict[str, list[duckdb.DuckDBPyConnection]] = {book: [] for book in BOOKS}
         self._pool_lock = threading.Lock()
         self._turn = threading.Lock()
         self._local = threading.local()
 
     @contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self, book: str = "replay") -> Iterator[duckdb.DuckDBPyConnection]:
+        """A pooled cursor whose unqualified table names are the `book`'s: the live book's tables in schema
+        `live` (the others, such as `runs`, in main), the replay book's in main."""
+        idle = self._idle[book]
         with self._pool_lock:
-            cursor = self._idle.pop() if self._idle else None
+            cursor = idle.pop() if idle else None
         if cursor is None:
             cursor = self.db.cursor()
             cursor.execute(f"SET TimeZone = '{TIMEZONE}'")
             cursor.execute(f"USE {ALIAS}")
+            if book == LIVE:
+                cursor.execute(f"SET search_path = '{ALIAS}.{LIVE},{ALIAS}.main'")
         try:
             yield cursor
         finally:
             with self._pool_lock:
-                self._idle.append(cursor)
+                idle.append(cursor)
 
-    def joined(self) -> duckdb.DuckDBPyConnection | None:
-        """The cursor of this thread's open write transaction, if it has one."""
-        return getattr(self._local, "writing", None)
+    def joined(self, book: str = "replay") -> duckdb.DuckDBPyConnection | None:
+        """The cursor of this thread's open write transaction, if it has one.
+
+        Raises:
+            RuntimeError: that transaction writes the other book (one transaction writes one book).
+        """
+        cursor = getattr(self._local, "writing", None)
+        if cursor is not None and self._local.book != book:
+            raise RuntimeError(f"a write to the {book} book inside a transaction of the {self._local.book} book")
+        return cursor
 
     @contextmanager
     def turn(self, timeout: float) -> Iterator[None]:
@@ -187,7 +202,7 @@ class Attachment:
             self._turn.release()
 
     @contextmanager
-    def writing(self, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    def writing(self, timeout: float, book: str = "replay") -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor inside BEGIN, holding the write turn until the block ends; the block commits.
 
         A block that leaves without COMMIT (an error) is rolled back.
@@ -195,9 +210,9 @@ class Attachment:
         Raises:
             StoreLockedError: another writer kept the turn for longer than `timeout` seconds.
         """
-        with self.turn(timeout), self.cursor() as cursor:
+        with self.turn(timeout), self.cursor(book) as cursor:
             cursor.execute("BEGIN TRANSACTION")
-            self._local.writing = cursor
+            self._local.writing, self._local.book = cursor, book
             try:
                 yield cursor
             except BaseException:
@@ -242,6 +257,13 @@ def _file_identity(lake: Lake) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino) if stat else None
 
 
+def detach(lake: Lake) -> None:
+    """Close this process's attachments of `lake` (a scratch lake about to be removed)."""
+    with _attaching:
+        for key in [k for k in _attached if k[0] == lake]:
+            _attached.pop(key).db.close()
+
+
 def _forget_attachments() -> None:
     """A forked child must not use its parent's DuckDB: it attaches again on first use."""
     _attached.clear()
@@ -266,8 +288,9 @@ def _attach(lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
     if lake.data_path.startswith(("s3://", "gs://", "r2://", "http://", "https://")):
         con.execute("LOAD httpfs")
     try:
-        if file is not None and not read_only:
-            # The first ATTACH writes a new catalog's tables: one process at a time.
+        if file is not None and not read_only and (not file.exists() or file.stat().st_size == 0):
+            # The first ATTACH writes a new catalog's tables: one process at a time. Attaching one that
+            # exists writes nothing, and a writer holding its turn does not delay it.
             file.parent.mkdir(parents=True, exist_ok=True)
             with write_turn(lake, _ATTACH_TIMEOUT_S):
                 _sqlite_wal(file)
@@ -276,39 +299,107 @@ def _attach(lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
             con.execute(lake.attach_sql(read_only=read_only))
     except duckdb.Error as exc:
         con.close()
+        if file is not None and (damage := _sqlite_damage(file)) is not None:
+            raise ConfigError(
+                f"the store {file} is damaged (SQLite: {damage}); restore it from a backup, or give another path"
+            ) from None
         raise ConfigError(f"cannot open the store {lake.describe()}: {str(exc).splitlines()[0]}") from None
     return con
 
 
 def _check_catalog_file(file: Path, read_only: bool) -> None:
-    """A catalog file must be a SQLite file (or absent, when it is about to be made)."""
+    """A catalog file must be a readable SQLite file with a DuckLake catalog in it, or absent when it is about to be made.
+
+    Nothing here writes, so a file that is refused stays as it was. An empty file is a new store only
+    when openbell began making it (its lock file is there: a first write stopped before the catalog's
+    first page); anyone else's empty file is left alone.
+
+    Raises:
+        ConfigError: a folder, an empty or unreadable file, a DuckDB file, a damaged SQLite file, or
+            another program's file.
+        StoreLockedError: another program kept the SQLite file locked.
+    """
     if file.is_dir():
         raise ConfigError(f"the store {file} is a folder; give a file path for the store's catalog")
-    if not file.exists() or file.stat().st_size == 0:
+    if not file.exists():
         if read_only:
             raise ConfigError(f"no store at {file}; check the path, or let a flow create it first")
         return
-    with open(file, "rb") as f:
-        head = f.read(16)
+    if file.stat().st_size == 0:
+        if not lock_file(file).exists():
+            raise ConfigError(
+                f"{file} is an empty file, not a store; delete it, or give the path of a store "
+                "(or of no file yet: a flow makes the store there)"
+            )
+        if read_only:
+            raise ConfigError(f"no store at {file} yet; let a flow create it first")
+        return
+    try:
+        with open(file, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the store {file}: {exc.strerror}") from None
     if head[8:12] == _DUCKDB_MAGIC:
         raise ConfigError(
-            f"{file} is a DuckDB file from an earlier openbell; move its records into a store with "
-            f"`openbell store migrate {file} --db {file.with_suffix('.ducklake')}`, then use that one"
+            f"{file} is a DuckDB file, not a store (a DuckLake catalog); if it holds an earlier openbell's "
+            f"records, move them into a store with `openbell store migrate {file} --db {file.with_suffix('.ducklake')}` "
+            "and use that one"
         )
-    if head != _SQLITE_MAGIC or not _is_ducklake(file):
-        raise ConfigError(f"{file} is not an openbell store (not a DuckLake catalog); give another path")
+    if head != _SQLITE_MAGIC:
+        raise ConfigError(f"{file} is not an openbell store (not a SQLite file, so no DuckLake catalog); give another path")
+    tables = _sqlite_tables(file)
+    if tables and "ducklake_metadata" not in tables:  # never turn another program's file into a store
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"{file} is another program's SQLite file (its tables: {shown}), not an openbell store; give another path"
+        )
 
 
-def _is_ducklake(file: Path) -> bool:
-    """Whether a SQLite file holds a DuckLake catalog (or nothing yet): never turn another program's file into one."""
-    db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
+def _sqlite_tables(file: Path) -> set[str]:
+    """The tables of a SQLite file, read without writing to it.
+
+    Raises:
+        ConfigError: the file is damaged or cannot be read.
+        StoreLockedError: another program kept it locked for _SQLITE_BUSY_S.
+    """
     try:
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError:
-        return False
-    finally:
-        db.close()
-    return not tables or "ducklake_metadata" in tables
+        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S)
+        try:
+            return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _sqlite_error(file, exc) from None
+
+
+def _sqlite_error(file: Path, exc: sqlite3.Error) -> ConfigError | StoreLockedError:
+    """What a SQLite error reading `file` means for the user, by its result code (never by its wording)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreLockedError(
+            f"{file} stayed locked by another program for {_SQLITE_BUSY_S:g}s (SQLite: {exc}); "
+            "wait for it to finish and retry"
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return ConfigError(
+            f"{file} is a damaged SQLite file (SQLite: {exc}); if it is a store's catalog, restore it from a backup, "
+            "or give another path"
+        )
+    return ConfigError(f"cannot read the store {file} (SQLite: {exc})")
+
+
+def _sqlite_damage(file: Path) -> str | None:
+    """SQLite's first complaint about `file` (a quick integrity check, reading only), or None when it finds none."""
+    try:
+        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S)
+        try:
+            (found,) = db.execute("PRAGMA quick_check(1)").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        return str(exc) if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) else None
+    return None if found == "ok" else " ".join(str(found).replace("*** in database main ***", "").split())
 
 
 def _sqlite_wal(file: Path) -> None:

@@ -360,11 +360,55 @@ CREATE TABLE ranker_states (
 );
 """
 
+# The live book: the day tables again in schema `live`, so what was traded live sits next to the same
+# day replayed (in main) and a replay never touches it. The dates whose latest run was live move there
+# (before, a replay of such a date deleted them); the paper account is copied (the live one goes on
+# from the same holdings). Tables added later are made in `live` by `live_book_sql` after the migrations.
+_LIVE_BOOK_TABLES_V6 = (
+    "candidates", "rankings", "ranking_decisions", "ranker_scores", "ranking_quality", "sizing", "orders", "fills",
+    "trades", "daily_pnl", "paper_orders", "paper_trailing_stops", "paper_fills", "paper_clock", "risk_events",
+    "ranker_states", "paper_holdings",
+)  # fmt: skip
+_LIVE_DATES = (
+    "SELECT trade_date FROM runs WHERE trade_date IS NOT NULL AND flow NOT IN ('backtest', 'sweep', 'compare') "
+    "GROUP BY trade_date HAVING arg_max(mode, started_at) = 'live'"
+)
+_LIVE_BOOK = "CREATE SCHEMA IF NOT EXISTS live;\n" + "\n".join(
+    f"CREATE TABLE live.{t} AS SELECT * FROM main.{t} WHERE false;"
+    + (
+        f"INSERT INTO live.{t} SELECT * FROM main.{t};"
+        if t == "paper_holdings"
+        else f"INSERT INTO live.{t} SELECT * FROM main.{t} WHERE trade_date IN ({_LIVE_DATES});"
+        f"DELETE FROM main.{t} WHERE trade_date IN ({_LIVE_DATES});"
+    )
+    for t in _LIVE_BOOK_TABLES_V6
+)
+
+# What the scan's data-quality gate found (core.data_quality): each bar or symbol-day the market data dropped,
+# each check a symbol failed, and one "score" row per scanned symbol (its score in [0, 1] in `value` and `score`).
+# A table of its own rather than columns on candidates: DuckLake cannot read rows inlined before an added column.
+_DATA_QUALITY = """
+CREATE TABLE data_quality (
+    trade_date DATE NOT NULL,
+    symbol VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    bar_date DATE,
+    ts TIMESTAMPTZ,
+    "check" VARCHAR NOT NULL,
+    reason VARCHAR,
+    value DOUBLE,
+    score DOUBLE,
+    run_id VARCHAR
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "openbell records in a DuckLake", _SCHEMA),
     Migration(2, "risk events", _RISK_EVENTS),
     Migration(3, "trailing stops in the paper books", _PAPER_TRAILING_STOPS),
     Migration(4, "ranker states of the learning loop", _RANKER_STATES),
+    Migration(5, "data quality", _DATA_QUALITY),
+    Migration(6, "the live book apart from replays", _LIVE_BOOK),
 )
 
 # Each table's key: at most one stored row per key (upsert replaces it, insert refuses a second).
@@ -389,6 +433,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "backtest_runs": ("run_id",),
     "risk_events": ("event_id",),
     "ranker_states": ("trade_date", "ranker"),
+    "data_quality": ("trade_date", "symbol", "source", "check", "bar_date", "ts"),
 }
 
 # Columns that accept only these values (NULL aside).
@@ -398,6 +443,7 @@ ALLOWED: dict[tuple[str, str], tuple[str, ...]] = {
     ("llm_calls", "status"): ("ok", "invalid", "error", "cached"),
     ("backtest_runs", "kind"): ("backtest", "sweep", "compare"),
     ("ranker_states", "state"): ("active", "throttled", "quarantined"),
+    ("data_quality", "source"): ("minute", "daily", "scan"),
 }
 
 # Every table keyed by a trading day, so a day can be wiped and re-run. `runs` is left out on
@@ -419,7 +465,16 @@ DAY_TABLES: tuple[str, ...] = (
     "paper_clock",
     "risk_events",
     "ranker_states",
+    "data_quality",
 )
+
+# The tables of a book (live or replay): the day tables and the paper account's holdings.
+BOOK_TABLES: tuple[str, ...] = (*DAY_TABLES, "paper_holdings")
+
+
+def live_book_sql(existing: set[str]) -> str:
+    """CREATE TABLE statements for the book tables not yet in schema `live` (`existing` are those that are)."""
+    return "".join(f"CREATE TABLE live.{t} AS SELECT * FROM main.{t} WHERE false;" for t in BOOK_TABLES if t not in existing)
 
 
 def _check_order(migrations: tuple[Migration, ...]) -> None:

@@ -118,7 +118,7 @@ def test_a_partial_fill_is_reported_once_it_is_final(broker, fake, clock):
     partial_fills = broker.fills_since()
     fake.fill(ENTRY, "50.10")
 
-    assert (working.status, working.filled_qty) == (OrderStatus.NEW, 40)
+    assert (working.status, working.filled_qty, working.is_open()) == (OrderStatus.PARTIALLY_FILLED, 40, True)
     assert partial_fills == []
     [fill] = broker.fills_since()
     assert (fill.qty, fill.price) == (100, Decimal("50.06"))

@@ -48,7 +48,7 @@ def test_a_live_scan_takes_its_universe_from_the_movers_and_finds_the_gapper(pre
     passed = premarket_scan(DAY, mode="live")
 
     rows = Store(data_dir / "openbell.ducklake").query(
-        "SELECT symbol, round(gap_pct, 2), passed FROM candidates WHERE trade_date = ? ORDER BY symbol", [DAY]
+        "SELECT symbol, round(gap_pct, 2), passed FROM live.candidates WHERE trade_date = ? ORDER BY symbol", [DAY]
     )
     assert passed == 1
     assert rows == [("FLAT", 0.2, False), ("GAP", 5.0, True), ("QUIET", 0.0, False)]

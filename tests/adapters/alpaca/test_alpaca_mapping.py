@@ -125,7 +125,7 @@ def test_every_alpaca_status_falls_in_exactly_one_group():
     ("alpaca", "ours"),
     [
         ("new", OrderStatus.NEW), ("accepted", OrderStatus.NEW), ("pending_new", OrderStatus.NEW),
-        ("partially_filled", OrderStatus.NEW), ("held", OrderStatus.NEW), ("pending_cancel", OrderStatus.NEW),
+        ("partially_filled", OrderStatus.PARTIALLY_FILLED), ("held", OrderStatus.NEW), ("pending_cancel", OrderStatus.NEW),
         ("filled", OrderStatus.FILLED), ("canceled", OrderStatus.CANCELLED), ("rejected", OrderStatus.REJECTED),
         ("expired", OrderStatus.EXPIRED), ("done_for_day", OrderStatus.EXPIRED),
     ],
@@ -136,6 +136,19 @@ def test_alpaca_statuses_map_to_ours(alpaca, ours):
 
 def test_a_day_that_ended_with_every_share_filled_counts_as_filled():
     assert mapping.to_status(raw(status="done_for_day", filled_qty="100", filled_avg_price="50")) is OrderStatus.FILLED
+
+
+def test_a_partially_filled_order_maps_to_partially_filled_with_its_shares_and_is_still_open():
+    order = mapping.to_order(Placed(ENTRY, raw(status="partially_filled", filled_qty="40", filled_avg_price="50.01")))
+
+    assert (order.status, order.filled_qty, order.avg_fill_price) == (OrderStatus.PARTIALLY_FILLED, 40, Decimal("50.01"))
+    assert order.is_open() and not order.is_done()
+
+
+def test_a_cancel_pending_on_a_partly_filled_order_is_still_partially_filled():
+    pending = raw(status="pending_cancel", filled_qty="40", filled_avg_price="50")
+
+    assert mapping.to_status(pending) is OrderStatus.PARTIALLY_FILLED
 
 
 # --- orders ----------------------------------------------------------------------------------

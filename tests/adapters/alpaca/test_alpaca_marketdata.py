@@ -222,6 +222,22 @@ def test_unusable_bars_are_dropped_with_a_warning(fake, source, caplog):
 
     assert [t.strftime("%H:%M") for t in bars["ts"]] == ["09:30", "09:31"]
     assert "dropped 2 unusable bars" in caplog.text
+    rejected = source.rejected_rows  # and listed, with the reason, for the scan's data_quality records
+    assert [
+        (k, s, f"{a:%H:%M}", r) for k, s, a, r in rejected[["kind", "symbol", "at", "reason"]].itertuples(index=False)
+    ] == [
+        ("minute", "MSFT", "09:32", "high below low"),
+        ("minute", "MSFT", "09:33", "missing value"),
+    ]
+
+
+def test_a_repeated_minute_drops_the_symbols_day_and_says_why(fake, source):
+    fake.add_raw_bar("1Min", "MSFT", {"t": "2025-03-07T14:31:00Z", "o": 391.0, "h": 392.0, "l": 390.0, "c": 391.5, "v": 7})
+
+    bars = source.minute_bars(DAY, ["MSFT"])
+
+    assert bars.empty  # which of the two 09:31 bars is true is unknowable: the day goes, as in a replay
+    assert set(source.rejected_rows["reason"]) == {"duplicate bar"}
 
 
 def test_opening_prints_before_the_open_are_todays_latest_trade_and_premarket_volume(fake, source):

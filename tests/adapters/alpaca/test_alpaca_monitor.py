@@ -40,6 +40,31 @@ def test_an_entry_that_filled_in_part_and_expired_is_protected_for_the_shares_it
     assert (target.intent.limit_price, stop.intent.stop_price) == (Decimal("51.30"), Decimal("49.55"))
 
 
+def test_the_order_ttl_cancels_a_partly_filled_entry_at_alpaca_and_the_pair_protects_what_it_got(
+    broker, fake, clock, tmp_path
+):
+    store = Store(tmp_path / "ob.ducklake")
+    store.migrate()
+    record_orders(store, DAY, [broker.submit(moo_entry(DAY, Symbol("ABC"), 100))])
+    clock.sleep_until(at("09:30"))
+    fake.fill(ENTRY, "50.00", qty=40)  # Alpaca reports it partially_filled
+    market = ScriptedMarket(DAY, {"ABC": 50.0}, at("09:30"), at("16:00"))
+    monitor = ExitMonitor(store, broker, market, DAY, ExitPolicy(), run_id="run-1", order_ttl=timedelta(seconds=90))
+
+    _watch(monitor, clock, at("09:32"))  # 09:30 and 09:31: under 90 s since the open
+    working = broker.order(ENTRY)
+    _watch(monitor, clock, at("09:33"))  # 09:32: past the TTL
+
+    entry, target, stop = broker.order(ENTRY), broker.order(TARGET), broker.order(STOP)
+    (fill,) = [f for f in broker.fills_since() if f.client_order_id == ENTRY]
+    assert (working.status, working.filled_qty, working.is_open()) == (OrderStatus.PARTIALLY_FILLED, 40, True)
+    assert (entry.status, entry.filled_qty) == (OrderStatus.CANCELLED, 40)
+    assert fake.orders_with_client_id(ENTRY)[0]["status"] == "canceled"
+    assert (fill.qty, fill.price) == (40, Decimal("50.00"))
+    assert (target.intent.qty, stop.intent.qty) == (40, 40)
+    assert (target.intent.limit_price, stop.intent.stop_price) == (Decimal("51.30"), Decimal("49.55"))
+
+
 def test_liquidation_waits_for_alpaca_to_confirm_the_cancels_before_selling(connect, fake, clock, tmp_path):
     broker = connect(cancel_wait_s=0.0)  # the adapter returns the pending cancel at once: the task must wait
     store = Store(tmp_path / "ob.ducklake")

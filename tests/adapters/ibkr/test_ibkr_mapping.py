@@ -179,6 +179,33 @@ def test_partial_fills_average_to_a_hundredth_of_a_cent_and_fill_the_order_when_
     assert (order.status, order.filled_qty, order.avg_fill_price) == (OrderStatus.FILLED, 100, Decimal("51.3070"))
 
 
+def test_a_working_order_with_some_executions_is_partially_filled_and_still_open():
+    fills = [mapping.to_fill(fill_of(ENTRY.client_order_id, "BOT", 40, 50.0))]
+
+    order = mapping.to_order(ENTRY, trade_of(ENTRY, "Submitted"), fills, SUBMITTED_AT)
+
+    assert (order.status, order.filled_qty, order.avg_fill_price) == (OrderStatus.PARTIALLY_FILLED, 40, Decimal("50.0"))
+    assert order.is_open() and not order.is_done()
+
+
+def test_a_partial_fill_ib_reports_in_the_order_status_alone_is_partially_filled():
+    trade = trade_of(ENTRY, "Submitted")
+    trade.orderStatus.filled, trade.orderStatus.remaining, trade.orderStatus.avgFillPrice = 40.0, 60.0, 50.0
+
+    order = mapping.to_order(ENTRY, trade, [], SUBMITTED_AT)
+
+    assert (order.status, order.filled_qty, order.avg_fill_price) == (OrderStatus.PARTIALLY_FILLED, 40, Decimal("50.0"))
+
+
+def test_an_entry_cancelled_after_a_partial_fill_is_cancelled_with_its_shares_not_expired():
+    fills = [mapping.to_fill(fill_of(ENTRY.client_order_id, "BOT", 40, 50.0))]
+
+    order = mapping.to_order(ENTRY, trade_of(ENTRY, "Cancelled"), fills, SUBMITTED_AT, cancel_requested=True)
+
+    assert (order.status, order.filled_qty, order.reason) == (OrderStatus.CANCELLED, 40, "cancelled by request")
+    assert order.is_done()
+
+
 def test_an_order_known_only_from_its_executions_is_rebuilt_from_them():
     fills = [mapping.to_fill(fill_of(ENTRY.client_order_id, "BOT", 100, 50.0))]
 

@@ -127,6 +127,21 @@ def test_minute_bars_keep_regular_hours_in_new_york_time(source, market, clock):
     assert (request.bar_size, request.duration, request.use_rth) == ("1 min", "23400 S", True)
 
 
+def test_bad_bars_are_dropped_and_listed_with_their_reason(source, market, clock):
+    market.add_minute_bar("XYZ", at("09:32"), 24.3, 24.1, 24.4, 24.2, 9_000)  # high below low
+    market.add_minute_bar("XYZ", at("09:33"), 24.3, 24.5, 24.2, 24.4, -1)  # IB's -1: no volume known
+    clock.sleep_until(at("17:00"))
+
+    bars = source.minute_bars(DAY, ["XYZ"])
+
+    assert [t.strftime("%H:%M") for t in bars["ts"]] == ["09:30", "09:31"]
+    listed = source.rejected_rows[["kind", "symbol", "at", "reason"]]
+    assert [(k, s, f"{a:%H:%M}", r) for k, s, a, r in listed.itertuples(index=False)] == [
+        ("minute", "XYZ", "09:32", "high below low"),
+        ("minute", "XYZ", "09:33", "negative volume"),
+    ]
+
+
 def test_the_minute_in_progress_is_left_out(source, clock):
     clock.sleep_until(at("09:31") + timedelta(seconds=30))
 

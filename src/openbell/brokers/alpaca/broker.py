@@ -57,6 +57,17 @@ OPG_CUTOFF = time(9, 28)  # ... until 09:28, the exchanges' cutoff for market-on
 PAGE = 500  # Alpaca's largest page of orders
 
 
+def require_keys(settings: Settings) -> None:
+    """Refuse Alpaca settings without both API keys (checked before the first flow starts, and here)."""
+    keys = settings.broker.alpaca
+    missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not secret(value)]
+    if missing:
+        raise ConfigError(
+            f"the Alpaca broker needs API keys: set {' and '.join(missing)} "
+            f"(paper keys for trading_mode=paper, live keys for trading_mode=live)"
+        )
+
+
 class AlpacaBroker:
     """Alpaca's trading API for one trading day; acts only on client order ids `ob-YYYYMMDD-` of that day.
 
@@ -87,13 +98,8 @@ class AlpacaBroker:
         cancel_wait_s: float = 2.0,
     ) -> None:
         settings.require_live_confirmed()
+        require_keys(settings)
         keys = settings.broker.alpaca
-        missing = [env for env, value in ((KEY_ENV, keys.api_key), (SECRET_ENV, keys.secret_key)) if not secret(value)]
-        if missing:
-            raise ConfigError(
-                f"the Alpaca broker needs API keys: set {' and '.join(missing)} "
-                f"(paper keys for trading_mode=paper, live keys for trading_mode=live)"
-            )
         self._paper = settings.trading_mode != "live"
         self._base_url = keys.url_override or (BaseURL.TRADING_PAPER if self._paper else BaseURL.TRADING_LIVE).value
         self._clock = clock

@@ -218,12 +218,18 @@ def stop_leg_of(parent: AlpacaOrder) -> AlpacaOrder | None:
 
 
 def to_status(raw: AlpacaOrder) -> OrderStatus:
-    """Alpaca's status in our terms; a day that ended with every share filled counts as filled."""
+    """Alpaca's status in our terms; a day that ended with every share filled counts as filled.
+
+    A working order with shares filled is partially filled whatever Alpaca's working state says
+    (`partially_filled`, or `pending_cancel` after a partial fill): it still works, for the rest.
+    """
     status = AlpacaStatus(raw.status)
     for group, ours in _STATUS_GROUPS:
         if status in group:
             if ours is OrderStatus.EXPIRED and _shares(raw.filled_qty) >= _shares(raw.qty):
                 return OrderStatus.FILLED
+            if ours is OrderStatus.NEW and (status == AlpacaStatus.PARTIALLY_FILLED or _shares(raw.filled_qty)):
+                return OrderStatus.PARTIALLY_FILLED
             return ours
     raise ValueError(f"Alpaca order status {status.value!r} is not mapped")  # a new status in a newer API
 

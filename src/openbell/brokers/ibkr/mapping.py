@@ -38,6 +38,7 @@ from openbell.core.types import (
     Side,
     Symbol,
     TimeInForce,
+    working_status,
 )
 from openbell.errors import ConfigError, OpenbellError, OrderRejected, TransientError
 
@@ -284,7 +285,8 @@ def to_order(
     """Our view of one order from ib_async's `Trade` (None: known from executions only) and our fills of it.
 
     Filled shares and the average price come from the executions when there are any: a completed order
-    reported after a restart carries no fill details of its own.
+    reported after a restart carries no fill details of its own. A working order with shares filled
+    (`orderStatus.filled`, or executions) is partially filled.
     """
     filled = sum(f.qty for f in fills)
     average = _average_price(fills)
@@ -312,6 +314,8 @@ def to_order(
         broker_id = broker_order_id(trade)
     if filled >= intent.qty:
         status = OrderStatus.FILLED  # the executions are the truth, whatever status message is still on its way
+    elif status is OrderStatus.NEW:
+        status = working_status(filled)  # IB keeps a partly filled order Submitted: partially filled for us
     return Order(
         intent=intent,
         status=status,
