@@ -82,6 +82,7 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
     )
 
     accepted, outcome, notifier = [], {}, Notifier.from_settings(settings)
+    earlier = set() if run.dry_run else {o.client_order_id for o in broker.day_orders()}  # a rerun adopts these
     for size in sizes:
         if not size.shares:
             outcome[size.symbol] = f"skipped: {size.skipped_reason}"
@@ -102,17 +103,21 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
             outcome[size.symbol] = f"rejected: {rejected.reason}"
             continue
         accepted.append(order)
-        outcome[size.symbol] = f"sent as {order.client_order_id}"
+        known = order.client_order_id in earlier
+        outcome[size.symbol] = f"{'already at the broker' if known else 'sent'} as {order.client_order_id}"
     skipped = [s for s in sizes if not s.shares]
     for s in skipped:
         log.info("skipped %s: %s", s.symbol, s.skipped_reason)
     ledger.record_orders(store, day, accepted, run.run_id)
-    log.info("market-on-open orders for %s: %d sent, %d skipped by sizing", day, len(accepted), len(skipped))
+    adopted = sum(o.client_order_id in earlier for o in accepted)
+    log.info("market-on-open orders for %s: %d sent, %d already at the broker (sent by an earlier run), %d skipped by "
+             "sizing", day, len(accepted) - adopted, adopted, len(skipped))  # fmt: skip
     publish_table(
         "moo-orders",
         [{"symbol": s.symbol, "shares": s.shares, "reference price": s.ref_price, "notional": s.notional,
           "order": outcome[s.symbol]} for s in sizes],
-        f"Market-on-open orders for {day}: {len(accepted)} sent{' (dry run)' if run.dry_run else ''}",
+        f"Market-on-open orders for {day}: {len(accepted) - adopted} sent, {adopted} already at the broker"
+        f"{' (dry run)' if run.dry_run else ''}",
     )  # fmt: skip
     return len(accepted)
 
