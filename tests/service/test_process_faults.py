@@ -30,7 +30,6 @@ from service_support import (
     kill_group,
     openbell,
     pid_alive,
-    port_is_free,
     processes_with_env,
     quiet_env,
     wait_for,
@@ -93,13 +92,13 @@ def test_a_replay_stopped_once_its_server_answers_frees_the_port(fresh_machine: 
     with _replay(fresh_machine) as cli:
         server = wait_for(lambda: _server_of(fresh_machine, cli), 120, "the temporary Prefect server", 0.05)
         port = _port_of(server)
-        wait_for(lambda: not port_is_free(port), 240, f"the temporary server to listen on {port}", 0.1)
+        wait_for(lambda: _listening(port), 240, f"the temporary server to listen on {port}", 0.1)
 
         cli.send_signal(stop)
         wait_for(lambda: not pid_alive(server), GONE_WITHIN_S, f"the temporary server (pid {server}) to stop", 0.05)
         output = _read_to_end(cli, GONE_WITHIN_S)
 
-        assert port_is_free(port), output
+        assert not _listening(port), output
     assert _server_of(fresh_machine) is None
 
 
@@ -133,6 +132,21 @@ def _server_of(env: dict[str, str], cli: subprocess.Popen[bytes] | None = None) 
     found = [pid for pid in processes_with_env("PREFECT_HOME", prefect_home) if SERVER_APP in _cmdline(pid)]
     assert len(found) <= 1, f"more than one temporary server: {found}"
     return found[0] if found else None
+
+
+def _listening(port: int) -> bool:
+    """Whether any process listens on TCP `port` (/proc/net/tcp, state 0A). A bind test would also fail while another
+    process's outgoing connection happens to use the number as its local port, which says nothing about the server."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
 
 def _has_open(pid: int, path: Path) -> bool:
