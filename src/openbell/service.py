@@ -39,6 +39,7 @@ from openbell import calendar
 from openbell.config import Settings
 from openbell.errors import OpenbellError
 from openbell.prefect_api import HOST, last_line, port_is_free, server_command
+from openbell.processes import alive, proc_stat
 from openbell.schedule import ON_DEMAND, next_runs, phase_schedules
 
 DEFAULT_PORT = 4200
@@ -600,7 +601,7 @@ def _running_pid(process: ServiceProcess, files: ServiceFiles) -> int | None:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         pid, recorded = None, None
-    if pid is not None and _alive(pid) and _is_ours(pid, recorded, process, files):
+    if pid is not None and alive(pid) and _is_ours(pid, recorded, process, files):
         return pid
     path.unlink(missing_ok=True)
     return None
@@ -618,27 +619,6 @@ def _is_ours(pid: int, recorded: ProcessIdentity | None, process: ServiceProcess
     return port is not None and list(now.argv) == server_command(port)
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, process group) from /proc, or None when /proc does not know the PID (or there is no /proc)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return fields[0], int(fields[2])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _proc_stat(pid)
-    return stat is None or stat[0] not in ("Z", "X")  # a zombie has exited: only its parent has not reaped it
-
-
 def _group_alive(pgid: int) -> bool:
     if not Path("/proc/self/stat").exists():
         try:
@@ -648,7 +628,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
+            stat = proc_stat(int(entry.name))
             if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
                 return True
     return False

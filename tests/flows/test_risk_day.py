@@ -24,6 +24,16 @@ DAY = date(2018, 3, 1)  # the ranking trades NVAX, MYL, VEON, NWL, AKS
 COLUMNS = "symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reason, commission, pnl"
 
 
+def backtest_has_the_days_trades(store: Store, options: RunOptions, day: date) -> list[str]:
+    """Backtest `day` with the same settings: its trades must be the replayed day's, row by row; returns its notes."""
+    backtest = jobs.backtest(BacktestSpec(options.settings(), day, day), report_to=Path(options.db_path).parent / "b.html")
+    backtested = store.query(
+        f"SELECT {COLUMNS} FROM backtest_trades WHERE run_id = ? ORDER BY symbol", [backtest.result.run_id]
+    )
+    assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [day])
+    return backtest.result.notes
+
+
 @pytest.fixture
 def options(shared_data, tmp_path) -> RunOptions:
     minute, daily = shared_data
@@ -49,12 +59,8 @@ def test_max_positions_sends_the_best_ranked_and_records_each_refusal(prefect_ha
     assert [s for s, _ in skipped] == ["AKS", "NWL", "VEON"]
     assert all(reason == "would be position 3 of at most 2" for _, reason in skipped)
 
-    backtest = jobs.backtest(BacktestSpec(options.settings(), DAY, DAY), report_to=Path(options.db_path).parent / "b.html")
-    backtested = store.query(
-        f"SELECT {COLUMNS} FROM backtest_trades WHERE run_id = ? ORDER BY symbol", [backtest.result.run_id]
-    )
-    assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [DAY])
-    assert any("max_positions" in note or "position 3 of at most 2" in note for note in backtest.result.notes)
+    notes = backtest_has_the_days_trades(store, options, DAY)
+    assert any("max_positions" in note or "position 3 of at most 2" in note for note in notes)
 
 
 def test_flatten_now_sells_what_the_system_opened_and_no_order_follows_that_day(prefect_harness, options):
@@ -194,12 +200,8 @@ def test_the_kill_switch_trips_flattens_and_the_backtest_does_the_same(prefect_h
     assert store.query("SELECT count(*) FROM paper_orders WHERE status = 'new'") == [(0,)]
     assert place_moo_orders(DAY, options=options) == 0  # a restarted order flow obeys the trip
 
-    backtest = jobs.backtest(BacktestSpec(options.settings(), DAY, DAY), report_to=Path(options.db_path).parent / "b.html")
-    backtested = store.query(
-        f"SELECT {COLUMNS} FROM backtest_trades WHERE run_id = ? ORDER BY symbol", [backtest.result.run_id]
-    )
-    assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [DAY])
-    assert any("the day's loss" in note for note in backtest.result.notes)
+    notes = backtest_has_the_days_trades(store, options, DAY)
+    assert any("the day's loss" in note for note in notes)
 
 
 def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefect_harness, options, monkeypatch, capsys):
@@ -274,9 +276,5 @@ def test_the_days_profit_target_flattens_the_day_and_the_backtest_does_the_same(
     assert store.query("SELECT count(*) FROM paper_orders WHERE status = 'new'") == [(0,)]
     assert place_moo_orders(day, options=options) == 0  # a restarted order flow obeys it too
 
-    backtest = jobs.backtest(BacktestSpec(options.settings(), day, day), report_to=Path(options.db_path).parent / "b.html")
-    backtested = store.query(
-        f"SELECT {COLUMNS} FROM backtest_trades WHERE run_id = ? ORDER BY symbol", [backtest.result.run_id]
-    )
-    assert backtested == store.query(f"SELECT {COLUMNS} FROM trades WHERE trade_date = ? ORDER BY symbol", [day])
-    assert any("the day's profit" in note for note in backtest.result.notes)
+    notes = backtest_has_the_days_trades(store, options, day)
+    assert any("the day's profit" in note for note in notes)

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from openbell.errors import ConfigError
+from openbell.processes import alive
 from openbell.store.db import Store
 from openbell.store.lake import Lake, detach
 from openbell.store.migrations import BOOK_TABLES, DAY_TABLES, KEYS
@@ -120,7 +121,7 @@ def sweep_abandoned(store: Store) -> list[Path]:
     folder, removed = staging_folder(store), []
     for path in sorted(folder.glob("*-*-*")) if folder.is_dir() else []:
         pid = path.name.split("-")[1]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
             continue
         scratch = Store(Lake.at(path / CATALOG))
         if scratch.lake.exists():
@@ -149,18 +150,6 @@ def _salvage_runs(store: Store, scratch: Store, name: str) -> None:
             [f"crashed: its staged replay ({name}) was abandoned"],
         )
         con.unregister("staged_rows")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tables(store: Store) -> list[str]:
