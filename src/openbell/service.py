@@ -284,10 +284,25 @@ def _start(process: ServiceProcess, cmd: list[str], env: dict[str, str], files: 
             cmd, cwd=project_root(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    # Popen returns once the child has exec'd `cmd`: /proc shows the program it stays for its life.
-    identity = ProcessIdentity.of(popen.pid)
+    identity = _identity_once_exec_completes(popen.pid, cmd)
     process.pid_file(files).write_text(f"{popen.pid}\n" + (f"{identity.to_json()}\n" if identity else ""))
     return popen
+
+
+def _identity_once_exec_completes(pid: int, cmd: list[str], timeout_s: float = 5.0) -> ProcessIdentity | None:
+    """The child's identity once /proc shows `cmd` as its arguments.
+
+    Popen returns when the exec closes the child's close-on-exec pipe, which the kernel does before it
+    has set up the new program's arguments: read at once, on a loaded machine, /proc/<pid>/cmdline can
+    still be empty. An identity recorded then would never match again, and the service would disown
+    its own process.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        identity = ProcessIdentity.of(pid)
+        if identity is None or list(identity.argv) == cmd or time.monotonic() > deadline:
+            return identity if identity is None or list(identity.argv) == cmd else None
+        time.sleep(0.01)
 
 
 def _serve_command() -> list[str]:

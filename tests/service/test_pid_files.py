@@ -106,3 +106,22 @@ def test_the_process_a_pid_file_names_exactly_is_reported_and_stopped(data_dir: 
     assert stopped[0] == 0 and f"stopped the serving process (pid {impostor.pid})" in stopped[1]
     wait_for(lambda: impostor.poll() is not None and not pid_alive(impostor.pid), 5, "the recorded process to stop", 0.05)
     assert not list((data_dir / "run").glob("*.pid"))
+
+
+def test_the_identity_recorded_at_start_is_the_started_program_even_on_a_loaded_machine():
+    """Popen returns before the kernel has set up the new program's arguments: on a busy machine an
+    identity read at once held empty arguments (17 to 34 of 400 starts here) and `up` disowned its process."""
+    spinners = [subprocess.Popen(["sh", "-c", "while :; do :; done"], start_new_session=True) for _ in range(4)]
+    cmd = [sys.executable, "-c", "import time; time.sleep(30)", "openbell-identity-test"]
+    started: list[subprocess.Popen] = []
+    try:
+        for _ in range(300):
+            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+            started.append(child)
+            identity = service._identity_once_exec_completes(child.pid, cmd)
+            assert identity is not None and identity.argv == tuple(cmd)
+            child.kill()
+    finally:
+        for process in spinners + started:
+            process.kill()
+            process.wait()
