@@ -173,7 +173,7 @@ def bench_day(scratch: Path) -> dict:
         with_up = [_cli(replay, up_env, f"replay-up-{i}") for i in range(REPEATS)]
     finally:
         _cli(["down"], up_env, "down")
-    imports = _wall([sys.executable, "-c", "import flows.trading_day"], env)
+    imports = _wall([sys.executable, "-c", "import openbell.flows.trading_day"], env)
     return {
         "replay_first_s": first,
         "replay_s": statistics.median(runs),
@@ -250,7 +250,7 @@ def bench_flows(scratch: Path) -> dict:
     from openbell.config import RunOptions
 
     os.environ["OPENBELL_DATA__DIR"] = str(scratch / "data")
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     options = RunOptions(db_path=str(scratch / "flows.ducklake"), minute_bars=str(MINUTE), daily_bars=str(DAILY))
     day = date.fromisoformat(DAY)

@@ -84,7 +84,7 @@ def measure(scratch: Path) -> dict:
     days, store_s, calls, housekeep_s = [], [], [], []
     try:
         url = api.wait_until_ready()
-        from flows.trading_day import trading_day
+        from openbell.flows.trading_day import trading_day
 
         with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             trading_day(trade_date=DAY, options=options)  # warm-up

@@ -10,26 +10,20 @@ a dry run).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.schedules import Cron
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the flows package sits next to this folder
-
-from flows.backtest import backtest  # noqa: E402
-from flows.flatten_now import flatten_now  # noqa: E402
-from flows.liquidate_eod import liquidate_eod  # noqa: E402
-from flows.monitor_exits import monitor_exits  # noqa: E402
-from flows.place_moo_orders import place_moo_orders  # noqa: E402
-from flows.report_eod import report_eod  # noqa: E402
-from flows.scan_and_rank import scan_and_rank  # noqa: E402
-from flows.sweep import sweep  # noqa: E402
-from openbell.config import Settings, load_settings  # noqa: E402
-from openbell.schedule import NEW_YORK, ON_DEMAND, phase_schedules  # noqa: E402
+from openbell.config import Settings, load_settings
+from openbell.flows.backtest import backtest
+from openbell.flows.flatten_now import flatten_now
+from openbell.flows.liquidate_eod import liquidate_eod
+from openbell.flows.monitor_exits import monitor_exits
+from openbell.flows.place_moo_orders import place_moo_orders
+from openbell.flows.report_eod import report_eod
+from openbell.flows.scan_and_rank import scan_and_rank
+from openbell.flows.sweep import sweep
+from openbell.schedule import NEW_YORK, ON_DEMAND, phase_schedules
 
 FLOWS = {
     "scan-and-rank": scan_and_rank,

@@ -50,7 +50,7 @@ def no_flow_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     def trading_day(**parameters):
         raise AssertionError(f"the trading-day flow started with {parameters}; the CLI should have stopped first")
 
-    monkeypatch.setitem(sys.modules, "flows.trading_day", types.SimpleNamespace(trading_day=trading_day))
+    monkeypatch.setitem(sys.modules, "openbell.flows.trading_day", types.SimpleNamespace(trading_day=trading_day))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

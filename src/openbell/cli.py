@@ -280,7 +280,7 @@ def _backtest(args: argparse.Namespace) -> int:
     symbols = tuple(args.symbols) if args.symbols else None
     spec = BacktestSpec(settings, args.start, args.end, symbols, fresh_llm=args.fresh_llm)
     if address := args.dask or settings.research.dask_address:
-        summary = _run_on_dask("flows.backtest", "backtest", address, settings, dict(
+        summary = _run_on_dask("openbell.flows.backtest", "backtest", address, settings, dict(
             start=args.start, end=args.end, symbols=args.symbols, options=options, fresh_llm=args.fresh_llm,
             report_path=str(args.report) if args.report else None,
         ))  # fmt: skip
@@ -309,7 +309,7 @@ def _sweep(args: argparse.Namespace) -> int:
         in_sample=args.in_sample,
     )
     if address := args.dask or settings.research.dask_address:
-        summary = _run_on_dask("flows.sweep", "sweep", address, settings, dict(
+        summary = _run_on_dask("openbell.flows.sweep", "sweep", address, settings, dict(
             start=args.start, end=args.end, target_pct=args.target_grid, stop_pct=args.stop_grid,
             liquidation=args.liquidation, metric=args.metric, in_sample=args.in_sample, symbols=args.symbols,
             options=options, report_path=str(args.report) if args.report else None,
@@ -376,7 +376,7 @@ def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, op
             if unknown:
                 raise ConfigError(f"unknown symbol(s) {', '.join(unknown)}: no minute bars on {day}")
         print(f"openbell: replaying {day} into {settings.data.database}", flush=True)
-        trading_day = _flow("flows.trading_day", "trading_day")
+        trading_day = _flow("openbell.flows.trading_day", "trading_day")
         with _flow_runs(api):
             report = trading_day(trade_date=day, mode="replay", symbols=symbols, options=options)
     finally:
@@ -575,7 +575,7 @@ def _flatten(args: argparse.Namespace) -> int:
     runtime.store_for(settings, mode)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)
     try:
-        flatten_now = _flow("flows.flatten_now", "flatten_now")
+        flatten_now = _flow("openbell.flows.flatten_now", "flatten_now")
         with _flow_runs(api):
             sold = flatten_now(trade_date=day, mode=mode, options=options, dry_run=args.dry_run, at=at)
     finally:

@@ -100,7 +100,7 @@ def test_housekeeping_writes_the_files_to_the_shared_folder(shared: Lake) -> Non
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_trading_day_runs_on_the_shared_catalog(prefect_harness, data_dir, shared: Lake, monkeypatch) -> None:
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     monkeypatch.setenv("OPENBELL_DATA__CATALOG", shared.catalog)
     monkeypatch.setenv("OPENBELL_DATA__DATA_PATH", shared.data_path)

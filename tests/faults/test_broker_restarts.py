@@ -105,7 +105,7 @@ class PublishedTimeline(SimClock):
 
 runtime.SimClock = PublishedTimeline  # the timelines `runtime.clock_for` makes for the day's phases
 
-from flows.trading_day import trading_day
+from openbell.flows.trading_day import trading_day
 from openbell.config import RunOptions
 
 trading_day(trade_date=date.fromisoformat(job["day"]), symbols=job["symbols"], replace_existing=False,

@@ -49,7 +49,7 @@ KEYS = {
 DAY_SCRIPT = """
 import sys
 from datetime import date
-from flows.trading_day import trading_day
+from openbell.flows.trading_day import trading_day
 from openbell.config import RunOptions
 options = RunOptions.model_validate_json(sys.argv[2])
 trading_day(trade_date=date.fromisoformat(sys.argv[1]), replace_existing=False, options=options)
@@ -124,7 +124,7 @@ def day_rows(store: Store, day: date) -> dict[str, list[tuple]]:
 
 @pytest.fixture(scope="module")
 def market(prefect_harness, tmp_path_factory) -> Market:
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
     from openbell.marketdata.replay import ParquetReplaySource
 
     folder = tmp_path_factory.mktemp("market")
@@ -148,7 +148,7 @@ def market(prefect_harness, tmp_path_factory) -> Market:
 def test_a_day_killed_at_a_step_then_run_again_equals_a_clean_run(market, step, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     folder = tmp_path / "data"
     shutil.copytree(market.template, folder)

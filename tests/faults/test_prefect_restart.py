@@ -71,7 +71,7 @@ KEYS = {"orders": "client_order_id", "fills": "fill_id", "paper_orders": "client
 
 DAY_SCRIPT = """
 import sys
-from flows.trading_day import trading_day
+from openbell.flows.trading_day import trading_day
 from openbell.config import RunOptions
 print(trading_day(options=RunOptions.model_validate_json(sys.argv[1]), replace_existing=sys.argv[2] == "replace"))
 """

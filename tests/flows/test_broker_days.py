@@ -65,7 +65,7 @@ class BrokerDay:
 
 def _run_day(db: Path, shared_data, **options) -> str:
     """Run the whole trading day into `db`, the broker as the environment says; returns the report."""
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     minute, daily = shared_data
     return trading_day(trade_date=DAY, symbols=SYMBOLS, options=RunOptions(db_path=str(db), minute_bars=str(minute),

@@ -66,7 +66,7 @@ def test_the_clean_day_picks_the_symbol_the_bad_bars_exclude(market, tmp_path):
 def test_the_scan_records_bad_bars_counts_them_and_rejects_the_symbols_with_the_reason(
     prefect_harness, market, tmp_path, caplog
 ):
-    from flows.premarket_scan import premarket_scan
+    from openbell.flows.premarket_scan import premarket_scan
 
     _, dirty, daily = market
     run = options(dirty, daily, tmp_path / "openbell.ducklake")  # the duplicated minute is an exact copy: one distinct row

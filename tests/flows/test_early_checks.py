@@ -48,7 +48,7 @@ def test_a_setting_that_cannot_trade_stops_the_replay_before_anything_starts(tmp
 DAY_SCRIPT = """
 import sys
 from datetime import date
-from flows.trading_day import trading_day
+from openbell.flows.trading_day import trading_day
 from openbell.config import RunOptions
 trading_day(trade_date=date(2018, 3, 1), symbols=["NVAX"], options=RunOptions.model_validate_json(sys.argv[1]))
 """
@@ -59,7 +59,7 @@ trading_day(trade_date=date(2018, 3, 1), symbols=["NVAX"], options=RunOptions.mo
 def test_a_failure_inside_a_flow_is_one_line_on_the_console(prefect_harness, shared_data, tmp_path):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     minute, daily = shared_data
     options = RunOptions(db_path=str(tmp_path / "openbell.ducklake"), minute_bars=str(minute), daily_bars=str(daily))

@@ -31,7 +31,7 @@ def options(shared_data, tmp_path) -> RunOptions:
 
 
 def _replay_and_backtest(options: RunOptions) -> tuple[list[tuple], list[tuple]]:
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=DAY, options=options)
     store = Store(options.db_path)

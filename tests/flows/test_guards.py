@@ -20,11 +20,11 @@ def _count(data_dir, sql: str) -> int:
 
 
 def test_every_phase_does_nothing_on_a_holiday(prefect_harness, data_dir):
-    from flows.liquidate_eod import liquidate_eod
-    from flows.monitor_exits import monitor_exits
-    from flows.place_moo_orders import place_moo_orders
-    from flows.report_eod import report_eod
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.liquidate_eod import liquidate_eod
+    from openbell.flows.monitor_exits import monitor_exits
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.report_eod import report_eod
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     results = [
         scan_and_rank(THANKSGIVING, mode="live"),
@@ -41,14 +41,14 @@ def test_every_phase_does_nothing_on_a_holiday(prefect_harness, data_dir):
 
 
 def test_a_live_session_without_live_data_fails_with_a_clear_reason(prefect_harness, data_dir):
-    from flows.premarket_scan import premarket_scan
+    from openbell.flows.premarket_scan import premarket_scan
 
     with pytest.raises(ConfigError, match="live mode needs live market data"):
         premarket_scan(date(2026, 11, 27), mode="live")
 
 
 def test_a_dry_run_sends_no_order(prefect_harness, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=date(2025, 3, 6), dry_run=True)
 
@@ -61,7 +61,7 @@ def test_a_day_publishes_its_tables_and_report_as_artifacts(prefect_harness, dat
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=date(2025, 3, 5))
 

@@ -58,7 +58,7 @@ def _store(data_dir: Path) -> Store:
 
 def _quant_order(data_dir: Path) -> list[str]:
     """The passing candidates best first by the quant ranker, from a scan of DAY."""
-    from flows.premarket_scan import premarket_scan
+    from openbell.flows.premarket_scan import premarket_scan
 
     premarket_scan(DAY)
     rows = _store(data_dir).query(
@@ -81,7 +81,7 @@ def _calls(store: Store) -> list[tuple]:
 
 
 def test_the_llms_picks_are_what_trades_and_the_call_is_audited(prefect_harness, data_dir, llm_env):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     quant = _quant_order(data_dir)
     llm_env.script(good(*reversed(quant)))  # the LLM disagrees with the quant ranker
@@ -115,7 +115,7 @@ def test_the_llms_picks_are_what_trades_and_the_call_is_audited(prefect_harness,
     ids=["garbage", "too-slow"],
 )
 def test_the_day_trades_on_the_quant_ranking_when_the_llm_fails(prefect_harness, data_dir, llm_env, trouble, why):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     quant = _quant_order(data_dir)
     llm_env.script(*trouble)
@@ -131,7 +131,7 @@ def test_the_day_trades_on_the_quant_ranking_when_the_llm_fails(prefect_harness,
 
 
 def test_an_unreachable_llm_leaves_the_quant_ranking_and_a_reason(prefect_harness, data_dir, llm_env, monkeypatch):
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     llm_env.stop()  # nothing listens there any more
 
@@ -143,7 +143,7 @@ def test_an_unreachable_llm_leaves_the_quant_ranking_and_a_reason(prefect_harnes
 
 
 def test_no_llm_configured_ranks_with_the_quant_ranker_and_says_so(prefect_harness, data_dir, fake):
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     scan_and_rank(trade_date=DAY)
 
@@ -154,7 +154,7 @@ def test_no_llm_configured_ranks_with_the_quant_ranker_and_says_so(prefect_harne
 
 
 def test_replaying_a_ranked_day_reuses_the_recorded_reply_without_a_network_call(prefect_harness, data_dir, llm_env):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     quant = _quant_order(data_dir)
     llm_env.script(good(*reversed(quant)))
@@ -173,7 +173,7 @@ def test_replaying_a_ranked_day_reuses_the_recorded_reply_without_a_network_call
 
 
 def test_fresh_llm_asks_again_instead_of_reusing_the_recorded_reply(prefect_harness, data_dir, llm_env):
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     scan_and_rank(trade_date=DAY)
     scan_and_rank(trade_date=DAY, options=RunOptions(fresh_llm=True))
@@ -183,7 +183,7 @@ def test_fresh_llm_asks_again_instead_of_reusing_the_recorded_reply(prefect_harn
 
 
 def test_the_ensemble_records_every_voters_score_for_every_candidate(prefect_harness, data_dir, llm_env):
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     quant = _quant_order(data_dir)
 
@@ -199,7 +199,7 @@ def test_the_ensemble_records_every_voters_score_for_every_candidate(prefect_har
 
 
 def test_headlines_reach_the_llm_as_data_and_are_kept_for_the_replay(prefect_harness, data_dir, llm_env, monkeypatch):
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     quant = _quant_order(data_dir)
     news = FakeNews(api_key="news-key").start()

@@ -51,7 +51,7 @@ def staging_left(options: RunOptions) -> list[Path]:
 
 
 def test_a_rerun_that_fails_leaves_the_earlier_replay_whole(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=DAY, options=options)
     store = Store(options.db_path)
@@ -91,7 +91,7 @@ with write_turn(Lake.at(sys.argv[1]), 10):
 
 
 def test_readers_see_the_earlier_replay_until_the_new_one_is_complete(prefect_harness, options):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=DAY, options=options)
     store = Store(options.db_path)
@@ -122,7 +122,7 @@ def test_readers_see_the_earlier_replay_until_the_new_one_is_complete(prefect_ha
 
 
 def test_a_replay_never_touches_the_live_book(prefect_harness, options):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store = Store(options.db_path)
     store.migrate()

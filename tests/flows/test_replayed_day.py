@@ -22,7 +22,7 @@ DAY = date(2018, 3, 1)
 @pytest.fixture(scope="module")
 def replayed(prefect_harness, shared_data, tmp_path_factory):
     """2018-03-01 replayed once with every symbol that traded that day as a fixed list."""
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     minute, daily = shared_data
     db = tmp_path_factory.mktemp("day") / "openbell.ducklake"
@@ -125,7 +125,7 @@ def test_every_pick_is_traded_unfilled_or_skipped_with_a_reason(replayed):
 
 
 def test_rerunning_the_day_replaces_its_rows(replayed, prefect_harness):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store, options, symbols, report = replayed
     before = _counts(store)
@@ -135,7 +135,7 @@ def test_rerunning_the_day_replaces_its_rows(replayed, prefect_harness):
 
 
 def test_rerunning_without_replacing_sends_no_order_twice(replayed, prefect_harness):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store, options, symbols, report = replayed
     before = _counts(store)

@@ -41,7 +41,7 @@ def options(shared_data, tmp_path) -> RunOptions:
 
 
 def test_max_positions_sends_the_best_ranked_and_records_each_refusal(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     monkeypatch.setenv("OPENBELL_RISK__MAX_POSITIONS", "2")
     trading_day(trade_date=DAY, options=options)
@@ -64,11 +64,11 @@ def test_max_positions_sends_the_best_ranked_and_records_each_refusal(prefect_ha
 
 
 def test_flatten_now_sells_what_the_system_opened_and_no_order_follows_that_day(prefect_harness, options):
-    from flows.flatten_now import flatten_now
-    from flows.liquidate_eod import liquidate_eod
-    from flows.place_moo_orders import place_moo_orders
-    from flows.report_eod import report_eod
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.flatten_now import flatten_now
+    from openbell.flows.liquidate_eod import liquidate_eod
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.report_eod import report_eod
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     scan_and_rank(DAY, options=options)
     assert place_moo_orders(DAY, options=options) == 5
@@ -95,9 +95,9 @@ def test_flatten_now_sells_what_the_system_opened_and_no_order_follows_that_day(
 
 
 def test_a_dry_run_flatten_sells_nothing(prefect_harness, options):
-    from flows.flatten_now import flatten_now
-    from flows.place_moo_orders import place_moo_orders
-    from flows.scan_and_rank import scan_and_rank
+    from openbell.flows.flatten_now import flatten_now
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     scan_and_rank(DAY, options=options)
     place_moo_orders(DAY, options=options)
@@ -112,7 +112,7 @@ def test_a_dry_run_flatten_sells_nothing(prefect_harness, options):
 def test_the_days_summary_reaches_the_users_receiver(prefect_harness, options, monkeypatch):
     from loopback import JsonReceiver
 
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     receiver = JsonReceiver()
     try:
@@ -141,7 +141,7 @@ def _seed_history(store: Store, ranker: str, returns_pct: list[float], spearman:
 
 
 def test_the_learning_loop_quarantines_a_losing_ranker_and_the_fallback_trades(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     monkeypatch.setenv("OPENBELL_LEARNING__ENABLED", "true")
     monkeypatch.setenv("OPENBELL_RANKING__METHOD", "ensemble")
@@ -163,7 +163,7 @@ def test_the_learning_loop_quarantines_a_losing_ranker_and_the_fallback_trades(p
 
 
 def test_the_learning_loop_throttles_a_ranker_with_a_poor_win_rate(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     monkeypatch.setenv("OPENBELL_LEARNING__ENABLED", "true")
     store = Store(options.db_path)
@@ -179,8 +179,8 @@ def test_the_learning_loop_throttles_a_ranker_with_a_poor_win_rate(prefect_harne
 
 
 def test_the_kill_switch_trips_flattens_and_the_backtest_does_the_same(prefect_harness, options, monkeypatch):
-    from flows.place_moo_orders import place_moo_orders
-    from flows.trading_day import trading_day
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.trading_day import trading_day
 
     monkeypatch.setenv("OPENBELL_RISK__DAILY_LOSS_USD", "500")
     options = options.model_copy(update={"target_pct": Decimal(20), "stop_pct": Decimal(15)})  # wide: NVAX alone lost $1,544
@@ -205,9 +205,9 @@ def test_the_kill_switch_trips_flattens_and_the_backtest_does_the_same(prefect_h
 
 
 def test_a_drawdown_past_its_limit_halts_entries_until_the_user_resets_it(prefect_harness, options, monkeypatch, capsys):
-    from flows.place_moo_orders import place_moo_orders
-    from flows.scan_and_rank import scan_and_rank
     from openbell.cli import main
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.scan_and_rank import scan_and_rank
 
     monkeypatch.setenv("OPENBELL_RISK__MAX_DRAWDOWN_PCT", "5")
     store = Store(options.db_path)
@@ -256,8 +256,8 @@ def test_a_backtest_shows_the_drawdown_halt_it_would_have_made(prefect_harness, 
 
 
 def test_the_days_profit_target_flattens_the_day_and_the_backtest_does_the_same(prefect_harness, options, monkeypatch):
-    from flows.place_moo_orders import place_moo_orders
-    from flows.trading_day import trading_day
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.trading_day import trading_day
 
     day = date(2018, 3, 6)  # with the default exits the day's P&L reaches +$100 at 13:31, after some exits
     monkeypatch.setenv("OPENBELL_RISK__DAILY_PROFIT_USD", "100")

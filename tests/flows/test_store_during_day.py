@@ -41,8 +41,8 @@ def trades(store: Store) -> list[tuple]:
 @pytest.fixture(scope="module")
 def undisturbed(prefect_harness, tmp_path_factory) -> list[tuple]:
     """The synthetic market's last day, traded with nothing else touching the store."""
-    from flows.trading_day import trading_day
     from openbell.config import RunOptions
+    from openbell.flows.trading_day import trading_day
 
     db = tmp_path_factory.mktemp("alone") / "openbell.ducklake"
     trading_day(options=RunOptions(db_path=str(db)))
@@ -71,7 +71,7 @@ print(con.execute("SELECT count(*) FROM trades").fetchone()[0], flush=True)
 
 @pytest.mark.timeout(300)
 def test_a_reader_holding_a_transaction_all_day_neither_waits_nor_is_waited_for(undisturbed, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store = new_store(data_dir / "openbell.ducklake")
     reader = subprocess.Popen(
@@ -99,7 +99,7 @@ def test_a_reader_holding_a_transaction_all_day_neither_waits_nor_is_waited_for(
 
 @pytest.mark.timeout(300)
 def test_openbell_query_in_a_loop_during_a_day_never_fails(undisturbed, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store = new_store(data_dir / "openbell.ducklake")
     command = [str(Path(sys.executable).with_name("openbell")), "query", "--db", str(store.path), "--format", "csv"]
@@ -128,7 +128,7 @@ def test_openbell_query_in_a_loop_during_a_day_never_fails(undisturbed, data_dir
 
 
 DAY = """
-from flows.trading_day import trading_day
+from openbell.flows.trading_day import trading_day
 trading_day()
 """
 
@@ -149,7 +149,7 @@ def write_in_progress(catalog: Path) -> bool:
 def test_a_day_killed_mid_write_then_run_again_loses_and_duplicates_nothing(undisturbed, data_dir):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     store = new_store(data_dir / "openbell.ducklake")
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "OPENBELL_DATA__DIR": str(data_dir)}

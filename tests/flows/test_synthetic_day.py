@@ -22,7 +22,7 @@ def _trades(store: Store) -> list[tuple]:
 
 
 def test_demo_day_scans_ranks_and_trades_the_top_picks(prefect_harness, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     report = trading_day()
     store = _store(data_dir)
@@ -38,13 +38,13 @@ def test_demo_day_scans_ranks_and_trades_the_top_picks(prefect_harness, data_dir
 
 
 def test_each_phase_runs_on_its_own_and_gives_the_same_day(prefect_harness, data_dir):
-    from flows.liquidate_eod import liquidate_eod
-    from flows.monitor_exits import monitor_exits
-    from flows.place_moo_orders import place_moo_orders
-    from flows.premarket_scan import premarket_scan
-    from flows.rank_candidates import rank_candidates
-    from flows.report_eod import report_eod
-    from flows.trading_day import trading_day
+    from openbell.flows.liquidate_eod import liquidate_eod
+    from openbell.flows.monitor_exits import monitor_exits
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.premarket_scan import premarket_scan
+    from openbell.flows.rank_candidates import rank_candidates
+    from openbell.flows.report_eod import report_eod
+    from openbell.flows.trading_day import trading_day
 
     day = date(2025, 3, 6)
     whole = trading_day(trade_date=day)
@@ -65,10 +65,10 @@ def test_each_phase_runs_on_its_own_and_gives_the_same_day(prefect_harness, data
 def test_the_monitor_sells_what_is_still_held_at_the_liquidation_time_without_the_liquidation_flow(
     prefect_harness, data_dir, caplog
 ):
-    from flows.monitor_exits import monitor_exits
-    from flows.place_moo_orders import place_moo_orders
-    from flows.premarket_scan import premarket_scan
-    from flows.rank_candidates import rank_candidates
+    from openbell.flows.monitor_exits import monitor_exits
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.premarket_scan import premarket_scan
+    from openbell.flows.rank_candidates import rank_candidates
 
     day = date(2025, 3, 6)
     wide = RunOptions(target_pct=20, stop_pct=15)  # nothing reaches its exits: every position is held to 15:45
@@ -94,7 +94,7 @@ def test_the_monitor_sells_what_is_still_held_at_the_liquidation_time_without_th
 
 
 def test_a_holding_the_system_did_not_open_is_never_sold(prefect_harness, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     day = date(2025, 3, 5)
     market = runtime.market_for(RunOptions().settings())
@@ -117,8 +117,8 @@ def test_a_holding_the_system_did_not_open_is_never_sold(prefect_harness, data_d
 
 
 def test_moo_orders_are_not_sent_after_the_cutoff(prefect_harness, data_dir, monkeypatch):
-    from flows.place_moo_orders import place_moo_orders
-    from flows.rank_candidates import rank_candidates
+    from openbell.flows.place_moo_orders import place_moo_orders
+    from openbell.flows.rank_candidates import rank_candidates
 
     day = date(2025, 3, 4)
     symbol = sorted(runtime.market_for(RunOptions().settings()).opening_prints(day)["symbol"])[0]
@@ -133,7 +133,7 @@ def test_moo_orders_are_not_sent_after_the_cutoff(prefect_harness, data_dir, mon
 
 
 def test_replaying_the_same_day_twice_keeps_one_copy_of_every_row(prefect_harness, data_dir):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     trading_day(trade_date=date(2025, 3, 3))
     store = _store(data_dir)

@@ -25,7 +25,7 @@ COLUMNS = "symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reas
 @pytest.fixture(scope="module")
 def database(prefect_harness, shared_data, tmp_path_factory):
     """The three days replayed through the flows, then backtested over 2018-02-27 .. 2018-03-01, in one database."""
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     minute, daily = shared_data
     db = tmp_path_factory.mktemp("research") / "openbell.ducklake"

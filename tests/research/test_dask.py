@@ -30,7 +30,7 @@ def test_a_backtest_planned_on_dask_equals_the_in_process_one(prefect_harness, c
     from distributed import Client
     from prefect_dask import DaskTaskRunner
 
-    from flows.backtest import backtest
+    from openbell.flows.backtest import backtest
 
     minute, daily = shared_data
     options = RunOptions(db_path=str(tmp_path / "openbell.ducklake"), minute_bars=str(minute), daily_bars=str(daily))

@@ -72,7 +72,7 @@ def test_a_quarantined_ranker_hands_its_sessions_to_the_fallback_and_a_throttled
 
 
 def test_the_backtest_judges_and_trades_each_session_as_the_replayed_days_do(prefect_harness, options, monkeypatch):
-    from flows.trading_day import trading_day
+    from openbell.flows.trading_day import trading_day
 
     for name, value in LOOP.items():
         monkeypatch.setenv(name, value)

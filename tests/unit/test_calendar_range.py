@@ -70,7 +70,9 @@ def test_the_first_and_last_days_of_the_range_have_neighbouring_sessions():
 def test_replay_of_a_date_past_the_calendar_ends_in_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("OPENBELL_DATA__DIR", str(tmp_path))
     started = []  # the trading-day flow, loaded by name, must not start
-    monkeypatch.setitem(sys.modules, "flows.trading_day", types.SimpleNamespace(trading_day=lambda **p: started.append(p)))
+    monkeypatch.setitem(
+        sys.modules, "openbell.flows.trading_day", types.SimpleNamespace(trading_day=lambda **p: started.append(p))
+    )
 
     code = main(["replay", "--date", str(PAST_THE_END)])
 

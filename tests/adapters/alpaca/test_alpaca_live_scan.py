@@ -38,7 +38,7 @@ def market():
 
 
 def test_a_live_scan_takes_its_universe_from_the_movers_and_finds_the_gapper(prefect_harness, data_dir, market, monkeypatch):
-    from flows.premarket_scan import premarket_scan
+    from openbell.flows.premarket_scan import premarket_scan
 
     monkeypatch.setenv("OPENBELL_BROKER__KIND", "alpaca")
     monkeypatch.setenv("OPENBELL_BROKER__ALPACA__API_KEY", API_KEY)

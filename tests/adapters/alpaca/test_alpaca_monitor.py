@@ -17,8 +17,8 @@ from openbell.core.types import ClientOrderId, OrderStatus, Purpose, Symbol, cli
 from openbell.ledger import record_orders
 from openbell.monitor import ExitMonitor
 from openbell.store import Store
-from tasks.intraday import _sell_what_we_opened
-from tasks.runs import RunContext
+from openbell.tasks.intraday import _sell_what_we_opened
+from openbell.tasks.runs import RunContext
 
 ENTRY, TARGET, STOP, EOD = (ClientOrderId(f"ob-20250307-ABC-{p}") for p in ("entry", "target", "stop", "eod"))
 

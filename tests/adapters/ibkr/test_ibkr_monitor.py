@@ -15,8 +15,8 @@ from openbell.core.types import OrderStatus, OrderType, Purpose, Side, Symbol, c
 from openbell.ledger import record_orders
 from openbell.monitor import ExitMonitor
 from openbell.store import Store
-from tasks.intraday import _sell_what_we_opened
-from tasks.runs import RunContext
+from openbell.tasks.intraday import _sell_what_we_opened
+from openbell.tasks.runs import RunContext
 
 
 def _id(symbol: str, purpose: Purpose):

@@ -18,8 +18,8 @@ from openbell.errors import OrderRejected
 from openbell.monitor import ExitMonitor
 from openbell.notify import Notifier
 from openbell.store import Store
-from tasks.retries import TRANSIENT_RETRIES
-from tasks.runs import RunContext
+from openbell.tasks.retries import TRANSIENT_RETRIES
+from openbell.tasks.runs import RunContext
 
 MINUTE = timedelta(minutes=1)
 CANCEL_WAIT = timedelta(seconds=30)

@@ -27,8 +27,8 @@ from openbell.llm.prompt import Headline, prompt_candidates
 from openbell.llm.ranker import LlmOutcome, LlmRanker
 from openbell.morning import rank_day
 from openbell.store import Store
-from tasks.artifacts import publish_table
-from tasks.runs import RunContext
+from openbell.tasks.artifacts import publish_table
+from openbell.tasks.runs import RunContext
 
 MOO_MARGIN = timedelta(minutes=2)  # the LLM must be done this long before the MOO orders go out
 MIN_LLM_BUDGET_S = 5.0

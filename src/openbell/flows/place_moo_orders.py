@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import DryRun, Mode, Options, TradeDate
 from openbell.config import RunOptions
-from tasks.orders import submit_moo_orders
-from tasks.runs import begin_run, finish_run
+from openbell.flows._params import DryRun, Mode, Options, TradeDate
+from openbell.tasks.orders import submit_moo_orders
+from openbell.tasks.runs import begin_run, finish_run
 
 
 @flow(name="place-moo-orders", log_prints=True)

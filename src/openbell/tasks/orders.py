@@ -19,9 +19,9 @@ from openbell.errors import OrderRejected
 from openbell.morning import NO_PRICE, reference_prices
 from openbell.notify import Notifier, order_rejected_message
 from openbell.store import Store
-from tasks.artifacts import publish_table
-from tasks.retries import TRANSIENT_RETRIES
-from tasks.runs import RunContext
+from openbell.tasks.artifacts import publish_table
+from openbell.tasks.retries import TRANSIENT_RETRIES
+from openbell.tasks.runs import RunContext
 
 
 @task(cache_policy=NO_CACHE, **TRANSIENT_RETRIES)  # safe to repeat: an order id the broker has is not sent again

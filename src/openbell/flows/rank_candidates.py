@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, Symbols, TradeDate
 from openbell.config import RunOptions
-from tasks.rank import rank
-from tasks.runs import begin_run, finish_run
+from openbell.flows._params import Mode, Options, Symbols, TradeDate
+from openbell.tasks.rank import rank
+from openbell.tasks.runs import begin_run, finish_run
 
 
 @flow(name="rank-candidates", log_prints=True)

@@ -9,12 +9,12 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from flows._params import Options, Symbols
 from openbell.config import RunOptions
+from openbell.flows._params import Options, Symbols
 from openbell.research import jobs
 from openbell.research.backtest import BacktestSpec
-from tasks.artifacts import publish_markdown
-from tasks.research import plan_on_task_runner, progress_artifact
+from openbell.tasks.artifacts import publish_markdown
+from openbell.tasks.research import plan_on_task_runner, progress_artifact
 
 Start = Annotated[date, Field(description="The first session of the range (New York).")]
 End = Annotated[date, Field(description="The last session of the range (New York).")]

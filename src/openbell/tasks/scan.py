@@ -11,8 +11,8 @@ from openbell import calendar
 from openbell import runtime as wiring
 from openbell.core import data_quality
 from openbell.morning import scan_morning
-from tasks.artifacts import publish_table
-from tasks.runs import RunContext
+from openbell.tasks.artifacts import publish_table
+from openbell.tasks.runs import RunContext
 
 MOVERS = 50  # how many of a live source's top gainers a scan considers
 

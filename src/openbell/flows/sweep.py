@@ -8,14 +8,14 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from flows._params import Options, Symbols
-from flows.backtest import End, ReportPath, Start
 from openbell.config import RunOptions
+from openbell.flows._params import Options, Symbols
+from openbell.flows.backtest import End, ReportPath, Start
 from openbell.research import jobs
 from openbell.research.backtest import BacktestSpec
 from openbell.research.sweep import SweepSpec, parse_grid, parse_times
-from tasks.artifacts import publish_markdown
-from tasks.research import plan_on_task_runner, progress_artifact
+from openbell.tasks.artifacts import publish_markdown
+from openbell.tasks.research import plan_on_task_runner, progress_artifact
 
 TargetGrid = Annotated[str, Field(description="Targets, percent: FROM:TO:STEP such as 1:4:0.25, or a list such as 2,2.6,3.")]
 StopGrid = Annotated[str, Field(description="Stops, percent: FROM:TO:STEP such as 0.5:2:0.25, or a list.")]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, TradeDate
 from openbell.config import RunOptions
-from tasks.runs import begin_run, finish_run
-from tasks.scan import scan_candidates
+from openbell.flows._params import Mode, Options, TradeDate
+from openbell.tasks.runs import begin_run, finish_run
+from openbell.tasks.scan import scan_candidates
 
 
 @flow(name="premarket-scan", log_prints=True)

@@ -15,9 +15,9 @@ from openbell.core.types import ClientOrderId, Fill, Purpose, Side, Symbol, Trad
 from openbell.notify import Notifier, daily_summary_message
 from openbell.report import RankerQuality, RankingReview, render_markdown, render_report
 from openbell.store import Store
-from tasks.artifacts import publish_markdown
-from tasks.intraday import OFF_SCHEDULE
-from tasks.runs import RunContext
+from openbell.tasks.artifacts import publish_markdown
+from openbell.tasks.intraday import OFF_SCHEDULE
+from openbell.tasks.runs import RunContext
 
 
 @task(cache_policy=NO_CACHE)

@@ -7,15 +7,15 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from flows._params import DryRun, Mode, Options, Symbols, TradeDate
-from flows.liquidate_eod import liquidate_eod
-from flows.monitor_exits import monitor_exits
-from flows.place_moo_orders import place_moo_orders
-from flows.premarket_scan import premarket_scan
-from flows.rank_candidates import rank_candidates
-from flows.report_eod import report_eod
 from openbell.config import RunOptions
-from tasks.runs import commit_replayed_day, discard_staged_day, stage_replayed_day
+from openbell.flows._params import DryRun, Mode, Options, Symbols, TradeDate
+from openbell.flows.liquidate_eod import liquidate_eod
+from openbell.flows.monitor_exits import monitor_exits
+from openbell.flows.place_moo_orders import place_moo_orders
+from openbell.flows.premarket_scan import premarket_scan
+from openbell.flows.rank_candidates import rank_candidates
+from openbell.flows.report_eod import report_eod
+from openbell.tasks.runs import commit_replayed_day, discard_staged_day, stage_replayed_day
 
 REPLACE_HELP = (
     "Replay only: replace this date's earlier replay in the database once this one is complete (a live day is "

@@ -8,10 +8,10 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from flows._params import DryRun, Mode, Options, TradeDate
 from openbell.config import RunOptions
-from tasks.intraday import flatten_now as sell_everything_we_opened
-from tasks.runs import begin_run, finish_run
+from openbell.flows._params import DryRun, Mode, Options, TradeDate
+from openbell.tasks.intraday import flatten_now as sell_everything_we_opened
+from openbell.tasks.runs import begin_run, finish_run
 
 At = Annotated[time | None, Field(description="A replay only: the time of day (New York) to flatten at.")]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, Symbols, TradeDate
-from flows.premarket_scan import premarket_scan
-from flows.rank_candidates import rank_candidates
+from openbell.flows._params import Mode, Options, Symbols, TradeDate
+from openbell.flows.premarket_scan import premarket_scan
+from openbell.flows.rank_candidates import rank_candidates
 
 
 @flow(name="scan-and-rank", log_prints=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._params import Mode, Options, TradeDate
 from openbell.config import RunOptions
-from tasks.report import build_report, housekeep_store
-from tasks.runs import begin_run, finish_run
+from openbell.flows._params import Mode, Options, TradeDate
+from openbell.tasks.report import build_report, housekeep_store
+from openbell.tasks.runs import begin_run, finish_run
 
 
 @flow(name="report-eod", log_prints=True)
