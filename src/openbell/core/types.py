@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import NewType
+from zoneinfo import ZoneInfo
 
 Symbol = NewType("Symbol", str)
 ClientOrderId = NewType("ClientOrderId", str)
-RunId = NewType("RunId", str)
+
+NEW_YORK_TZ = "America/New_York"  # the exchanges' time zone, by name (DuckDB, pandas, Prefect crons)
+NEW_YORK = ZoneInfo(NEW_YORK_TZ)  # every time of a trading day is New York time
+MOO_CUTOFF = time(9, 28)  # the exchanges take market-on-open orders until 09:28 New York time
 
 
 class Side(StrEnum):
