@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test bench browser postgres clean
+.PHONY: setup demo test typecheck bench browser postgres clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv || python3 -m pip install --quiet --user uv
@@ -15,6 +15,10 @@ demo: setup
 
 test: setup
 	$(UV) run pytest
+
+# mypy on the package (src/openbell, its flows and tasks included), as configured in pyproject.toml.
+typecheck: setup
+	$(UV) run mypy
 
 # Headless Chromium for the UI test in tests/service: Debian's package, when it is missing and apt-get
 # is there. Never fails: without a browser that one test skips and says why.
@@ -49,11 +53,11 @@ postgres:
 	fi
 
 bench: setup
-	$(UV) run python benchmarks/bench_replay.py
-	$(UV) run python benchmarks/bench_day.py
-	$(UV) run python benchmarks/bench_backtest.py
-	$(UV) run python benchmarks/bench_sweep.py
-	$(UV) run python benchmarks/bench_ranking.py
+	$(UV) run python -m benchmarks.bench_replay
+	$(UV) run python -m benchmarks.bench_day
+	$(UV) run python -m benchmarks.bench_backtest
+	$(UV) run python -m benchmarks.bench_sweep
+	$(UV) run python -m benchmarks.bench_ranking
 
 clean:
 	rm -rf data/openbell.duckdb data/openbell.ducklake data/openbell.ducklake-* data/openbell.ducklake.* data/synthetic

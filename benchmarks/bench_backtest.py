@@ -12,7 +12,7 @@
 (c) Sweeps on the recorded sessions: `openbell sweep` with 100 combinations next to one backtest of the
     same range, both whole jobs in fresh processes.
 
-Run:  uv run python benchmarks/bench_backtest.py      (about 2 minutes; or: make bench)
+Run:  uv run python -m benchmarks.bench_backtest      (about 2 minutes; or: make bench)
 Prints a table and writes benchmarks/results/backtest.json.
 """
 
@@ -29,23 +29,21 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from paths import BENCH_DIR, DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR
+
+from benchmarks import bench_replay  # the workload and its numpy rule
+from benchmarks.paths import DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR
 
 ALLOCATION = 10_000
-
-sys.path.insert(0, str(BENCH_DIR))
-import bench_replay  # noqa: E402  (the workload and its numpy rule)
 
 # A fresh process that measures its own resident memory while the job runs (sampled every 2 ms).
 PEAK_MEMORY = """
 import sys, threading, time
-sys.path.insert(0, sys.argv[1])
-import bench_backtest
+from benchmarks import bench_backtest  # found from the working directory, the project root
 
 def resident_mb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 
-job = bench_backtest.job(sys.argv[2])  # imports and arguments first
+job = bench_backtest.job(sys.argv[1])  # imports and arguments first
 peak, done = [0.0], [False]
 def watch():
     while not done[0]:
@@ -125,7 +123,7 @@ def bench_workload() -> dict:
 
 def _fresh_process(which: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PEAK_MEMORY, str(BENCH_DIR), which],
+        [sys.executable, "-c", PEAK_MEMORY, which],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@
     one process after a warm-up, next to the same seven flows and nineteen tasks with empty bodies (what
     Prefect itself costs) against the same server.
 
-Run:  uv run python benchmarks/bench_day.py          (about 2 minutes; or: make bench)
+Run:  uv run python -m benchmarks.bench_day          (about 2 minutes; or: make bench)
 Prints a table and writes benchmarks/results/day.json. Exits 1 when the two scans differ or a run fails.
 """
 
@@ -35,9 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from paths import DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR, SHARED
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+
+from benchmarks.paths import DAILY, MINUTE, PROJECT_DIR, RESULTS_DIR, SHARED
 
 DAY = "2018-03-01"
 REPEATS = 5
@@ -48,15 +49,14 @@ started = time.perf_counter()
 from datetime import date, timedelta
 from openbell import calendar
 from openbell.core import scan
-from openbell.marketdata import ParquetReplaySource
+from openbell.venues.replay import ParquetReplaySource
 
 day = date.fromisoformat(sys.argv[2]); prior = calendar.previous_session(day)
 source = ParquetReplaySource(sys.argv[3], sys.argv[4])
 daily = source.daily_bars(prior - timedelta(days=45), prior)
 opening = source.daily_bars(day, day)[["symbol", "open", "volume"]]
 if sys.argv[1] == "reference":
-    sys.path.insert(0, sys.argv[5])
-    import reference_scan as implementation
+    from tests.unit import reference_scan as implementation  # found from the working directory, the project root
 else:
     implementation = scan
 features = scan.apply_filters(implementation.scan_features(daily, opening, prior), scan.ScanFilters())
@@ -107,12 +107,10 @@ def bench_scan() -> dict:
 
     import pandas as pd
 
-    sys.path.insert(0, str(PROJECT_DIR / "tests" / "unit"))
-    import reference_scan
-
     from openbell import calendar
     from openbell.core import scan
-    from openbell.marketdata import ParquetReplaySource
+    from openbell.venues.replay import ParquetReplaySource
+    from tests.unit import reference_scan
 
     day = date.fromisoformat(DAY)
     prior = calendar.previous_session(day)
@@ -151,7 +149,7 @@ def bench_scan() -> dict:
 def _fresh_scan(which: str) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", SCAN_JOB, which, DAY, str(MINUTE), str(DAILY), str(PROJECT_DIR / "tests" / "unit")],
+        [sys.executable, "-c", SCAN_JOB, which, DAY, str(MINUTE), str(DAILY)],
         cwd=PROJECT_DIR, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "candidates" in done.stdout, done.stderr

@@ -6,24 +6,24 @@ recorded data is absent. Timed, each the median of several runs after a warm-up:
 - quant: `GapVolumeRanker.rank` over every candidate;
 - voters: `vote` (five voters on 120 calendar days of daily bars) over every candidate;
 - llm, network: `LlmRanker.rank` through the real openai client against the fake OpenAI server of
-  tests/adapters/llm on loopback, which answers at once: prompt building, the HTTP round trip and
+  tests/fakes on loopback, which answers at once: prompt building, the HTTP round trip and
   reply validation, i.e. openbell's own overhead on top of a real model's latency;
 - llm, cached: the same ranking found in DuckDB by its request key (what a replay pays).
 Also printed: the prompt's size for max_candidates (25) candidates.
 
-Run:  uv run python benchmarks/bench_ranking.py
+Run:  uv run python -m benchmarks.bench_ranking
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
+from benchmarks.paths import DAILY, MINUTE
 from openbell import calendar
 from openbell.config import LlmSettings
 from openbell.core import scan
@@ -32,16 +32,10 @@ from openbell.core.voters import vote
 from openbell.llm import audit
 from openbell.llm.prompt import build_messages, prompt_candidates
 from openbell.llm.ranker import LlmRanker
-from openbell.marketdata import ParquetReplaySource, generate_synthetic_market
 from openbell.store import Store
-
-BENCH_DIR = Path(__file__).resolve().parent
-SHARED = BENCH_DIR.parents[1] / "shared" / "data"
-MINUTE = SHARED / "minute_bars_2018-02-16_2018-03-09.parquet"
-DAILY = SHARED / "daily_bars_2017-01-03_2018-03-09.parquet"
-sys.path[:0] = [str(BENCH_DIR.parent / "tests"), str(BENCH_DIR.parent / "tests" / "adapters" / "llm")]
-
-from fake_openai import FakeOpenAI  # noqa: E402
+from openbell.venues.replay import ParquetReplaySource
+from openbell.venues.synthetic import generate_synthetic_market
+from tests.fakes.fake_openai import FakeOpenAI
 
 
 def _median_ms(work: Callable[[], object], runs: int) -> float:

@@ -5,7 +5,7 @@ at the open and exited at +2.6% / -0.9% or liquidated at 15:45. `openbell.core.b
 is timed next to a plain numpy version of the same rule written in this file, and the two are checked
 to agree session by session. (A day through the flows: benchmarks/bench_day.py.)
 
-Run:  uv run python benchmarks/bench_replay.py [--quick]
+Run:  uv run python -m benchmarks.bench_replay [--quick]
       (--quick: 50 symbols and one timed repetition, for a fast sanity check)
 Prints a table and writes benchmarks/results/latest.json.
 """
@@ -32,7 +32,7 @@ from openbell.calendar import sessions_between
 from openbell.core.backtest import FillCosts, SessionBars, SessionResults, replay_sessions
 from openbell.core.exits import ExitPolicy
 from openbell.core.prices import to_units
-from openbell.marketdata import generate_synthetic_market
+from openbell.venues.synthetic import generate_synthetic_market
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent

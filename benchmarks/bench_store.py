@@ -9,7 +9,7 @@
 (c) The store on disk after all that (six days replayed and the backtest, each followed by its
     housekeeping): the data files (count, bytes) and the catalog file.
 
-Run:  uv run python benchmarks/bench_store.py [--label NAME]
+Run:  uv run python -m benchmarks.bench_store [--label NAME]
 Writes benchmarks/results/store-<label>.json (label: "current" by default).
 """
 
@@ -25,7 +25,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from paths import DAILY, MINUTE, RESULTS_DIR, SHARED
+from benchmarks.paths import DAILY, MINUTE, RESULTS_DIR, SHARED
 
 DAY = date(2018, 3, 1)
 STORE_METHODS = (

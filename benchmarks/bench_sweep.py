@@ -13,7 +13,7 @@ warm-up, loading not included:
 The sweep is checked against the reference on every combination and session (exit bar, reason, price,
 P&L), and field for field against `replay_sessions` on a sample of combinations.
 
-Run:  uv run python benchmarks/bench_sweep.py [--quick]
+Run:  uv run python -m benchmarks.bench_sweep [--quick]
       (--quick: 50 symbols and fewer repetitions, for a fast sanity check)
 Prints a table and writes benchmarks/results/sweep.json.
 """
@@ -32,7 +32,8 @@ from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
-from bench_replay import (
+
+from benchmarks.bench_replay import (
     COMMISSION_MIN_UNITS,
     COMMISSION_PER_SHARE_UNITS,
     EOD_CODE,
@@ -50,7 +51,6 @@ from bench_replay import (
     round_half_up_to_tick,
     workload_minute_file,
 )
-
 from openbell.core.backtest import FillCosts, SessionBars, replay_sessions
 from openbell.core.exits import ExitPolicy
 from openbell.core.sweep import ExitGrid, SweepResults, sweep_exits

@@ -15,6 +15,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.schedules import Cron
 
 from openbell.config import Settings, load_settings
+from openbell.core.types import NEW_YORK_TZ
 from openbell.flows.backtest import backtest
 from openbell.flows.flatten_now import flatten_now
 from openbell.flows.liquidate_eod import liquidate_eod
@@ -23,7 +24,7 @@ from openbell.flows.place_moo_orders import place_moo_orders
 from openbell.flows.report_eod import report_eod
 from openbell.flows.scan_and_rank import scan_and_rank
 from openbell.flows.sweep import sweep
-from openbell.schedule import NEW_YORK, ON_DEMAND, phase_schedules
+from openbell.schedule import ON_DEMAND, phase_schedules
 
 FLOWS = {
     "scan-and-rank": scan_and_rank,
@@ -57,7 +58,7 @@ def build_deployments(settings: Settings, crons: dict[str, list[str]] | None = N
         deployments.append(
             FLOWS[phase.deployment].to_deployment(
                 name=phase.deployment,
-                schedules=[Cron(c, timezone=NEW_YORK) for c in (crons or {}).get(phase.deployment, phase.crons)],
+                schedules=[Cron(c, timezone=NEW_YORK_TZ) for c in (crons or {}).get(phase.deployment, phase.crons)],
                 parameters={"mode": settings.schedule.mode},
                 description=phase.description,
                 concurrency_limit=limit,

@@ -9,8 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "openbell"
 SIDE_EFFECT_MODULES = {
     "prefect", "duckdb", "httpx", "openai", "alpaca", "ib_async", "requests", "exchange_calendars",
-    "pyarrow", "os", "time", "socket", "subprocess", "openbell.store", "openbell.brokers",
-    "openbell.marketdata", "openbell.runtime", "openbell.calendar", "openbell.clock", "openbell.config",
+    "pyarrow", "os", "time", "socket", "subprocess", "openbell.store", "openbell.venues",
+    "openbell.wiring", "openbell.calendar", "openbell.clock", "openbell.config",
 }  # fmt: skip
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from openbell.cli import main
-from openbell.marketdata import generate_synthetic_market
 from openbell.store import Store
+from tests.fakes.data_folder import synthetic_data_folder
 
 NY = ZoneInfo("America/New_York")
 SYNTHETIC_SESSION = "2025-03-04"  # the default synthetic minute sessions are 2025-03-03 .. 2025-03-07
@@ -31,9 +31,7 @@ SESSION_BEFORE_SYNTHETIC_BARS = "2025-02-03"  # a NYSE session the synthetic min
 @pytest.fixture(scope="module")
 def synthetic_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder whose synthetic market is generated once for the module (as the CLI would on first use)."""
-    folder = tmp_path_factory.mktemp("data")
-    generate_synthetic_market(folder / "synthetic")
-    return folder
+    return synthetic_data_folder(tmp_path_factory)
 
 
 @pytest.fixture

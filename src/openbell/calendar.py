@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import pandas as pd
 
+from openbell.core.exits import EARLY_CLOSE_OFFSET_MIN, ExitPolicy
+from openbell.core.types import NEW_YORK
 from openbell.errors import ConfigError
 
-NEW_YORK = ZoneInfo("America/New_York")
 _FIRST_YEAR = 2010  # building the calendar from 2010 keeps start-up under half a second
 FIRST_DAY = date(_FIRST_YEAR, 1, 1)
 LAST_DAY = date(date.today().year + 2, 12, 31)
@@ -96,7 +96,9 @@ def sessions_between(start: date, end: date) -> list[date]:
 
 
 def liquidation_time(
-    day: date, regular: time = time(15, 45), before_early_close: timedelta = timedelta(minutes=15)
+    day: date,
+    regular: time = ExitPolicy().liquidation,
+    before_early_close: timedelta = timedelta(minutes=EARLY_CLOSE_OFFSET_MIN),
 ) -> datetime:
     """When the system flattens on `day`: `regular` (New York time), or earlier on a half day.
 

@@ -20,10 +20,14 @@ from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
 
 from openbell.errors import ConfigError, OpenbellError
+
+if TYPE_CHECKING:
+    from openbell.store.db import Book
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +47,8 @@ _DB_HELP = "the store's catalog file (default data/openbell.ducklake)"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from openbell.config import default_of, described  # the flags' help: the settings' defaults and descriptions
+
     parser = argparse.ArgumentParser(prog="openbell", description="A day-trading system run as Prefect flows.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -61,8 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--start", required=True, type=_date, help="first session, YYYY-MM-DD")
     backtest.add_argument("--end", required=True, type=_date, help="last session, YYYY-MM-DD")
     _add_day_options(backtest)
-    backtest.add_argument("--slippage-bps", type=_decimal, help="market fills worse by this many basis points (default 0)")
-    backtest.add_argument("--starting-equity", type=_decimal, help="the account's equity at the start (default 100000)")
+    backtest.add_argument("--slippage-bps", type=_decimal, help=described("OPENBELL_BROKER__SLIPPAGE_BPS", flag=True))
+    backtest.add_argument(
+        "--starting-equity",
+        type=_decimal,
+        help=described("OPENBELL_BROKER__STARTING_CASH", ", and a backtest's starting equity", flag=True),
+    )
     backtest.add_argument("--report", type=Path, help="the HTML report (default data/reports/<run id>.html)")
     backtest.add_argument(
         "--dask",
@@ -78,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "--target-pct", dest="target_grid", required=True, help="targets, percent: FROM:TO:STEP (1:4:0.25) or a list (2,3)"
     )
     sweep.add_argument("--stop-pct", dest="stop_grid", required=True, help="stops, percent: FROM:TO:STEP or a list")
+    liquidation = default_of("OPENBELL_EXITS__LIQUIDATION_TIME")
     sweep.add_argument(
-        "--liquidation", default="15:45", help="liquidation times, New York (default 15:45), e.g. 15:45,15:00"
+        "--liquidation", default=liquidation, help=f"liquidation times, New York (default {liquidation}), e.g. 15:45,15:00"
     )
     sweep.add_argument("--metric", default="sharpe", help="rank by this metric (default sharpe; total_return_pct, ...)")
     sweep.add_argument("--in-sample", type=float, default=0.5, help="share of the sessions to choose on (default 0.5)")
@@ -207,7 +218,7 @@ def settings_markdown() -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     """A replayed day through the flows, then a backtest of every session of the synthetic market."""
-    from openbell import runtime
+    from openbell import wiring
     from openbell.config import RunOptions
     from openbell.research import console, jobs
     from openbell.research.backtest import BacktestSpec
@@ -215,7 +226,7 @@ def _demo(args: argparse.Namespace) -> int:
     options = RunOptions(db_path=str(args.db) if args.db else None)
     _run_day(None, None, options)
     settings = options.settings()
-    sessions = runtime.market_for(settings).sessions()
+    sessions = wiring.replay_source(settings).sessions()
     print(f"\nopenbell: backtesting the synthetic market's {len(sessions)} sessions, {sessions[0]} to {sessions[-1]}")
     finished = jobs.backtest(BacktestSpec(settings, sessions[0], sessions[-1]))
     console.print_backtest(finished, settings.data.database)
@@ -224,19 +235,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _add_day_options(command: argparse.ArgumentParser, *, exits: bool = True) -> None:
     """The options of a replayed day that a backtest takes too (a sweep brings its own exits)."""
+    from openbell.config import RankerName, described
+
     command.add_argument("--bars", type=Path, help="minute-bar Parquet (default: the synthetic market)")
     command.add_argument("--daily", type=Path, help="daily-bar Parquet (default: the synthetic market)")
     command.add_argument("--symbols", type=_symbols, help="trade these symbols instead of the scan, e.g. AAPL,TSLA")
     command.add_argument("--db", type=Path, help=_DB_HELP)
     if exits:
-        command.add_argument("--target-pct", type=_decimal, help="profit target, percent (default 2.6)")
-        command.add_argument("--stop-pct", type=_decimal, help="stop, percent (default 0.9)")
-    command.add_argument("--allocation", type=_decimal, help="dollars per position (default 10000)")
-    command.add_argument(
-        "--ranker",
-        choices=["llm", "ensemble", "quant"],
-        help="llm (default; the quant ranker when no LLM is configured), ensemble of voters and LLM, or quant",
-    )
+        command.add_argument("--target-pct", type=_decimal, help=described("OPENBELL_EXITS__TARGET_PCT", flag=True))
+        command.add_argument("--stop-pct", type=_decimal, help=described("OPENBELL_EXITS__STOP_PCT", flag=True))
+    command.add_argument("--allocation", type=_decimal, help=described("OPENBELL_SIZING__ALLOCATION", flag=True))
+    command.add_argument("--ranker", choices=get_args(RankerName), help=described("OPENBELL_RANKING__METHOD", flag=True))
     command.add_argument(
         "--fresh-llm", action="store_true", help="ask the LLM again even if this prompt's reply was recorded"
     )
@@ -362,12 +371,12 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
 
 
 def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
-    from openbell import runtime
+    from openbell import wiring
 
     settings.require_ready_to_trade()  # the live switch and the broker's keys, before anything starts
-    market = runtime.market_for(settings)  # checks both files (or generates the synthetic market)
-    day = runtime.resolve_trade_date(trade_date, "replay", settings)
-    runtime.store_for(settings)  # a store that cannot be opened stops here, before any flow
+    market = wiring.market_for(settings)  # checks both files (or generates the synthetic market)
+    day = wiring.resolve_trade_date(trade_date, "replay", settings)
+    wiring.store_for(settings)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)  # a temporary server boots while the day's bars are read and the flows load
     try:
         bars = market.minute_bars(day)  # raises a clear DataQualityError when the day has no bars
@@ -397,7 +406,7 @@ def _open_prefect_api(settings):
     return api
 
 
-def _store_of(args: argparse.Namespace, *, importing: bool = False, book: str = "replay"):
+def _store_of(args: argparse.Namespace, *, importing: bool = False, book: Book = "replay"):
     """The store the command names: --db, else the settings' one (a file, or a shared catalog)."""
     from openbell.config import load_settings
     from openbell.store import Lake, Store
@@ -414,23 +423,14 @@ def _store_of(args: argparse.Namespace, *, importing: bool = False, book: str = 
 
 def _reconcile(args: argparse.Namespace) -> int:
     """The live book's trades of the date against the replay book's, one row per symbol, and the verdict."""
-    import pandas as pd
-
-    from openbell.core.reconcile import TRADE_COLUMNS, reconcile_trades
+    from openbell.core.reconcile import reconcile_trades
+    from openbell.store import records
 
     store = _store_of(args)
     if not store.lake.exists():
         raise ConfigError(f"no store at {store.lake.describe()}; check the path, or let a flow create it first")
     store.migrate()  # as any flow would: a store of an earlier openbell gains its live book
-    columns = ", ".join(TRADE_COLUMNS)
-    with store.snapshot():  # both books at one moment; read-only in effect (a snapshot refuses writes)
-        books = {
-            book: pd.DataFrame(
-                store.query(f"SELECT {columns} FROM {table} WHERE trade_date = ? ORDER BY symbol", [args.date]),
-                columns=list(TRADE_COLUMNS),
-            )  # fmt: skip
-            for book, table in (("live", "live.trades"), ("replayed", "trades"))
-        }
+    books = records.live_and_replayed_trades(store, args.date)
     for book, frame in books.items():
         if frame.empty:
             hint = "trade it live (mode live) first" if book == "live" else f"replay it: openbell replay --date {args.date}"
@@ -550,7 +550,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _now() -> datetime:
-    from openbell.calendar import NEW_YORK
+    from openbell.core.types import NEW_YORK
 
     return datetime.now(NEW_YORK)
 
@@ -564,15 +564,15 @@ def _json_value(value):
 
 
 def _flatten(args: argparse.Namespace) -> int:
-    from openbell import runtime
+    from openbell import wiring
     from openbell.config import RunOptions
 
     options = RunOptions(db_path=str(args.db) if args.db else None)
     settings = options.settings()
     day, at = args.replay if args.replay else (None, None)
-    mode = "replay" if args.replay else "live"
+    mode: wiring.Mode = "replay" if args.replay else "live"
     settings.require_ready_to_trade()
-    runtime.store_for(settings, mode)  # a store that cannot be opened stops here, before any flow
+    wiring.store_for(settings, mode)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)
     try:
         flatten_now = _flow("openbell.flows.flatten_now", "flatten_now")
@@ -587,8 +587,8 @@ def _flatten(args: argparse.Namespace) -> int:
 def _risk_status(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from openbell import calendar, ledger
     from openbell.config import load_settings
+    from openbell.store import ledger, records
 
     limits = load_settings().risk.limits()
     on = {k: v for k, v in dataclasses.asdict(limits).items() if v is not None and k != "drawdown_sessions"}
@@ -598,13 +598,9 @@ def _risk_status(args: argparse.Namespace) -> int:
         print(f"new entries: allowed (no store at {store.lake.describe()} yet, so no risk events)")
         return 0
     store.migrate()  # as any flow would: a store of an earlier openbell gains the tables read here
-    halt = ledger.risk_halt(store, datetime.now(calendar.NEW_YORK).date())
+    halt = ledger.risk_halt(store, _now().date())
     print(f"new entries: {'halted: ' + halt.reason if halt else 'allowed'}")
-    events = store.query_df(
-        "SELECT trade_date, strftime(ts, '%H:%M:%S') AS time, rule, symbol, action, message FROM risk_events "
-        "ORDER BY ts DESC LIMIT 20",
-        read_only=True,
-    )
+    events = records.latest_risk_events(store)
     print("latest events:" if len(events) else "no risk events yet")
     if len(events):
         print(events.to_string(index=False))
@@ -612,12 +608,12 @@ def _risk_status(args: argparse.Namespace) -> int:
 
 
 def _risk_reset(args: argparse.Namespace) -> int:
-    from openbell import calendar, ledger
     from openbell.core.risk import Action, RiskEvent, Rule
+    from openbell.store import ledger
 
     store = _store_of(args, book="replay" if args.replay else "live")
     store.migrate()
-    now = datetime.now(calendar.NEW_YORK)
+    now = _now()
     halt = ledger.risk_halt(store, now.date())
     event = RiskEvent(now.date(), now, Rule.MAX_DRAWDOWN_PCT, Action.RESET, "new entries resumed by `openbell risk reset`")
     ledger.record_risk_events(store, [event])

@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from openbell.calendar import NEW_YORK
+from openbell.core.types import NEW_YORK
 
 
 class Clock(Protocol):

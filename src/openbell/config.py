@@ -37,11 +37,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from openbell.core.backtest import FillCosts
 from openbell.core.data_quality import QualityPolicy
-from openbell.core.exits import ExitPolicy
+from openbell.core.exits import EARLY_CLOSE_OFFSET_MIN, ExitPolicy
 from openbell.core.learning import LearningPolicy
 from openbell.core.risk import RiskLimits
 from openbell.core.scan import ScanFilters
 from openbell.core.sizing import SizingPolicy
+from openbell.core.types import MOO_CUTOFF, PAPER_STARTING_CASH
 from openbell.core.voters import VOTERS
 from openbell.errors import ConfigError
 
@@ -113,21 +114,36 @@ class DataSettings(BaseModel):
         return Lake.at(self.database, catalog=self.catalog, data_path=self.data_path)
 
 
+# The settings' defaults are the core policies' defaults: each is written once, in the core.
+_SCAN = ScanFilters()
+_QUALITY = QualityPolicy()
+_LEARNING = LearningPolicy()
+_EXITS = ExitPolicy()
+_SIZING = SizingPolicy()
+_RISK = RiskLimits()
+_COSTS = FillCosts()
+
+
 class ScanSettings(BaseModel):
     model_config = _STRICT
-    min_price: float = Field(2.0, gt=0, description="Lowest opening price of a candidate, dollars.")
-    max_price: float = Field(1_000.0, gt=0, description="Highest opening price of a candidate, dollars.")
-    min_gap_pct: float = Field(2.0, description="Smallest up-gap from the prior close, percent.")
-    max_gap_pct: float = Field(50.0, description="Largest up-gap, percent (bigger ones are usually bad data).")
-    min_avg_dollar_volume: float = Field(2_000_000.0, ge=0, description="Least 20-day average dollar volume.")
-    min_rel_volume: float = Field(0.0, ge=0, description="Least opening volume in average minutes.")
+    min_price: float = Field(_SCAN.min_price, gt=0, description="Lowest opening price of a candidate, dollars.")
+    max_price: float = Field(_SCAN.max_price, gt=0, description="Highest opening price of a candidate, dollars.")
+    min_gap_pct: float = Field(_SCAN.min_gap_pct, description="Smallest up-gap from the prior close, percent.")
+    max_gap_pct: float = Field(_SCAN.max_gap_pct, description="Largest up-gap, percent (bigger ones are usually bad data).")
+    min_avg_dollar_volume: float = Field(
+        _SCAN.min_avg_dollar_volume, ge=0, description="Least 20-day average dollar volume."
+    )
+    min_rel_volume: float = Field(_SCAN.min_rel_volume, ge=0, description="Least opening volume in average minutes.")
     top_n: int = Field(5, ge=1, le=100, description="How many ranked candidates are traded.")
+
+    @model_validator(mode="after")
+    def _ranges_that_something_passes(self) -> ScanSettings:
+        _below(self, "scan", "min_price", "max_price", "or no price passes the scan")
+        _below(self, "scan", "min_gap_pct", "max_gap_pct", "or no gap passes the scan")
+        return self
 
     def filters(self) -> ScanFilters:
         return ScanFilters(**self.model_dump(exclude={"top_n"}))
-
-
-_QUALITY = QualityPolicy()
 
 
 class QualitySettings(BaseModel):
@@ -164,15 +180,29 @@ class LearningSettings(BaseModel):
 
     model_config = _STRICT
     enabled: bool = Field(False, description="Judge the rankers before each ranking and act on the verdict.")
-    lookback_sessions: int = Field(20, ge=1, description="The sessions each ranker's record covers.")
-    min_trades: int = Field(10, ge=1, description="Fewer trades: judged on rank correlation alone.")
-    min_sessions: int = Field(5, ge=1, description="Fewer scored sessions: too little history to judge.")
-    throttle_win_rate: float = Field(0.40, ge=0, le=1, description="Throttle below this win rate.")
-    throttle_expectancy_pct: float = Field(0.0, description="Throttle below this mean return per trade, percent.")
-    quarantine_expectancy_pct: float = Field(-0.5, description="Quarantine below this mean return per trade, percent.")
-    quarantine_spearman: float = Field(-0.10, ge=-1, le=1, description="Quarantine below this mean rank correlation.")
-    recover_spearman: float = Field(0.05, ge=-1, le=1, description="A quarantined ranker recovers above this.")
-    throttle_size: Decimal = Field(Decimal("0.5"), gt=0, le=1, description="A throttled ranker's trades, times the size.")
+    lookback_sessions: int = Field(
+        _LEARNING.lookback_sessions, ge=1, description="The sessions each ranker's record covers."
+    )
+    min_trades: int = Field(_LEARNING.min_trades, ge=1, description="Fewer trades: judged on rank correlation alone.")
+    min_sessions: int = Field(
+        _LEARNING.min_sessions, ge=1, description="Fewer scored sessions: too little history to judge."
+    )
+    throttle_win_rate: float = Field(_LEARNING.throttle_win_rate, ge=0, le=1, description="Throttle below this win rate.")
+    throttle_expectancy_pct: float = Field(
+        _LEARNING.throttle_expectancy_pct, description="Throttle below this mean return per trade, percent."
+    )
+    quarantine_expectancy_pct: float = Field(
+        _LEARNING.quarantine_expectancy_pct, description="Quarantine below this mean return per trade, percent."
+    )
+    quarantine_spearman: float = Field(
+        _LEARNING.quarantine_spearman, ge=-1, le=1, description="Quarantine below this mean rank correlation."
+    )
+    recover_spearman: float = Field(
+        _LEARNING.recover_spearman, ge=-1, le=1, description="A quarantined ranker recovers above this."
+    )
+    throttle_size: Decimal = Field(
+        _LEARNING.throttle_size, gt=0, le=1, description="A throttled ranker's trades, times the size."
+    )
 
     def policy(self) -> LearningPolicy:
         return LearningPolicy(**self.model_dump(exclude={"enabled"}))
@@ -255,11 +285,11 @@ class NewsSettings(BaseModel):
 
 class ExitSettings(BaseModel):
     model_config = _STRICT
-    target_pct: Decimal = Field(Decimal("2.6"), gt=0, description="Profit target above the entry fill, percent.")
-    stop_pct: Decimal = Field(Decimal("0.9"), gt=0, lt=100, description="Stop below the entry fill, percent.")
-    liquidation_time: time = Field(time(15, 45), description="Flatten at this New York time on a full day.")
+    target_pct: Decimal = Field(_EXITS.target_pct, gt=0, description="Profit target above the entry fill, percent.")
+    stop_pct: Decimal = Field(_EXITS.stop_pct, gt=0, lt=100, description="Stop below the entry fill, percent.")
+    liquidation_time: time = Field(_EXITS.liquidation, description="Flatten at this New York time on a full day.")
     early_close_offset_min: int = Field(
-        15, ge=1, le=120, description="On half days, flatten this many minutes before the close."
+        EARLY_CLOSE_OFFSET_MIN, ge=1, le=120, description="On half days, flatten this many minutes before the close."
     )
     target_atr: Decimal | None = Field(
         None, gt=0, description="Target at this many ATR(14) above the entry fill instead of target_pct (unset: off)."
@@ -307,7 +337,7 @@ class ExitSettings(BaseModel):
 
 class SizingSettings(BaseModel):
     model_config = _STRICT
-    allocation: Decimal = Field(Decimal(10_000), gt=0, description="Dollars per position.")
+    allocation: Decimal = Field(_SIZING.allocation, gt=0, description="Dollars per position.")
     pct_of_equity: Decimal | None = Field(
         None, gt=0, le=100, description="Percent of equity per position instead of a fixed allocation."
     )
@@ -342,7 +372,9 @@ class RiskSettings(BaseModel):
     max_drawdown_pct: Decimal | None = Field(
         None, gt=0, le=100, description="Halt new entries when equity falls this far below its recent peak."
     )
-    drawdown_sessions: int = Field(20, ge=1, description="The sessions whose equity peak the drawdown is measured from.")
+    drawdown_sessions: int = Field(
+        _RISK.drawdown_sessions, ge=1, description="The sessions whose equity peak the drawdown is measured from."
+    )
 
     def limits(self) -> RiskLimits:
         return RiskLimits(**self.model_dump())
@@ -370,14 +402,14 @@ class BrokerSettings(BaseModel):
     kind: Literal["paper", "alpaca", "ibkr"] = Field(
         "paper", description="Which broker trades: paper (simulated), alpaca or ibkr."
     )
-    starting_cash: Decimal = Field(Decimal(100_000), gt=0, description="The paper account's starting cash.")
-    commission_per_share: Decimal = Field(Decimal("0.005"), ge=0, description="Commission per share.")
-    commission_min: Decimal = Field(Decimal("1.00"), ge=0, description="Least commission per order.")
+    starting_cash: Decimal = Field(PAPER_STARTING_CASH, gt=0, description="The paper account's starting cash.")
+    commission_per_share: Decimal = Field(_COSTS.per_share, ge=0, description="Commission per share.")
+    commission_min: Decimal = Field(_COSTS.minimum, ge=0, description="Least commission per order.")
     slippage_bps: Decimal = Field(
-        Decimal(0), ge=0, le=500, description="Paper fills of market orders are worse by this many basis points."
+        _COSTS.slippage_bps, ge=0, le=500, description="Paper fills of market orders are worse by this many basis points."
     )
     max_participation_pct: Decimal | None = Field(
-        None,
+        _COSTS.max_participation_pct,
         gt=0,
         le=100,
         description="Paper: an order fills at most this percent of a minute bar's volume per bar, the rest in the "
@@ -406,9 +438,26 @@ class ScheduleSettings(BaseModel):
     model_config = _STRICT
     scan_time: time = Field(time(8, 0), description="Pre-market scan and ranking, New York time.")
     moo_time: time = Field(time(9, 20), description="Market-on-open orders go out, New York time.")
-    moo_cutoff: time = Field(time(9, 28), description="No market-on-open order is sent after this New York time.")
+    moo_cutoff: time = Field(MOO_CUTOFF, description="No market-on-open order is sent after this New York time.")
     report_delay_min: int = Field(15, ge=0, le=240, description="The report runs this many minutes after the close.")
     mode: Literal["live", "replay"] = Field("live", description="The mode scheduled runs use (runs from the UI choose).")
+
+    @model_validator(mode="after")
+    def _phases_in_order(self) -> ScheduleSettings:
+        _below(self, "schedule", "scan_time", "moo_time", "so the ranking is done when the orders go out", "before")
+        _below(self, "schedule", "moo_time", "moo_cutoff", "to leave time to send the market-on-open orders", "before")
+        return self
+
+
+def _below(model: BaseModel, area: str, low: str, high: str, why: str, word: str = "below") -> None:
+    """Refuse settings whose field `low` is not below `high`: a ConfigError naming both variables and their values.
+
+    A ConfigError, not a ValueError: pydantic would file it under the area, away from the variables it names.
+    """
+    first, second = getattr(model, low), getattr(model, high)
+    if not first < second:
+        name = lambda field: f"{_PREFIX}{area.upper()}{_DELIMITER}{field.upper()}"  # noqa: E731
+        raise ConfigError(f"{name(low)}={_shown(first)} must be {word} {name(high)}={_shown(second)}, {why}")
 
 
 class ResearchSettings(BaseModel):
@@ -444,10 +493,11 @@ class NotifySettings(BaseModel):
 
 
 LIVE_CONFIRMATION = "I understand this trades real money"
+_PREFIX, _DELIMITER = "OPENBELL_", "__"  # every variable's prefix, and the separator of nested fields
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPENBELL_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, env_nested_delimiter=_DELIMITER, extra="forbid", frozen=True)
     trading_mode: Literal["paper", "live"] = Field(
         "paper", description="paper accounts (the default) or live ones: live also needs live_confirmation."
     )
@@ -480,11 +530,11 @@ class Settings(BaseSettings):
         flow writes anything: the live switch, the broker's keys, a live port for a paper account."""
         self.require_live_confirmed()
         if self.broker.kind == "alpaca":
-            from openbell.brokers.alpaca.broker import require_keys  # the SDK loads only for those who use it
+            from openbell.venues.alpaca.broker import require_keys  # the SDK loads only for those who use it
 
             require_keys(self)
         elif self.broker.kind == "ibkr":
-            from openbell.brokers.ibkr.broker import api_ports
+            from openbell.venues.ibkr.session import api_ports
 
             api_ports(self)
 
@@ -533,8 +583,6 @@ OPENBELL_TEST_ARTIFACTS: where tests/service/test_service.py saves the UI screen
 environment on to the flows, which load the settings.
 """
 
-_PREFIX = Settings.model_config["env_prefix"].upper()
-_DELIMITER = Settings.model_config["env_nested_delimiter"]
 _NOT_JSON = object()
 
 
@@ -581,6 +629,23 @@ def settings_reference(settings: Settings | None = None) -> list[tuple[str, str,
                 current = _shown(value)
         rows.append((name, _shown(default), field.description or "", current))
     return rows
+
+
+def described(variable: str, also: str = "", *, flag: bool = False) -> str:
+    """The setting's description with `also` added and its default, for a run option or a CLI flag that sets it.
+
+    Generated from the field, so the default is written once. `flag`: in argparse's style, lower case, no final period.
+    """
+    field = setting_variables()[variable].field
+    text = (field.description or "").rstrip(".") + also
+    if field.get_default(call_default_factory=True) is not None:
+        text += f" (default {default_of(variable)})"
+    return text[0].lower() + text[1:] if flag else text + "."
+
+
+def default_of(variable: str) -> str:
+    """The default of the setting `variable` (e.g. OPENBELL_EXITS__TARGET_PCT), shown as `openbell settings` shows it."""
+    return _shown(setting_variables()[variable].field.get_default(call_default_factory=True))
 
 
 def _shown(value: Any) -> str:
@@ -706,23 +771,19 @@ class RunOptions(BaseModel):
     """Per-run changes to the settings, given as typed flow parameters. Never holds a secret."""
 
     model_config = ConfigDict(extra="forbid")
-    db_path: str | None = Field(None, description="The store's catalog file (default data/openbell.ducklake).")
-    minute_bars: str | None = Field(None, description="Minute-bar Parquet to replay (default: the synthetic market).")
-    daily_bars: str | None = Field(None, description="Daily-bar Parquet for the scan (default: the synthetic market).")
-    target_pct: Decimal | None = Field(None, gt=0, description="Profit target, percent above the entry fill (default 2.6).")
-    stop_pct: Decimal | None = Field(None, gt=0, lt=100, description="Stop, percent below the entry fill (default 0.9).")
-    allocation: Decimal | None = Field(None, gt=0, description="Dollars per position (default 10,000).")
-    top_n: int | None = Field(None, ge=1, le=100, description="How many ranked candidates to trade (default 5).")
-    slippage_bps: Decimal | None = Field(
-        None, ge=0, le=500, description="Paper slippage on market fills, basis points (default 0)."
-    )
-    ranker: RankerName | None = Field(
-        None, description="How to rank: llm (default; the quant ranker when no LLM is configured), ensemble or quant."
-    )
+    db_path: str | None = Field(None, description=described("OPENBELL_DATA__DB_PATH"))
+    minute_bars: str | None = Field(None, description=described("OPENBELL_DATA__MINUTE_BARS"))
+    daily_bars: str | None = Field(None, description=described("OPENBELL_DATA__DAILY_BARS"))
+    target_pct: Decimal | None = Field(None, gt=0, description=described("OPENBELL_EXITS__TARGET_PCT"))
+    stop_pct: Decimal | None = Field(None, gt=0, lt=100, description=described("OPENBELL_EXITS__STOP_PCT"))
+    allocation: Decimal | None = Field(None, gt=0, description=described("OPENBELL_SIZING__ALLOCATION"))
+    top_n: int | None = Field(None, ge=1, le=100, description=described("OPENBELL_SCAN__TOP_N"))
+    slippage_bps: Decimal | None = Field(None, ge=0, le=500, description=described("OPENBELL_BROKER__SLIPPAGE_BPS"))
+    ranker: RankerName | None = Field(None, description=described("OPENBELL_RANKING__METHOD"))
     starting_equity: Decimal | None = Field(
-        None, gt=0, description="The paper account's starting cash, and a backtest's starting equity (default 100,000)."
+        None, gt=0, description=described("OPENBELL_BROKER__STARTING_CASH", ", and a backtest's starting equity")
     )
-    fresh_llm: bool | None = Field(None, description="Call the LLM even when a recorded reply to the same prompt exists.")
+    fresh_llm: bool | None = Field(None, description=described("OPENBELL_LLM__FRESH"))
 
     def settings(self) -> Settings:
         """The environment's settings with these options applied."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from openbell import calendar, runtime
-from openbell.brokers import Broker
+from openbell import calendar, wiring
 from openbell.clock import SimClock
 from openbell.config import Settings
+from openbell.core.types import NEW_YORK
+from openbell.venues.broker import Broker
 
 
 def examine(settings: Settings, now: datetime) -> list[str]:
@@ -16,7 +17,7 @@ def examine(settings: Settings, now: datetime) -> list[str]:
     Raises an OpenbellError with one clear sentence when the broker cannot be reached or refuses.
     """
     settings.require_live_confirmed()
-    day = now.astimezone(calendar.NEW_YORK).date()
+    day = now.astimezone(NEW_YORK).date()
     broker = _connect(settings, now)
     try:
         account, positions = broker.account(), broker.positions()
@@ -34,15 +35,15 @@ def examine(settings: Settings, now: datetime) -> list[str]:
     market = f"the exchange is closed ({closed})" if closed else (
         f"a half day, closing {calendar.session_close(day):%H:%M}" if calendar.is_half_day(day) else "a session"
     )  # fmt: skip
-    lines.append(f"clock      {now.astimezone(calendar.NEW_YORK):%Y-%m-%d %H:%M %Z}: {market}")
+    lines.append(f"clock      {now.astimezone(NEW_YORK):%Y-%m-%d %H:%M %Z}: {market}")
     return lines
 
 
 def _connect(settings: Settings, now: datetime) -> Broker:
-    day = now.astimezone(calendar.NEW_YORK).date()
+    day = now.astimezone(NEW_YORK).date()
     if not calendar.is_session(day):
         day = calendar.previous_session(day)  # a broker is opened for a trading day; its books span them all
     if settings.broker.kind == "paper":
-        store = runtime.store_for(settings)
-        return runtime.broker_for(settings, store, None, SimClock(now), day)  # no bars needed to read the books
-    return runtime.broker_for(settings, None, None, SimClock(now), day)
+        store = wiring.store_for(settings)
+        return wiring.broker_for(settings, store, None, SimClock(now), day)  # no bars needed to read the books
+    return wiring.broker_for(settings, None, None, SimClock(now), day)

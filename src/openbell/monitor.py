@@ -46,8 +46,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from openbell import calendar, ledger
-from openbell.brokers import Broker
+from openbell import calendar
 from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, breakeven_stop, exit_levels_for, step
 from openbell.core.orders import breakeven_exit, liquidation, monitor_exit, protective_exit
 from openbell.core.prices import price_to_units, to_units, units_to_price
@@ -66,9 +65,10 @@ from openbell.core.types import (
     is_ours,
 )
 from openbell.errors import OpenbellError, OrderRejected, TransientError
-from openbell.marketdata import MarketData
 from openbell.notify import Notifier, kill_switch_message, monitor_message
-from openbell.store import Store
+from openbell.store import Store, ledger
+from openbell.venues.broker import Broker
+from openbell.venues.marketdata import MarketData
 
 MINUTE = timedelta(minutes=1)
 UNREACHABLE = (TransientError, OSError)  # the broker did not answer: worth asking again
@@ -156,7 +156,7 @@ class ExitMonitor:
         if book is None:
             return
         self._unreachable = False  # set by the first broker call of this tick that gets no answer
-        self._placed: list[Order] = []  # the orders this tick sent, recorded in one write when it ends
+        self._placed = []  # the orders this tick sent, recorded in one write when it ends
         try:
             self._act(now, *book)
         finally:
@@ -220,7 +220,7 @@ class ExitMonitor:
             done = f"{entry.filled_qty} of {entry.intent.qty} filled"
             if self._halt is not None:
                 why = f"{entry.intent.symbol}: its entry is still working ({done}) and trading is halted"
-            elif entry.past_ttl(now, self._order_ttl, session_open):
+            elif self._order_ttl is not None and entry.past_ttl(now, self._order_ttl, session_open):
                 ttl_s = self._order_ttl.total_seconds()
                 why = f"{entry.intent.symbol}: its entry outlived the order TTL of {ttl_s:g} s with {done}"
             else:
@@ -316,8 +316,7 @@ class ExitMonitor:
         for symbol, first_minute in sorted(since.items()):
             if symbol not in bars:
                 continue
-            pair = self._pair(entries[symbol])
-            target, stop = pair[0].limit_price, pair[1].stop_price
+            target, stop = _levels(self._pair(entries[symbol]))
             starts, open_, high, low = bars[symbol]
             after = starts >= _naive_minute(first_minute)
             crossed, index = first_crossing(open_[after], high[after], low[after], target, stop)
@@ -342,9 +341,9 @@ class ExitMonitor:
         for symbol, (starts, open_, high, low) in sorted(bars.items()):
             entry = entries[symbol]
             atr, confidence = self._exit_inputs.get(symbol, (None, None))
-            state = ExitState.opened(self._policy, entry.avg_fill_price, 0, _NO_LIQUIDATION, atr, confidence)
+            state = ExitState.opened(self._policy, _entry_price(entry), 0, _NO_LIQUIDATION, atr, confidence)
             state = replace(state, time_exit_minute=None)  # the time exit and the liquidation are decided apart
-            at_broker = price_to_units(self._pair(entry)[1].stop_price)
+            at_broker = price_to_units(_levels(self._pair(entry))[1])
             after = starts >= open_minute
             minutes = ((starts[after] - starts[after].astype("datetime64[D]")) // np.timedelta64(1, "m")).astype(int)
             columns = (minutes, to_units(open_[after]), to_units(high[after]), to_units(low[after]))
@@ -354,9 +353,9 @@ class ExitMonitor:
                 if decision.code is ExitCode.NONE:
                     continue
                 if decision.code is ExitCode.STOP and decision.stop > at_broker:
-                    stop, bar = units_to_price(decision.stop), f"{minute // 60:02d}:{minute % 60:02d}"
+                    stop, hhmm = units_to_price(decision.stop), f"{minute // 60:02d}:{minute % 60:02d}"
                     self._closing[symbol] = _Closing(
-                        ExitCode.STOP, None, f"the trailing stop {stop} crossed on the {bar} bar"
+                        ExitCode.STOP, None, f"the trailing stop {stop} crossed on the {hhmm} bar"
                     )
                 break
 
@@ -406,7 +405,7 @@ class ExitMonitor:
         confirms the cancel, and not at all when a half of the old pair filled meanwhile. A pair the
         monitor holds itself (the broker refused it) has its stop raised there, and is asked for again raised.
         """
-        symbol, price = entry.intent.symbol, entry.avg_fill_price
+        symbol, price = entry.intent.symbol, _entry_price(entry)
         starts, _, high, _ = bars
         high = high[starts >= _naive_minute(calendar.session_open(self._date))]  # the entry's bar on: market-on-open
         highest = units_to_price(int(to_units(high).max())) if len(high) else None
@@ -488,7 +487,7 @@ class ExitMonitor:
 
     # --- acting ------------------------------------------------------------------------------
     def _hold(self, now: datetime, symbol: Symbol, pair: tuple[OrderIntent, OrderIntent], why: str) -> None:
-        target, stop = pair[0].limit_price, pair[1].stop_price
+        target, stop = _levels(pair)
         watch = self._held.get(symbol)
         if watch is not None:
             retry = watch.retry.failed_again(now)
@@ -562,13 +561,14 @@ class ExitMonitor:
         symbol = entry.intent.symbol
         atr, confidence = self._exit_inputs.get(symbol, (None, None))
         policy = self._pair_policy
-        pair = protective_exit(self._date, symbol, entry.filled_qty, entry.avg_fill_price, policy, atr, confidence)
+        pair = protective_exit(self._date, symbol, entry.filled_qty, _entry_price(entry), policy, atr, confidence)
         return pair if symbol not in self._raised else breakeven_exit(self._date, pair, self._raised[symbol])
 
     def _halves(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> tuple[Order | None, Order | None]:
         """The position's pair at the broker: the first one, or its break-even replacement once the stop was raised."""
         halves = (Purpose.BE_TARGET, Purpose.BE_STOP) if symbol in self._raised else (Purpose.TARGET, Purpose.STOP)
-        return tuple(ours.get(client_order_id(self._date, symbol, p)) for p in halves)
+        target, stop = (ours.get(client_order_id(self._date, symbol, p)) for p in halves)
+        return target, stop
 
     def _pair_working(self, symbol: Symbol, ours: dict[ClientOrderId, Order]) -> bool:
         return any(h is not None and h.is_open() for h in self._halves(symbol, ours))
@@ -623,6 +623,19 @@ def _filled_entries(ours: dict[ClientOrderId, Order]) -> dict[Symbol, Order]:
         for o in ours.values()
         if o.intent.purpose is Purpose.ENTRY and o.is_done() and o.filled_qty > 0 and o.avg_fill_price is not None
     }
+
+
+def _entry_price(entry: Order) -> Decimal:
+    """A filled entry's average fill price (the monitor acts only on `_filled_entries`, which all have one)."""
+    assert entry.avg_fill_price is not None, f"{entry.client_order_id}: an entry without a fill price"
+    return entry.avg_fill_price
+
+
+def _levels(pair: tuple[OrderIntent, OrderIntent]) -> tuple[Decimal, Decimal]:
+    """A protective pair's target and stop prices (`core.orders.protective_exit` always sets both)."""
+    target, stop = pair[0].limit_price, pair[1].stop_price
+    assert target is not None and stop is not None, f"{pair[0].symbol}: a protective pair without its levels"
+    return target, stop
 
 
 def _accepted(target: Order | None, stop: Order | None) -> bool:

@@ -25,8 +25,7 @@ from openbell.core.ranking import GapVolumeRanker, RankedPick, choose_ranker
 from openbell.core.types import Symbol
 from openbell.core.voters import VOTERS, EnsembleRanker, vote
 from openbell.errors import DataQualityError
-from openbell.marketdata import MarketData
-from openbell.marketdata.base import DAILY_COLUMNS, MINUTE_COLUMNS
+from openbell.venues.marketdata import DAILY_COLUMNS, MINUTE_COLUMNS, MarketData
 
 SCAN_LOOKBACK = timedelta(days=45)  # calendar days that hold the 20 sessions the scan needs
 VOTER_LOOKBACK = timedelta(days=120)  # calendar days holding the 50 sessions of SMA(50)
@@ -240,7 +239,8 @@ def rank_day(
     method, top_n = settings.ranking.method, settings.scan.top_n
     quant = GapVolumeRanker()
     by_ranker = {quant.name: quant.rank(candidates, top_n)}
-    llm_asked, llm_reason, llm_scores = False, None, {}
+    llm_asked, llm_reason = False, None
+    llm_scores: dict[str, float] = {}
     if llm is not None and method in ("llm", "ensemble"):
         by_ranker["llm"], llm_scores, llm_reason = llm(candidates, top_n)
         llm_asked = True

@@ -313,5 +313,5 @@ def create_app():
         async with deferred(self, session, with_for_update=True) as transaction:
             yield transaction
 
-    AioSqliteConfiguration.begin_transaction = immediate
+    AioSqliteConfiguration.begin_transaction = immediate  # type: ignore[method-assign]  # the patch this function is for
     return prefect_app()

@@ -16,7 +16,9 @@ import pytest
 
 from openbell.calendar import previous_session, sessions_between
 from openbell.errors import ConfigError, DataQualityError
-from openbell.marketdata import MarketData, ParquetReplaySource, SyntheticMarket, generate_synthetic_market
+from openbell.venues.marketdata import MarketData
+from openbell.venues.replay import ParquetReplaySource
+from openbell.venues.synthetic import SyntheticMarket, generate_synthetic_market
 
 NY = ZoneInfo("America/New_York")
 SESSIONS = [date(2025, 3, 3), date(2025, 3, 4), date(2025, 3, 5), date(2025, 3, 6), date(2025, 3, 7)]

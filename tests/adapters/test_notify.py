@@ -16,11 +16,11 @@ import threading
 import time
 
 import pytest
-from loopback import JsonReceiver
 
 from openbell.config import Settings, load_settings
 from openbell.errors import ConfigError
 from openbell.notify import Level, Notifier, kill_switch_message
+from tests.fakes.loopback import JsonReceiver
 
 ALPACA_SECRET = "alpaca-secret-7Hq2x9"
 LLM_KEY = "sk-llm-key-3b8e1f"

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from openbell import calendar
-from openbell.brokers.paper import PaperBroker
 from openbell.clock import SimClock
 from openbell.core.backtest import FillCosts
 from openbell.core.exits import ExitPolicy
@@ -29,8 +28,9 @@ from openbell.core.types import (
     client_order_id,
 )
 from openbell.errors import OrderRejected
-from openbell.marketdata.base import DAILY_COLUMNS, MINUTE_COLUMNS, OPENING_PRINT_COLUMNS, MarketData
 from openbell.store import Store
+from openbell.venues.marketdata import DAILY_COLUMNS, MINUTE_COLUMNS, OPENING_PRINT_COLUMNS, MarketData
+from openbell.venues.paper import PaperBroker
 
 NY = ZoneInfo("America/New_York")
 DAY = date(2018, 3, 1)  # a full session: liquidation 15:45, close 16:00

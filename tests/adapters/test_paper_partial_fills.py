@@ -7,7 +7,15 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
+from openbell.clock import SimClock
+from openbell.core.backtest import FillCosts
+from openbell.core.orders import moo_entry, protective_exit
+from openbell.core.risk import Halt, Rule
+from openbell.core.types import OrderStatus, Purpose, Side, client_order_id
+from openbell.monitor import ExitMonitor
+from openbell.store import Store
+from openbell.venues.paper import PaperBroker
+from tests.adapters.test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
     ABC,
     DAY,
     POLICY,
@@ -16,15 +24,6 @@ from test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
     db_path,
     store,
 )
-
-from openbell.brokers.paper import PaperBroker
-from openbell.clock import SimClock
-from openbell.core.backtest import FillCosts
-from openbell.core.orders import moo_entry, protective_exit
-from openbell.core.risk import Halt, Rule
-from openbell.core.types import OrderStatus, Purpose, Side, client_order_id
-from openbell.monitor import ExitMonitor
-from openbell.store import Store
 
 CAPPED = FillCosts(max_participation_pct=Decimal(10))  # 10% of each bar's volume
 ENTRY, TARGET, STOP = (client_order_id(DAY, ABC, p) for p in (Purpose.ENTRY, Purpose.TARGET, Purpose.STOP))

@@ -7,7 +7,16 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
+
+from openbell.clock import SimClock
+from openbell.core.backtest import SessionBars, replay_sessions
+from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, step
+from openbell.core.orders import protective_exit
+from openbell.core.prices import price_to_units, to_units
+from openbell.core.types import OrderStatus, OrderType
+from openbell.store import Store
+from openbell.venues.paper import PaperBroker
+from tests.adapters.test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
     ABC,
     DAY,
     BrokerFactory,
@@ -20,15 +29,6 @@ from test_paper_broker import (  # noqa: F401 (the fixtures are used by name)
     make_broker,
     store,
 )
-
-from openbell.brokers.paper import PaperBroker
-from openbell.clock import SimClock
-from openbell.core.backtest import SessionBars, replay_sessions
-from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, step
-from openbell.core.orders import protective_exit
-from openbell.core.prices import price_to_units, to_units
-from openbell.core.types import OrderStatus, OrderType
-from openbell.store import Store
 
 TRAILING = ExitPolicy(trail_pct=Decimal(1))  # from a 50.00 entry: target 51.30, stop max(49.55, 49.50) = 49.55
 BARS = [

@@ -11,7 +11,7 @@ from decimal import Decimal
 from openbell import calendar
 from openbell.store import Store, staging
 from openbell.store.migrations import MIGRATIONS
-from openbell.tasks.runs import mark_crashed
+from openbell.store.records import mark_crashed
 
 DAY = date(2024, 3, 5)
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_store_import import legacy_file
 
 from openbell.errors import ConfigError
-from openbell.marketdata import generate_synthetic_market
 from openbell.store import Store
 from openbell.store.convert import import_legacy
 from openbell.store.lake import lock_file
+from tests.adapters.test_store_import import legacy_file
+from tests.fakes.data_folder import synthetic_data_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION = "2025-03-04"  # a session of the synthetic market
@@ -155,9 +155,7 @@ COMMANDS = {
 @pytest.fixture(scope="module")
 def market_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder with the synthetic market made, as a replay's first run would make it."""
-    folder = tmp_path_factory.mktemp("data")
-    generate_synthetic_market(folder / "synthetic")
-    return folder
+    return synthetic_data_folder(tmp_path_factory)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from openbell import runtime
+from openbell import wiring
 from openbell.config import Settings
 from openbell.errors import ConfigError
 from openbell.store import Store
@@ -83,9 +83,9 @@ def test_a_data_folder_with_the_old_file_is_moved_on_first_use_and_only_once(tmp
     legacy_file(tmp_path / "openbell.duckdb")
     settings = Settings(data={"dir": tmp_path})
 
-    store = runtime.store_for(settings)
+    store = wiring.store_for(settings)
     store.upsert("runs", [{"run_id": "new", "flow": "after"}])
-    again = runtime.store_for(Settings(data={"dir": tmp_path}))
+    again = wiring.store_for(Settings(data={"dir": tmp_path}))
 
     assert store.path == tmp_path / "openbell.ducklake"
     assert again.query("SELECT count(*) FROM candidates") == [(40,)]

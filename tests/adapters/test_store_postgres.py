@@ -8,10 +8,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from postgres_server import postgres
 
 from openbell.store import Lake, Store, connect
 from openbell.store.lake import open_reader
+from tests.fakes.postgres_server import postgres
 
 
 @pytest.fixture(scope="module")

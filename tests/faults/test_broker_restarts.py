@@ -18,7 +18,7 @@ its own commissions), each order sent once under its client order id, the accoun
 The fake fills by the paper fill model on the replay's timeline (broker_bridge). The replay runs in
 another process here, so that process publishes its timeline to a file each time it moves, before
 anything at the new time happens (`PublishedTimeline`, a SimClock that also writes its time, installed as
-the SimClock `runtime.clock_for` makes; the flows, tasks and adapters run unchanged), and the fake's
+the SimClock `wiring.clock_for` makes; the flows, tasks and adapters run unchanged), and the fake's
 clock reads the file (`PublishedReplayTime`): it sees the day's time exactly as a fake in the same
 process would, so the fills do not depend on how fast either process runs. It
 never goes back: a run killed at 10:31 leaves the market at 10:31, and the run after it, whose replay
@@ -38,34 +38,22 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from openbell import calendar
-from openbell.brokers import Broker
-from openbell.clock import SimClock
-from openbell.config import AlpacaSettings, BrokerSettings, IbkrSettings, Settings
+from openbell.config import Settings
 from openbell.core.types import Order, Position, Symbol
 from openbell.store import Store
+from tests.fakes.broker_bridge import PaperExchange
+from tests.flows.broker_day_support import DAY, HELD, SYMBOLS, BridgedBroker, orders, start_bridged_broker, trades
 
 PROJECT = Path(__file__).resolve().parents[2]
-if str(PROJECT / "tests" / "flows") not in sys.path:
-    sys.path.insert(0, str(PROJECT / "tests" / "flows"))
-
-from broker_bridge import BridgedAlpaca, BridgedTws, Holding, PaperExchange  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
-# The day, symbols, holding and credentials of tests/flows/test_broker_days.py.
-DAY = date(2018, 3, 1)
-SYMBOLS = ["AAL", "AAPL", "BA", "CLF", "F", "KO", "NVAX", "SIRI", "XOM"]
-HELD = Position(Symbol("IBM"), 100, Decimal("140.00"))
-API_KEY, SECRET_KEY = "PKBRIDGE0KEY0ID", "bridge-secret"
-CLIENT_ID = 17
 OURS = f"ob-{DAY:%Y%m%d}-"
 KINDS = ["alpaca", "ibkr"]
 KILL_POINTS = ["moo_sent", "pairs_placed", "exit_filled", "liquidation_sent"]
@@ -78,7 +66,7 @@ import json, os, sys
 from datetime import date
 from pathlib import Path
 
-from openbell import runtime
+from openbell import wiring
 from openbell.clock import SimClock
 
 job = json.loads(sys.argv[1])
@@ -103,7 +91,7 @@ class PublishedTimeline(SimClock):
         os.replace(scratch, published)
 
 
-runtime.SimClock = PublishedTimeline  # the timelines `runtime.clock_for` makes for the day's phases
+wiring.SimClock = PublishedTimeline  # the timelines `wiring.clock_for` makes for the day's phases
 
 from openbell.flows.trading_day import trading_day
 from openbell.config import RunOptions
@@ -134,36 +122,11 @@ class PublishedReplayTime:
             return self._latest
 
 
-Fake = BridgedAlpaca | BridgedTws
-
-
 @dataclass
-class Venue:
+class Venue(BridgedBroker):
     """A fake broker of one kind, its account holding 100 IBM, following the days replayed in other processes."""
 
-    kind: str
-    fake: Fake
-    env: dict[str, str]
-    settings: Settings
     timeline: Path
-
-    def broker(self) -> Broker:
-        """The real SDK client on the fake, with a client id of its own, for asking after the day."""
-        clock = SimClock(datetime(DAY.year, DAY.month, DAY.day, 17, tzinfo=calendar.NEW_YORK))
-        if self.kind == "alpaca":
-            from openbell.brokers.alpaca import AlpacaBroker
-
-            return AlpacaBroker(self.settings, clock, DAY)
-        from openbell.brokers.ibkr import IbkrBroker
-
-        return IbkrBroker(self.settings, clock, DAY)
-
-    def account(self) -> tuple[dict[Symbol, Position], list[Order]]:
-        broker = self.broker()
-        try:
-            return broker.positions(), broker.open_orders()
-        finally:
-            broker.close()
 
     # --- the fake's own records ---------------------------------------------------------------
     def received(self) -> list[str]:
@@ -189,22 +152,8 @@ class Venue:
 
 def _venue(kind: str, shared_data, folder: Path) -> Venue:
     timeline = folder / "replay-time"
-    engine = PaperExchange(DAY, *shared_data, replay_time=PublishedReplayTime(timeline))
-    if kind == "alpaca":
-        fake = BridgedAlpaca(engine, api_key=API_KEY, secret_key=SECRET_KEY).start()
-        fake.hold(HELD.symbol, HELD.qty, HELD.avg_price)
-        env = {"KIND": "alpaca", "ALPACA__API_KEY": API_KEY, "ALPACA__SECRET_KEY": SECRET_KEY,
-               "ALPACA__URL_OVERRIDE": fake.url}  # fmt: skip
-        alpaca = AlpacaSettings(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET_KEY), url_override=fake.url)
-        settings = Settings(broker=BrokerSettings(kind="alpaca", alpaca=alpaca))
-    else:
-        symbols = {s: 1000 + i for i, s in enumerate([*SYMBOLS, HELD.symbol])}
-        fake = BridgedTws(engine, symbols=symbols, holdings=(Holding(HELD.symbol, Decimal(HELD.qty), HELD.avg_price),))
-        fake.start()
-        env = {"KIND": "ibkr", "IBKR__PORT": str(fake.port), "IBKR__CLIENT_ID": str(CLIENT_ID),
-               "IBKR__CONNECT_TIMEOUT_S": "5"}  # fmt: skip
-        settings = Settings(broker=BrokerSettings(kind="ibkr", ibkr=IbkrSettings(port=fake.port, client_id=CLIENT_ID + 1)))
-    return Venue(kind, fake, {f"OPENBELL_BROKER__{k}": v for k, v in env.items()}, settings, timeline)
+    bridged = start_bridged_broker(kind, PaperExchange(DAY, *shared_data, replay_time=PublishedReplayTime(timeline)))
+    return Venue(bridged.kind, bridged.fake, bridged.env, bridged.settings, timeline)
 
 
 @dataclass
@@ -260,25 +209,6 @@ class DayProcess:
 
 
 # --- what a day leaves -------------------------------------------------------------------------------
-def _trades(store: Store) -> dict[str, tuple]:
-    """Each trade as (shares, entry time and price, exit time and price, exit reason, gross P&L)."""
-    rows = store.query(
-        "SELECT symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reason, pnl + commission "
-        "FROM trades WHERE trade_date = ? ORDER BY symbol",
-        [DAY],
-    )
-    return {symbol: tuple(rest) for symbol, *rest in rows}
-
-
-def _orders(store: Store) -> dict[str, tuple]:
-    rows = store.query(
-        "SELECT client_order_id, status, qty, filled_qty, avg_fill_price, limit_price, stop_price FROM orders "
-        "WHERE trade_date = ? ORDER BY client_order_id",
-        [DAY],
-    )
-    return {cid: tuple(rest) for cid, *rest in rows}
-
-
 def _ids(store: Store, *purposes: str) -> set[str]:
     rows = store.query("SELECT client_order_id FROM orders WHERE trade_date = ? AND purpose IN (SELECT unnest(?))",
                        [DAY, list(purposes)])  # fmt: skip
@@ -305,7 +235,7 @@ def _clean_day(kind: str, shared_data, folder: Path, prefect_api: str) -> CleanD
         venue.fake.stop()
     store = Store(day.db)
     pairs = _ids(store, "target") if kind == "alpaca" else _ids(store, "target", "stop")
-    return CleanDay(_trades(store), _orders(store), _ids(store, "entry"), pairs, _ids(store, "eod"))
+    return CleanDay(trades(store), orders(store), _ids(store, "entry"), pairs, _ids(store, "eod"))
 
 
 def _kill_point(point: str, venue: Venue, clean: CleanDay) -> Callable[[], bool]:
@@ -354,7 +284,7 @@ def _restart(kind: str, point: str, clean: CleanDay, shared_data, folder: Path, 
         killed.start().kill_when(_kill_point(point, venue, clean), point)
         left_after_kill = killed.group_left()
         before_kill, killed_at = venue.received(), venue.fake.engine.clock.now()
-        recorded_at_kill = set(_orders(Store(db)))
+        recorded_at_kill = set(orders(Store(db)))
         again.start().finish()
         left_after_rerun = again.group_left()
         after_kill = venue.received()[len(before_kill) :]
@@ -406,9 +336,9 @@ def restarted(request, restarts) -> Restarted:
 
 
 def test_the_kill_came_at_its_point_of_the_day(restarted):
-    from openbell.runtime import phases
+    from openbell.wiring import day_times
 
-    when = phases(DAY, Settings())
+    when = day_times(DAY, Settings())
     print(restarted)  # where it landed, for -rP
     expected = {
         "moo_sent": (when.moo, when.open),
@@ -421,11 +351,11 @@ def test_the_kill_came_at_its_point_of_the_day(restarted):
 
 
 def test_the_day_after_the_restart_has_the_clean_days_trades(restarted):
-    assert _trades(restarted.store) == restarted.clean.trades
+    assert trades(restarted.store) == restarted.clean.trades
 
 
 def test_every_order_ends_as_in_the_clean_day(restarted):
-    assert _orders(restarted.store) == restarted.clean.orders
+    assert orders(restarted.store) == restarted.clean.orders
 
 
 def test_every_order_reached_the_broker_once_under_its_own_client_order_id(restarted):
@@ -442,7 +372,7 @@ def test_every_order_reached_the_broker_once_under_its_own_client_order_id(resta
 
 def test_the_restart_adopts_what_the_broker_has_and_sends_only_the_rest(restarted):
     """The orders sent before the kill are the day's, recorded once; the run after sent none of them again."""
-    recorded = set(_orders(restarted.store))
+    recorded = set(orders(restarted.store))
     assert restarted.before_kill  # the kill came after orders reached the broker
     assert set(restarted.before_kill) <= recorded
     assert set(restarted.after_kill).isdisjoint(restarted.before_kill)

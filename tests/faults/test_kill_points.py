@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from openbell.config import RunOptions
-from openbell.marketdata.synthetic import generate_synthetic_market
 from openbell.store import Store, lake
 from openbell.store.migrations import DAY_TABLES
+from openbell.venues.synthetic import generate_synthetic_market
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def day_rows(store: Store, day: date) -> dict[str, list[tuple]]:
 @pytest.fixture(scope="module")
 def market(prefect_harness, tmp_path_factory) -> Market:
     from openbell.flows.trading_day import trading_day
-    from openbell.marketdata.replay import ParquetReplaySource
+    from openbell.venues.replay import ParquetReplaySource
 
     folder = tmp_path_factory.mktemp("market")
     generate_synthetic_market(folder)

@@ -43,12 +43,7 @@ import pytest
 from openbell.config import RunOptions
 from openbell.prefect_api import server_command
 from openbell.store import Store, lake
-
-PROJECT = Path(__file__).resolve().parents[2]
-if str(PROJECT / "tests" / "service") not in sys.path:
-    sys.path.insert(0, str(PROJECT / "tests" / "service"))
-
-from service_support import (  # noqa: E402
+from tests.service.service_support import (
     free_port,
     group_alive,
     kill_group,

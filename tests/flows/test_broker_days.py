@@ -17,50 +17,33 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from broker_bridge import BridgedAlpaca, BridgedTws, Holding, PaperExchange
-from pydantic import SecretStr
 
-from openbell import calendar
-from openbell.brokers import Broker
-from openbell.clock import SimClock
-from openbell.config import AlpacaSettings, BrokerSettings, IbkrSettings, RunOptions, Settings
-from openbell.core.types import Position, Symbol
+from openbell.config import RunOptions
 from openbell.store import Store
+from tests.fakes.broker_bridge import PaperExchange
+from tests.flows.broker_day_support import DAY, HELD, SYMBOLS, BridgedBroker, Fake, orders, start_bridged_broker, trades
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
-
-DAY = date(2018, 3, 1)
-# Stops early (NVAX at 09:31) and late (AAL, AAPL), targets (CLF, SIRI), held to the liquidation (KO, XOM),
-# and two entries without an opening print (BA and F open after 09:30): they expire unfilled.
-SYMBOLS = ["AAL", "AAPL", "BA", "CLF", "F", "KO", "NVAX", "SIRI", "XOM"]
-HELD = Position(Symbol("IBM"), 100, Decimal("140.00"))  # bought before openbell ran
-API_KEY, SECRET_KEY = "PKBRIDGE0KEY0ID", "bridge-secret"
-CLIENT_ID = 17
 
 
 @dataclass
 class BrokerDay:
-    """One day traded through a fake broker: its database, the fake, and a way to ask the broker afterwards."""
+    """One day traded through a fake broker: its database, and the fake with a way to ask the broker afterwards."""
 
-    kind: str
     store: Store
-    fake: BridgedAlpaca | BridgedTws
-    settings: Settings
+    bridged: BridgedBroker
 
-    def broker(self) -> Broker:
-        clock = SimClock(datetime(DAY.year, DAY.month, DAY.day, 17, tzinfo=calendar.NEW_YORK))
-        if self.kind == "alpaca":
-            from openbell.brokers.alpaca import AlpacaBroker
+    @property
+    def kind(self) -> str:
+        return self.bridged.kind
 
-            return AlpacaBroker(self.settings, clock, DAY)
-        from openbell.brokers.ibkr import IbkrBroker
-
-        return IbkrBroker(self.settings, clock, DAY)
+    @property
+    def fake(self) -> Fake:
+        return self.bridged.fake
 
 
 def _run_day(db: Path, shared_data, **options) -> str:
@@ -80,59 +63,26 @@ def paper_day(prefect_harness, shared_data, tmp_path_factory) -> Store:
 
 
 @contextmanager
-def _through_fake(kind: str, shared_data) -> Iterator[tuple[BridgedAlpaca | BridgedTws, Settings]]:
+def _through_fake(kind: str, shared_data) -> Iterator[BridgedBroker]:
     """A fake of `kind` filling by the paper fill model, chosen as the broker by environment variables as a user would."""
-    engine = PaperExchange(DAY, *shared_data)
-    if kind == "alpaca":
-        fake = BridgedAlpaca(engine, api_key=API_KEY, secret_key=SECRET_KEY).start()
-        fake.hold(HELD.symbol, HELD.qty, HELD.avg_price)
-        env = {"KIND": "alpaca", "ALPACA__API_KEY": API_KEY, "ALPACA__SECRET_KEY": SECRET_KEY,
-               "ALPACA__URL_OVERRIDE": fake.url}  # fmt: skip
-        alpaca = AlpacaSettings(api_key=SecretStr(API_KEY), secret_key=SecretStr(SECRET_KEY), url_override=fake.url)
-        settings = Settings(broker=BrokerSettings(kind="alpaca", alpaca=alpaca))
-    else:
-        symbols = {s: 1000 + i for i, s in enumerate([*SYMBOLS, HELD.symbol])}
-        fake = BridgedTws(engine, symbols=symbols, holdings=(Holding(HELD.symbol, Decimal(HELD.qty), HELD.avg_price),))
-        fake.start()
-        env = {"KIND": "ibkr", "IBKR__PORT": str(fake.port), "IBKR__CLIENT_ID": str(CLIENT_ID),
-               "IBKR__CONNECT_TIMEOUT_S": "5"}  # fmt: skip
-        settings = Settings(broker=BrokerSettings(kind="ibkr", ibkr=IbkrSettings(port=fake.port, client_id=CLIENT_ID + 1)))
+    bridged = start_bridged_broker(kind, PaperExchange(DAY, *shared_data))
     try:
         with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(f"OPENBELL_BROKER__{name}", value)
-            yield fake, settings
+            for name, value in bridged.env.items():
+                patch.setenv(name, value)
+            yield bridged
     finally:
-        fake.stop()
+        bridged.fake.stop()
 
 
 @pytest.fixture(scope="module", params=["alpaca", "ibkr"])
 def broker_day(request, paper_day, prefect_harness, shared_data, tmp_path_factory):
     """The day through the fake of `request.param`."""
-    with _through_fake(request.param, shared_data) as (fake, settings):
+    with _through_fake(request.param, shared_data) as bridged:
         db = tmp_path_factory.mktemp(request.param) / "openbell.ducklake"
         _run_day(db, shared_data)
-        fake.stop_following()
-        yield BrokerDay(request.param, Store(db), fake, settings)
-
-
-def _trades(store: Store) -> dict[str, tuple]:
-    """Each trade as (shares, entry time and price, exit time and price, exit reason, gross P&L)."""
-    rows = store.query(
-        "SELECT symbol, shares, entry_ts, entry_price, exit_ts, exit_price, exit_reason, pnl + commission "
-        "FROM trades WHERE trade_date = ? ORDER BY symbol",
-        [DAY],
-    )
-    return {symbol: tuple(rest) for symbol, *rest in rows}
-
-
-def _orders(store: Store) -> dict[str, tuple]:
-    rows = store.query(
-        "SELECT client_order_id, status, qty, filled_qty, avg_fill_price, limit_price, stop_price FROM orders "
-        "WHERE trade_date = ? ORDER BY client_order_id",
-        [DAY],
-    )
-    return {cid: tuple(rest) for cid, *rest in rows}
+        bridged.fake.stop_following()
+        yield BrokerDay(Store(db), bridged)
 
 
 def test_the_paper_day_has_every_kind_of_exit_and_an_unfilled_entry(paper_day):
@@ -143,22 +93,18 @@ def test_the_paper_day_has_every_kind_of_exit_and_an_unfilled_entry(paper_day):
 
 
 def test_the_day_ends_flat_with_the_holding_from_before_untouched(broker_day):
-    broker = broker_day.broker()
-    try:
-        positions, working = broker.positions(), broker.open_orders()
-    finally:
-        broker.close()
+    positions, working = broker_day.bridged.account()
     assert positions == {HELD.symbol: HELD}
     assert working == []
 
 
 def test_every_trade_is_the_paper_brokers_trade(broker_day, paper_day):
-    assert _trades(broker_day.store) == _trades(paper_day)
+    assert trades(broker_day.store) == trades(paper_day)
 
 
 def test_every_order_ends_as_on_the_paper_broker(broker_day, paper_day):
     """Entries filled or expired, exits filled or cancelled, liquidations filled: the same orders, the same ends."""
-    assert _orders(broker_day.store) == _orders(paper_day)
+    assert orders(broker_day.store) == orders(paper_day)
 
 
 def test_commissions_are_the_brokers_own(broker_day):
@@ -195,19 +141,15 @@ def test_the_fake_and_its_matching_engine_report_no_failure(broker_day):
 @pytest.mark.parametrize("kind", ["alpaca", "ibkr"])
 def test_a_kill_switch_day_ends_flat_with_each_order_sent_once(kind, prefect_harness, shared_data, tmp_path):
     """Wide exits (NVAX alone lost $1,544 with them) and a $500 daily loss limit, through the real SDK clients."""
-    with _through_fake(kind, shared_data) as (fake, settings), pytest.MonkeyPatch.context() as patch:
+    with _through_fake(kind, shared_data) as bridged, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENBELL_RISK__DAILY_LOSS_USD", "500")
         db = tmp_path / "openbell.ducklake"
         report = _run_day(db, shared_data, target_pct=Decimal(20), stop_pct=Decimal(15))
+        fake = bridged.fake
         fake.stop_following()
-        day = BrokerDay(kind, Store(db), fake, settings)
-        broker = day.broker()
-        try:
-            positions, working = broker.positions(), broker.open_orders()
-        finally:
-            broker.close()
+        positions, working = bridged.account()
 
-    store = day.store
+    store = Store(db)
     assert store.query("SELECT rule, action FROM risk_events WHERE action = 'halted'") == [("daily_loss_usd", "halted")]
     killed = store.query("SELECT symbol, status FROM orders WHERE purpose = 'kill' ORDER BY symbol")
     assert killed and all(status == "filled" for _, status in killed)
@@ -244,6 +186,6 @@ def test_reconcile_sets_the_day_traded_through_the_broker_against_its_replay(bro
     replayed = store.query("SELECT sum(pnl), sum(commission) FROM trades WHERE trade_date = ?", [DAY])[0]
     assert live[0] - replayed[0] == replayed[1] - live[1]  # the same trades gross: the commissions are the difference
     assert f"net P&L live ${live[0]:,.2f}, replayed ${replayed[0]:,.2f}: difference ${live[0] - replayed[0]:,.2f}" in out
-    for symbol in _trades(paper_day):
+    for symbol in trades(paper_day):
         assert any(line.split()[0] == symbol for line in out.splitlines()[2:])
     assert "only live" not in out and "only replayed" not in out

@@ -17,9 +17,9 @@ import pytest
 
 from openbell.calendar import NEW_YORK
 from openbell.config import RunOptions
-from openbell.marketdata import generate_synthetic_market
 from openbell.research.backtest import BacktestSpec, plan_session, run_backtest
 from openbell.store import Store
+from openbell.venues.synthetic import generate_synthetic_market
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ ranked day reuses the recorded reply without a network call.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -16,13 +15,8 @@ import pytest
 
 from openbell.config import RunOptions
 from openbell.store import Store
-
-_LLM_TESTS = Path(__file__).resolve().parents[1] / "adapters" / "llm"
-if str(_LLM_TESTS) not in sys.path:
-    sys.path.insert(0, str(_LLM_TESTS))
-
-from fake_news import FakeNews  # noqa: E402
-from fake_openai import API_KEY, FakeOpenAI, good, request_document, slow, text  # noqa: E402
+from tests.fakes.fake_news import FakeNews
+from tests.fakes.fake_openai import API_KEY, FakeOpenAI, good, request_document, slow, text
 
 pytestmark = pytest.mark.slow
 

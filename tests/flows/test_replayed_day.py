@@ -11,8 +11,8 @@ import pytest
 from openbell.config import RunOptions
 from openbell.core.backtest import REASONS, SessionBars, replay_sessions
 from openbell.core.prices import to_units, units_to_price
-from openbell.marketdata import ParquetReplaySource
 from openbell.store import DAY_TABLES, Store
+from openbell.venues.replay import ParquetReplaySource
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 

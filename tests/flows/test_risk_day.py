@@ -110,9 +110,8 @@ def test_a_dry_run_flatten_sells_nothing(prefect_harness, options):
 
 
 def test_the_days_summary_reaches_the_users_receiver(prefect_harness, options, monkeypatch):
-    from loopback import JsonReceiver
-
     from openbell.flows.trading_day import trading_day
+    from tests.fakes.loopback import JsonReceiver
 
     receiver = JsonReceiver()
     try:

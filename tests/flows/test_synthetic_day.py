@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from openbell import runtime
+from openbell import wiring
 from openbell.config import RunOptions
 from openbell.store import DAY_TABLES, Store
 
@@ -97,9 +97,9 @@ def test_a_holding_the_system_did_not_open_is_never_sold(prefect_harness, data_d
     from openbell.flows.trading_day import trading_day
 
     day = date(2025, 3, 5)
-    market = runtime.market_for(RunOptions().settings())
+    market = wiring.market_for(RunOptions().settings())
     symbol = sorted(market.opening_prints(day)["symbol"])[0]
-    store = runtime.store_for(RunOptions().settings())
+    store = wiring.store_for(RunOptions().settings())
     store.insert("paper_holdings", [{"symbol": symbol, "qty": 250, "avg_price": 10}])
 
     trading_day(trade_date=day, symbols=[symbol])
@@ -121,9 +121,10 @@ def test_moo_orders_are_not_sent_after_the_cutoff(prefect_harness, data_dir, mon
     from openbell.flows.rank_candidates import rank_candidates
 
     day = date(2025, 3, 4)
-    symbol = sorted(runtime.market_for(RunOptions().settings()).opening_prints(day)["symbol"])[0]
+    symbol = sorted(wiring.market_for(RunOptions().settings()).opening_prints(day)["symbol"])[0]
     rank_candidates(day, symbols=[symbol])
     monkeypatch.setenv("OPENBELL_SCHEDULE__MOO_TIME", "09:29")  # a run that starts late, after the 09:28 cutoff
+    monkeypatch.setenv("OPENBELL_SCHEDULE__MOO_CUTOFF", "09:30")  # valid settings; the broker's 09:28 still applies
 
     sent = place_moo_orders(day)
 

@@ -6,15 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from openbell.marketdata import generate_synthetic_market
+from tests.fakes.data_folder import synthetic_data_folder
 
 
 @pytest.fixture(scope="package")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder holding the default synthetic market (minute sessions 2025-03-03 .. 2025-03-07)."""
-    folder = tmp_path_factory.mktemp("data")
-    generate_synthetic_market(folder / "synthetic")
-    return folder
+    return synthetic_data_folder(tmp_path_factory)
 
 
 @pytest.fixture

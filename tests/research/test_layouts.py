@@ -10,8 +10,8 @@ import pytest
 
 from openbell.config import RunOptions
 from openbell.core.prices import to_units
-from openbell.marketdata import ParquetReplaySource
 from openbell.research.backtest import BacktestSpec, plan_in_process, run_backtest
+from openbell.venues.replay import ParquetReplaySource
 
 pytestmark = pytest.mark.shared_data
 

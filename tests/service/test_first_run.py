@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_support import ROOT, openbell, pid_alive, processes_with_env, quiet_env, wait_for
+
+from tests.service.service_support import ROOT, openbell, pid_alive, processes_with_env, quiet_env, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_support import pid_alive, wait_for
 
 from openbell import service
 from openbell.cli import main
+from tests.service.service_support import pid_alive, wait_for
 
 # An unrelated program whose command line mentions prefect, the server's app and serve.py.
 IMPOSTOR = [sys.executable, "-c", "import time; time.sleep(60)", "prefect", "openbell.prefect_api:create_app", "serve.py"]

@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
-from service_support import (
+
+from tests.service.service_support import (
     ROOT,
     deployments_by_name,
     free_port,
@@ -72,12 +74,10 @@ def test_a_replay_stopped_while_its_server_starts_leaves_no_server(
     fresh_machine: dict[str, str], locked_server_database: Path, stop: signal.Signals
 ):
     with _replay(fresh_machine) as cli:
-        server = wait_for(lambda: _server_of(fresh_machine, cli), 120, "the temporary Prefect server", 0.05)
+        server = _temporary_server(fresh_machine, cli)
         wait_for(lambda: _has_open(server, locked_server_database), 60, "the server to open its database", 0.05)
 
-        cli.send_signal(stop)
-        stopped = time.monotonic()
-        wait_for(lambda: not pid_alive(server), GONE_WITHIN_S, f"the temporary server (pid {server}) to stop", 0.05)
+        stopped = _stop(cli, stop, server)
         output = _read_to_end(cli, GONE_WITHIN_S + 2)
 
         assert time.monotonic() - stopped < GONE_WITHIN_S + 2  # a `| tee` behind it has ended too
@@ -90,12 +90,11 @@ def test_a_replay_stopped_while_its_server_starts_leaves_no_server(
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill -9", "SIGTERM"])
 def test_a_replay_stopped_once_its_server_answers_frees_the_port(fresh_machine: dict[str, str], stop: signal.Signals):
     with _replay(fresh_machine) as cli:
-        server = wait_for(lambda: _server_of(fresh_machine, cli), 120, "the temporary Prefect server", 0.05)
+        server = _temporary_server(fresh_machine, cli)
         port = _port_of(server)
         wait_for(lambda: _listening(port), 240, f"the temporary server to listen on {port}", 0.1)
 
-        cli.send_signal(stop)
-        wait_for(lambda: not pid_alive(server), GONE_WITHIN_S, f"the temporary server (pid {server}) to stop", 0.05)
+        _stop(cli, stop, server)
         output = _read_to_end(cli, GONE_WITHIN_S)
 
         assert not _listening(port), output
@@ -122,6 +121,19 @@ class _replay:
         self.cli.stdout.close()
         if (server := _server_of(self.env)) is not None:  # a failed test still leaves nothing running
             os.kill(server, signal.SIGKILL)
+
+
+def _temporary_server(env: dict[str, str], cli: subprocess.Popen[bytes]) -> int:
+    """The PID of the replay's temporary Prefect server, once it has started one."""
+    return wait_for(lambda: _server_of(env, cli), 120, "the temporary Prefect server", 0.05)
+
+
+def _stop(cli: subprocess.Popen[bytes], stop: signal.Signals, server: int) -> float:
+    """Send `stop` to the replay and wait until its temporary server is gone; returns when it was sent (monotonic)."""
+    cli.send_signal(stop)
+    stopped = time.monotonic()
+    wait_for(lambda: not pid_alive(server), GONE_WITHIN_S, f"the temporary server (pid {server}) to stop", 0.05)
+    return stopped
 
 
 def _server_of(env: dict[str, str], cli: subprocess.Popen[bytes] | None = None) -> int | None:
@@ -206,13 +218,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str
 
 def test_a_killed_serving_process_is_warned_about_and_up_restarts_only_it(service: tuple[dict[str, str], int]):
     env, port = service
-    before = _recorded_pids(env)
-    _kill_group_now(before["serve"])
-
-    shown = openbell("status", env=env, timeout=60)
-    restarted = openbell("up", "--port", str(port), env=env)
-    after = _recorded_pids(env)
-    again = openbell("status", env=env, timeout=60)
+    before, _, shown, restarted, after, again = _kill_then_status_and_up(env, "serve", port)
 
     assert "serve    not running" in shown.stdout
     assert _warnings(shown.stdout) == [
@@ -226,14 +232,8 @@ def test_a_killed_serving_process_is_warned_about_and_up_restarts_only_it(servic
 
 def test_a_killed_server_is_warned_about_and_up_restarts_it_on_the_same_port(service: tuple[dict[str, str], int]):
     env, port = service
-    before = _recorded_pids(env)
-    _kill_group_now(before["server"])
-    killed_at = datetime.now(UTC)
-
-    shown = openbell("status", env=env, timeout=60)
-    restarted = openbell("up", "--port", str(free_port()), env=env)  # the serving process reports to the old port
-    after = _recorded_pids(env)
-    again = openbell("status", env=env, timeout=60)
+    # `up` is given another port: the serving process reports to the old one
+    before, killed_at, shown, restarted, after, again = _kill_then_status_and_up(env, "server", free_port())
 
     assert "server   not running" in shown.stdout
     assert _warnings(shown.stdout) == [
@@ -247,6 +247,28 @@ def test_a_killed_server_is_warned_about_and_up_restarts_it_on_the_same_port(ser
     assert f"server   running  pid {after['server']}" in again.stdout and _warnings(again.stdout) == []
     polled = [d["last_polled"] for d in deployments_by_name(f"http://127.0.0.1:{port}/api").values()]
     assert all(datetime.fromisoformat(p) > killed_at for p in polled), polled
+
+
+class _HalfKilled(NamedTuple):
+    before: dict[str, int]  # the recorded pids before the kill
+    killed_at: datetime
+    shown: subprocess.CompletedProcess[str]  # `status` after the kill
+    restarted: subprocess.CompletedProcess[str]  # `up` after that
+    after: dict[str, int]  # the recorded pids after `up`
+    again: subprocess.CompletedProcess[str]  # `status` after `up`
+
+
+def _kill_then_status_and_up(env: dict[str, str], which: str, port: int) -> _HalfKilled:
+    """kill -9 the process group of `which` ("serve" or "server"), then `status`, `up --port port` and `status` again."""
+    before = _recorded_pids(env)
+    _kill_group_now(before[which])
+    killed_at = datetime.now(UTC)
+
+    shown = openbell("status", env=env, timeout=60)
+    restarted = openbell("up", "--port", str(port), env=env)
+    after = _recorded_pids(env)
+    again = openbell("status", env=env, timeout=60)
+    return _HalfKilled(before, killed_at, shown, restarted, after, again)
 
 
 def _recorded_pids(env: dict[str, str]) -> dict[str, int]:

@@ -8,12 +8,11 @@ deployments/serve.py serves all five: the test waits for a run the scheduler mad
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
-from service_support import (
-    ROOT,
+
+from tests.service.service_support import (
     api_post,
     deployments_by_name,
     free_port,
@@ -26,18 +25,17 @@ from service_support import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
+# Run with `python -c` in the project root (start_group's working directory): deployments/serve.py is
+# found from there, as `deployments.serve`.
 SERVE_ONE = """
-import sys
-sys.path[:0] = [{root!r}, {deployments!r}]
-
 from prefect import serve
 
+from deployments.serve import build_deployments
 from openbell.config import load_settings
-from serve import build_deployments
 
-deployments = build_deployments(load_settings(), crons={{"report-eod": ["* * * * *"]}})
+deployments = build_deployments(load_settings(), crons={"report-eod": ["* * * * *"]})
 report = next(d for d in deployments if d.name == "report-eod")
-report.parameters = {{"mode": "replay"}}  # the synthetic market's last session; completes with no trades
+report.parameters = {"mode": "replay"}  # the synthetic market's last session; completes with no trades
 serve(report)
 """
 
@@ -66,12 +64,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         stop_group(server)
 
 
-def test_a_scheduled_run_fires_and_completes(prefect_server, tmp_path: Path):
+def test_a_scheduled_run_fires_and_completes(prefect_server):
     api, env, data_dir = prefect_server
-    script = tmp_path / "serve_report_eod.py"
-    script.write_text(SERVE_ONE.format(root=str(ROOT), deployments=str(ROOT / "deployments")))
     log = data_dir / "logs" / "serve.log"
-    serving = start_group([sys.executable, str(script)], env, log)
+    serving = start_group([sys.executable, "-c", SERVE_ONE], env, log)
     try:
         deployment = wait_for(lambda: deployments_by_name(api).get("report-eod"), 60, "the deployment", log=log)
 

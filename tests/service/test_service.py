@@ -15,7 +15,8 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from service_support import (
+
+from tests.service.service_support import (
     DEPLOYMENTS,
     SCHEDULED,
     api_post,

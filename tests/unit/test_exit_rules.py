@@ -13,13 +13,13 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from test_fill_model import _random_session as random_session
-from test_fill_model import dollars, hm, session_bars, units
 
 from openbell.core.backtest import REASONS, FillCosts, replay_sessions
 from openbell.core.exits import ExitBar, ExitCode, ExitPolicy, ExitState, breakeven_stop, exit_levels_for, step
 from openbell.core.prices import exit_levels, round_to_tick, with_slippage
 from openbell.core.types import Side
+from tests.unit.test_fill_model import _random_session as random_session
+from tests.unit.test_fill_model import dollars, hm, session_bars, units
 
 D = Decimal
 OPEN = hm("09:30")

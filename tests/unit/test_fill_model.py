@@ -12,10 +12,10 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from reference_fill_model import MinuteBar, round_half_up_to_tick, simulate_session
 
 from openbell.core.backtest import EOD, FillCosts, SessionBars, replay_sessions
 from openbell.core.exits import ExitCode, ExitPolicy, bar_exits, first_exits
+from tests.unit.reference_fill_model import MinuteBar, round_half_up_to_tick, simulate_session
 
 D = Decimal
 UNITS = 10_000  # $0.0001 price units, as the engine counts them

@@ -13,11 +13,11 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-import reference_scan
 
 from openbell import calendar
 from openbell.core import scan
-from openbell.marketdata import ParquetReplaySource
+from openbell.venues.replay import ParquetReplaySource
+from tests.unit import reference_scan
 
 pytestmark = pytest.mark.shared_data
 

@@ -11,9 +11,10 @@ import pytest
 from prefect.server.schemas.schedules import CronSchedule
 
 from openbell.config import load_settings
-from openbell.schedule import NEW_YORK, next_runs, phase_schedules
+from openbell.core.types import NEW_YORK, NEW_YORK_TZ
+from openbell.schedule import next_runs, phase_schedules
 
-NY = ZoneInfo(NEW_YORK)
+NY = NEW_YORK
 SETTINGS = load_settings()
 SCHEDULES = {s.deployment: s for s in phase_schedules(SETTINGS)}
 
@@ -41,7 +42,7 @@ def test_crons_fire_weekdays_at_the_phase_times(deployment, crons):
 
 
 def test_prefect_fires_the_scan_at_8_new_york_time_on_both_sides_of_the_dst_change():
-    dates = CronSchedule(cron=SCHEDULES["scan-and-rank"].crons[0], timezone=NEW_YORK).get_dates(
+    dates = CronSchedule(cron=SCHEDULES["scan-and-rank"].crons[0], timezone=NEW_YORK_TZ).get_dates(
         n=3, start=_at(2026, 3, 5, 0, 0)
     )
     if inspect.isawaitable(dates):  # Prefect's sync/async shim hands back a coroutine in some contexts

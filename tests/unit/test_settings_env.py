@@ -185,6 +185,64 @@ def test_flows_reading_settings_through_run_options_refuse_a_misspelled_variable
         RunOptions(top_n=3).settings()
 
 
+# --- settings that must agree with each other ------------------------------------------------------------------------
+
+
+def test_a_min_price_above_the_max_price_names_both_variables_and_their_values(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_SCAN__MIN_PRICE": "50", "OPENBELL_SCAN__MAX_PRICE": "10"})
+
+    assert message == (
+        "OPENBELL_SCAN__MIN_PRICE=50.0 must be below OPENBELL_SCAN__MAX_PRICE=10.0, or no price passes the scan"
+    )
+
+
+def test_a_min_gap_equal_to_the_max_gap_is_refused(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_SCAN__MIN_GAP_PCT": "50"})
+
+    assert message == (
+        "OPENBELL_SCAN__MIN_GAP_PCT=50.0 must be below OPENBELL_SCAN__MAX_GAP_PCT=50.0, or no gap passes the scan"
+    )
+
+
+def test_a_scan_after_the_moo_time_is_refused(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_SCHEDULE__SCAN_TIME": "09:25"})
+
+    assert message == (
+        "OPENBELL_SCHEDULE__SCAN_TIME=09:25 must be before OPENBELL_SCHEDULE__MOO_TIME=09:20, "
+        "so the ranking is done when the orders go out"
+    )
+
+
+def test_a_moo_time_at_the_moo_cutoff_is_refused(monkeypatch):
+    message = refusal(monkeypatch, {"OPENBELL_SCHEDULE__MOO_TIME": "09:28"})
+
+    assert message == (
+        "OPENBELL_SCHEDULE__MOO_TIME=09:28 must be before OPENBELL_SCHEDULE__MOO_CUTOFF=09:28, "
+        "to leave time to send the market-on-open orders"
+    )
+
+
+def test_a_run_option_that_disagrees_with_the_environment_is_refused_naming_the_variables(monkeypatch):
+    monkeypatch.setenv("OPENBELL_SCAN__MAX_PRICE", "20")
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(scan={"min_price": 25.0})
+
+    assert str(refused.value) == (
+        "OPENBELL_SCAN__MIN_PRICE=25.0 must be below OPENBELL_SCAN__MAX_PRICE=20.0, or no price passes the scan"
+    )
+
+
+def test_a_schedule_in_order_loads(monkeypatch):
+    monkeypatch.setenv("OPENBELL_SCHEDULE__SCAN_TIME", "09:00")
+    monkeypatch.setenv("OPENBELL_SCHEDULE__MOO_TIME", "09:26")
+    monkeypatch.setenv("OPENBELL_SCHEDULE__MOO_CUTOFF", "09:27")
+
+    schedule = load_settings().schedule
+
+    assert (schedule.scan_time, schedule.moo_time, schedule.moo_cutoff) == (time(9, 0), time(9, 26), time(9, 27))
+
+
 # --- secrets ---------------------------------------------------------------------------------------------------------
 
 

@@ -162,7 +162,7 @@ def replay_sessions(
     eod_price = np.where(at_open, open_[liquidation_bar], close[np.maximum(ends - 1, 0)])
     exit_price = np.where(to_liquidate, scaled_to_tick(eod_price, sell_slip), exit_price)
     exit_index = np.where(at_open, liquidation_bar, np.where(to_liquidate, -1, exit_index))
-    market_exit = EOD
+    market_exit: np.ndarray | int = EOD
     if policy.time_exit_min is not None:  # the first bar at or after the time exit, before the liquidation time
         market_exit = np.where(at_open & (minute[liquidation_bar] < liquidation), int(ExitCode.TIME), EOD)
     exit_code = np.where(to_liquidate, market_exit, exit_code).astype(np.int8)

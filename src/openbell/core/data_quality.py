@@ -23,6 +23,8 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from openbell.core.types import NEW_YORK_TZ
+
 ISSUE_COLUMNS = ("symbol", "source", "bar_date", "ts", "check", "reason", "value")
 
 # Bad rows: the first check a bar fails, as BAD_ROW_REASONS[code] (the replay source's words) and BAD_ROW_CHECKS[code].
@@ -151,7 +153,7 @@ def dropped_bar_issues(rejected: pd.DataFrame) -> pd.DataFrame:
     minute = rejected["kind"] == "minute"
     at = rejected["at"]
     ts = pd.Series([pd.Timestamp(a) if m else pd.NaT for a, m in zip(at, minute, strict=True)], index=rejected.index)
-    bar_date = [a.tz_convert("America/New_York").date() if m else a for a, m in zip(ts, minute, strict=True)]
+    bar_date = [a.tz_convert(NEW_YORK_TZ).date() if m else a for a, m in zip(ts, minute, strict=True)]
     bar_date = [b if m else a for a, b, m in zip(at, bar_date, minute, strict=True)]
     issues = pd.DataFrame(
         {
@@ -357,13 +359,13 @@ def _ns(ts: pd.Series) -> np.ndarray:
 
 def _days(ts: pd.Series) -> np.ndarray:
     """Each timestamp's New York date as a day number."""
-    local = ts.dt.tz_convert("America/New_York").dt.tz_localize(None)
+    local = ts.dt.tz_convert(NEW_YORK_TZ).dt.tz_localize(None)
     return local.to_numpy().astype("datetime64[D]").view(np.int64)
 
 
 def _issues(rows: pd.DataFrame, source: str, check: str, reasons: list[str], value) -> pd.DataFrame:
     ts = rows["ts"] if "ts" in rows else pd.Series(None, index=rows.index)
-    bar_date = [t.tz_convert("America/New_York").date() if isinstance(t, pd.Timestamp) else None for t in ts]
+    bar_date = [t.tz_convert(NEW_YORK_TZ).date() if isinstance(t, pd.Timestamp) else None for t in ts]
     return pd.DataFrame(
         {
             "symbol": rows["symbol"].astype(str).to_numpy(),

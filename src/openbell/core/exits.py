@@ -27,6 +27,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from openbell.core.prices import price_to_units, round_to_tick, units_to_price
 
@@ -37,6 +38,9 @@ class ExitCode(IntEnum):
     STOP = 2  # the stop as it stands: fixed, raised by the trailing stop or moved to the entry by the break-even
     EOD = 3  # the liquidation: at market, at the open of the first bar at or after the liquidation time
     TIME = 4  # the time exit: at market, at the open of the first bar at or after entry + time_exit_min
+
+
+EARLY_CLOSE_OFFSET_MIN = 15  # on a half day the liquidation moves to this many minutes before the early close
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +139,16 @@ def exit_levels_for(
     the ranker's confidence in the pick (None: target_pct). With the defaults this is
     `core.prices.exit_levels(entry, target_pct, stop_pct)`.
     """
-    known = atr is not None and atr > 0
-    if policy.target_atr is not None and known:
-        target = round_to_tick(entry + atr_amount(policy.target_atr, atr))
+    known = atr if atr is not None and atr > 0 else None
+    if policy.target_atr is not None and known is not None:
+        target = round_to_tick(entry + atr_amount(policy.target_atr, known))
     else:
         target = round_to_tick(entry * (1 + policy.target_pct_for(confidence) / 100))
-    if policy.stop_atr is not None and known:
-        stop = max(round_to_tick(entry - atr_amount(policy.stop_atr, atr)), Decimal(0))
+    if policy.stop_atr is not None and known is not None:
+        stop = max(round_to_tick(entry - atr_amount(policy.stop_atr, known)), Decimal(0))
     else:
         stop = round_to_tick(entry * (1 - policy.stop_pct / 100))
-    trail_amount = atr_amount(policy.trail_atr, atr) if policy.trail_atr is not None and known else None
+    trail_amount = atr_amount(policy.trail_atr, known) if policy.trail_atr is not None and known is not None else None
     trail_pct = policy.trail_pct if trail_amount is None else None
     trailed = trail_stop(entry, trail_pct, trail_amount)
     breakeven = policy.breakeven_after_pct
@@ -176,7 +180,7 @@ def breakeven_stop(levels: ExitLevels, entry: Decimal, highest: Decimal | None) 
 
 
 def bar_exits(
-    open_: np.ndarray, high: np.ndarray, low: np.ndarray, target: np.ndarray, stop: np.ndarray
+    open_: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLike, target: npt.ArrayLike, stop: npt.ArrayLike
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decide, bar by bar, whether a long position's target or stop fills, and at what price.
 

@@ -44,9 +44,9 @@ def round_trips(trade_date: date, fills: Iterable[Fill], purposes: Mapping[Clien
         if not buys or sum(f.qty for f in sells) != shares:
             continue
         last_exit = max(sells, key=lambda f: f.ts)
-        cost = sum(f.price * f.qty for f in buys)
-        proceeds = sum(f.price * f.qty for f in sells)
-        commission = sum(f.commission for f in symbol_fills)
+        cost = sum((f.price * f.qty for f in buys), Decimal(0))
+        proceeds = sum((f.price * f.qty for f in sells), Decimal(0))
+        commission = sum((f.commission for f in symbol_fills), Decimal(0))
         trades.append(
             Trade(
                 trade_date=trade_date,

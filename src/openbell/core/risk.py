@@ -24,7 +24,7 @@ import numpy as np
 from openbell.core.backtest import DAY_TARGET, EOD, KILL_SWITCH, OPEN_MINUTE, FillCosts, SessionBars, SessionResults
 from openbell.core.prices import scaled_to_tick
 from openbell.core.sizing import PositionSize
-from openbell.core.types import Fill, Side
+from openbell.core.types import Fill, Side, Symbol
 
 
 class Rule(StrEnum):
@@ -363,12 +363,14 @@ def day_limit_exits(
     )
 
 
-def marked_pnl(fills: Sequence[Fill], marks: Mapping[str, Decimal]) -> Decimal:
+def marked_pnl(fills: Sequence[Fill], marks: Mapping[Symbol, Decimal]) -> Decimal:
     """The day's P&L from its fills: the cash they moved (commissions included) plus what they left held, at `marks`.
 
     A symbol still held without a mark is valued at its average buy price (no gain, no loss yet).
     """
-    cash, held, cost = Decimal(0), {}, {}
+    cash = Decimal(0)
+    held: dict[Symbol, int] = {}
+    cost: dict[Symbol, tuple[int, Decimal]] = {}  # shares bought, what they cost
     for f in fills:
         signed = f.qty if f.side is Side.BUY else -f.qty
         cash -= signed * f.price + f.commission

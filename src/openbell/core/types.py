@@ -15,6 +15,7 @@ ClientOrderId = NewType("ClientOrderId", str)
 NEW_YORK_TZ = "America/New_York"  # the exchanges' time zone, by name (DuckDB, pandas, Prefect crons)
 NEW_YORK = ZoneInfo(NEW_YORK_TZ)  # every time of a trading day is New York time
 MOO_CUTOFF = time(9, 28)  # the exchanges take market-on-open orders until 09:28 New York time
+PAPER_STARTING_CASH = Decimal(100_000)  # the paper account's cash before its first day
 
 
 class Side(StrEnum):

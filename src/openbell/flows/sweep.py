@@ -8,7 +8,7 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from openbell.config import RunOptions
+from openbell.config import RunOptions, default_of
 from openbell.flows._params import Options, Symbols
 from openbell.flows.backtest import End, ReportPath, Start
 from openbell.research import jobs
@@ -30,7 +30,7 @@ def sweep(
     end: End,
     target_pct: TargetGrid = "1:4:0.25",
     stop_pct: StopGrid = "0.5:2:0.25",
-    liquidation: Liquidations = "15:45",
+    liquidation: Liquidations = default_of("OPENBELL_EXITS__LIQUIDATION_TIME"),
     metric: Metric = "sharpe",
     in_sample: InSample = 0.5,
     symbols: Symbols = None,

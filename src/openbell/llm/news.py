@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from openbell.calendar import NEW_YORK  # FMP's publishedDate is New York wall time without an offset
 from openbell.config import NewsSettings
+from openbell.core.types import NEW_YORK  # FMP's publishedDate is New York wall time without an offset
 from openbell.llm.prompt import Headline
 
 FMP_URL = "https://financialmodelingprep.com"

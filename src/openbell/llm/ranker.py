@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 
@@ -29,6 +29,25 @@ logger = logging.getLogger(__name__)
 NOT_CONFIGURED = "no LLM configured (set OPENBELL_LLM__MODEL)"
 NOT_CHOSEN = "not chosen by the LLM"
 NOT_RECORDED = "no recorded LLM reply to this prompt (a backtest asks the model only when told to: --fresh-llm)"
+MOO_MARGIN = timedelta(minutes=2)  # the LLM must be done this long before the MOO orders go out
+MIN_LLM_BUDGET_S = 5.0  # with less time left, the LLM is not asked
+
+
+def llm_time_budget(now: datetime, moo: datetime, budget_s: float) -> float | None:
+    """Seconds the LLM may take at `now`: `budget_s`, cut so it is done MOO_MARGIN before the market-on-open
+    orders at `moo`; None when less than MIN_LLM_BUDGET_S would be left (the quant ranker then trades)."""
+    left = _seconds_left(now, moo)
+    return None if left < MIN_LLM_BUDGET_S else min(budget_s, left)
+
+
+def too_close_to_moo(now: datetime, moo: datetime) -> str:
+    """The fallback reason when `llm_time_budget` leaves the LLM no time."""
+    left = _seconds_left(now, moo)
+    return f"too close to the market-on-open orders at {moo:%H:%M} to ask the LLM ({max(left, 0):.0f} s left)"
+
+
+def _seconds_left(now: datetime, moo: datetime) -> float:
+    return (moo - MOO_MARGIN - now).total_seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,11 @@ class LlmOutcome:
     calls: list[LlmCall] = field(default_factory=list)
     fallback_reason: str | None = None  # None when the LLM's ranking is used
     scores: dict[str, float] = field(default_factory=dict)  # per candidate shown: its score, 0.0 if not picked
+
+    @property
+    def used_scores(self) -> dict[str, float] | None:
+        """The scores of a ranking that was used; None when it fell back (its picks are then the fallback's)."""
+        return None if self.fallback_reason else self.scores
 
 
 class _Fallback(Exception):
@@ -132,8 +156,8 @@ class LlmRanker:
         run = _Run(self, rows, top_n)
         try:
             parsed = run.ranking()
-        except _Fallback as reason:
-            return self._fall_back(run, str(reason), candidates, top_n)
+        except _Fallback as fallback:
+            return self._fall_back(run, str(fallback), candidates, top_n)
         except Exception as exc:  # the ranker must not take the trading day down with it
             logger.exception("the LLM ranker failed unexpectedly; using the %s ranker", self.fallback.name)
             reason = redact(f"LLM ranking failed unexpectedly: {type(exc).__name__}: {exc}", self._secret)

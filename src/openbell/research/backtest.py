@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from openbell import calendar
-from openbell import runtime as wiring
+from openbell import calendar, wiring
 from openbell.config import Settings
 from openbell.core.backtest import (
     DAY_TARGET,
@@ -53,10 +52,10 @@ from openbell.core.voters import VOTERS
 from openbell.errors import ConfigError
 from openbell.llm import audit
 from openbell.llm.ranker import LlmRanker
-from openbell.marketdata import MarketData
-from openbell.marketdata.replay import ParquetReplaySource
 from openbell.morning import NO_PRICE, DayRanking, LlmRanking, prior_closes, rank_day, reference_prices, scan_day
 from openbell.research.results import DAILY_COLUMNS, TRADE_COLUMNS, BacktestResult
+from openbell.venues.marketdata import MarketData
+from openbell.venues.replay import ParquetReplaySource
 
 TARGET_LEVELS_PCT = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # the missed-move table, with the policy's own target
 
@@ -197,7 +196,9 @@ def rank_correlations(ranking: DayRanking, market: MarketData, day: date) -> tup
     The scores are those the ranking task records in `ranker_scores`: every ranker's, the LLM's only
     when its ranking was used, and each voter's.
     """
-    rows = [(name, p.symbol, p.score) for name, ranked in ranking.by_ranker.items() if name != "llm" for p in ranked]
+    rows: list[tuple[str, str, float | None]] = [  # ranker, symbol, score (None: the LLM did not score it)
+        (name, p.symbol, p.score) for name, ranked in ranking.by_ranker.items() if name != "llm" for p in ranked
+    ]
     if ranking.llm_scores:  # none when the LLM's ranking could not be used
         rows += [("llm", p.symbol, ranking.llm_scores.get(p.symbol)) for p in ranking.by_ranker.get("llm", [])]
     votes = ranking.votes

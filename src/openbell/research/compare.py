@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 
 import pandas as pd
 
@@ -70,7 +71,7 @@ def plan_session_for_each(spec: BacktestSpec, day: date, rankers: tuple[str, ...
     for name in rankers:
         ranked, reason = picks.get(name, ([], f"{name} gave no ranking"))
         selected = [Symbol(p.symbol) for p in ranked if p.selected]
-        plans[name] = SessionPlan(day, name, reason, passed, tuple((s, prices.get(s, 0)) for s in selected))
+        plans[name] = SessionPlan(day, name, reason, passed, tuple((s, prices.get(s, Decimal(0))) for s in selected))
     return SessionChoices(day, plans)
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from openbell import calendar
-from openbell import runtime as wiring
+from openbell import calendar, wiring
 from openbell.core.metrics import METRIC_LABELS
 from openbell.errors import ConfigError
 from openbell.research import records, report

@@ -542,7 +542,7 @@ def _cell_class(key: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return ""
     if key in _SIGNED_COLUMNS and value != 0 and not _is_missing(value):
-        return "num pos" if value > 0 else "num neg"
+        return "num pos" if float(value) > 0 else "num neg"  # float(): typeshed's numbers.Real has no `>`
     return "num"
 
 

@@ -119,7 +119,7 @@ def run_sweep(
     bars, sessions = market.session_bars_between(days[0], days[-1], symbols)
     index = {(d, s): i for i, (d, s) in enumerate(zip(sessions["day"], sessions["symbol"], strict=True))}
 
-    chosen_sessions, shares, session_day = [], [], []
+    chosen_sessions, shares, chosen_day = [], [], []
     for day_number, plan in enumerate(plans):
         sizes = [
             size_position(symbol, price, base.starting_equity, settings.sizing.policy())
@@ -131,8 +131,8 @@ def run_sweep(
             if size.shares and (plan.day, size.symbol) in index:
                 chosen_sessions.append(index[(plan.day, size.symbol)])
                 shares.append(size.shares)
-                session_day.append(day_number)
-    session_day = np.array(session_day, dtype=np.int64)
+                chosen_day.append(day_number)
+    session_day = np.array(chosen_day, dtype=np.int64)
     layout = select_sessions(bars, np.array(chosen_sessions, dtype=np.int64))
     offset = timedelta(minutes=settings.exits.early_close_offset_min)
     minutes = np.array(
@@ -184,7 +184,7 @@ def _combinations(results, liquidations: tuple[time, ...]) -> pd.DataFrame:
 def _by_day(pnl: np.ndarray, day: np.ndarray, n_days: int) -> np.ndarray:
     """(combinations, sessions) P&L summed into (combinations, days); days without a trade are 0."""
     out = np.zeros((pnl.shape[0], n_days))
-    np.add.at(out, (slice(None), day), pnl)
+    np.add.at(out.T, day, pnl.T)  # through the transposed view: each session's column into its day's
     return out
 
 

@@ -11,7 +11,7 @@ import duckdb
 
 from openbell.errors import ConfigError, StoreLockedError
 from openbell.store.db import Store, _ident
-from openbell.store.lake import ALIAS, new_duckdb
+from openbell.store.lake import ALIAS, new_duckdb, one_row
 from openbell.store.migrations import KEYS
 
 _DUCKDB_MAGIC = b"DUCK"
@@ -61,8 +61,8 @@ def import_legacy(source: Path, store: Store, *, announce: Callable[[str], objec
                 except duckdb.Error as exc:  # a damaged block, or rows the store's table refuses
                     reason = str(exc).splitlines()[0]
                     raise ConfigError(f"cannot copy {table} from {source}: {reason}; nothing was moved") from None
-                (before,) = con.execute(f"SELECT count(*) FROM {alias}.main.{_ident(table)}").fetchone()
-                (after,) = con.execute(f"SELECT count(*) FROM {ALIAS}.main.{_ident(table)}").fetchone()
+                (before,) = one_row(con, f"SELECT count(*) FROM {alias}.main.{_ident(table)}")
+                (after,) = one_row(con, f"SELECT count(*) FROM {ALIAS}.main.{_ident(table)}")
                 if before != after:
                     raise ConfigError(f"{table}: {before} rows in {source} but {after} copied; nothing was imported")
                 copied[table] = after

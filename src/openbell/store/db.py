@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import duckdb
 import pandas as pd
 
 from openbell.errors import ConfigError
-from openbell.store.lake import ALIAS, BOOKS, Attachment, Lake, attached, rollback_quietly
+from openbell.store.lake import ALIAS, BOOKS, Attachment, Lake, attached, one_row, rollback_quietly
 from openbell.store.migrations import ALLOWED, DAY_TABLES, KEYS, MIGRATIONS, live_book_sql
 
-Rows = Sequence[Mapping[str, Any]] | pd.DataFrame
+Rows: TypeAlias = Sequence[Mapping[str, Any]] | pd.DataFrame
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]  # positional (?) or named ($name) statement parameters
 Book = Literal["replay", "live"]  # whose day tables a store's unqualified names are: replays' (main) or live's
 
 MEMORY = ":memory:"
@@ -90,8 +91,7 @@ class Store:
             yield self._reading
             return
         if self._batching:
-            self._open_batch()
-            yield self._held
+            yield self._open_batch()
             return
         attachment = self._attachment(read_only)
         if not read_only and (joined := attachment.joined(self.book)) is not None:
@@ -172,14 +172,16 @@ class Store:
                 self._batching = False
                 self._end_batch(quiet=failed, roll_back=failed and all_or_nothing)
 
-    def _open_batch(self) -> None:
+    def _open_batch(self) -> duckdb.DuckDBPyConnection:
+        """Take the batch's transaction (joining this thread's open one, if any) and return its cursor."""
         attachment = self._attachment()
         if (joined := attachment.joined(self.book)) is not None:  # another store's write transaction in this thread
             self._held = joined
-            return
+            return joined
         turn = ExitStack()
-        self._held = turn.enter_context(attachment.writing(self.lock_timeout, self.book))
-        self._held_turn = turn
+        held = turn.enter_context(attachment.writing(self.lock_timeout, self.book))
+        self._held, self._held_turn = held, turn
+        return held
 
     def _end_batch(self, *, quiet: bool, roll_back: bool = False) -> None:
         """Commit (or roll back) the batch's transaction; a failed commit rolls back, and raises unless `quiet`.
@@ -260,26 +262,27 @@ class Store:
 
     def _versions(self) -> set[int]:
         with self.connect() as con:
-            found = con.execute(
+            (found,) = one_row(
+                con,
                 "SELECT count(*) FROM information_schema.tables "
                 "WHERE table_catalog = ? AND table_name = 'schema_migrations'",
                 [ALIAS],
-            ).fetchone()[0]
+            )
             return {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()} if found else set()
 
     # -- reads and raw statements ---------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence | None = None) -> None:
+    def execute(self, sql: str, params: Params | None = None) -> None:
         """Run one statement (or several, without params) that returns nothing the caller needs, as a write."""
         with self.transaction() as con:
             con.execute(sql, params)
 
-    def query(self, sql: str, params: Sequence | None = None) -> list[tuple]:
+    def query(self, sql: str, params: Params | None = None) -> list[tuple]:
         """Rows as tuples; DECIMAL columns come back as exact Decimals."""
         with self.connect() as con:
             return con.execute(sql, params).fetchall()
 
-    def query_df(self, sql: str, params: Sequence | None = None, *, read_only: bool = False) -> pd.DataFrame:
+    def query_df(self, sql: str, params: Params | None = None, *, read_only: bool = False) -> pd.DataFrame:
         """Rows as a DataFrame, for analytics: DuckDB hands DECIMAL columns over as float64.
 
         `read_only` reads through a read-only attachment, so the statement cannot change anything.
@@ -325,7 +328,7 @@ class Store:
                 else:
                     clauses.append(f"{_ident(name)} = ?")
                     params.append(value)
-            deleted = con.execute(f"DELETE FROM {_ident(table)} WHERE {' AND '.join(clauses)}", params).fetchone()[0]
+            (deleted,) = one_row(con, f"DELETE FROM {_ident(table)} WHERE {' AND '.join(clauses)}", params)
             _insert(con, table, frame, columns)
         return deleted
 
@@ -405,7 +408,7 @@ class Store:
         counts: dict[str, int] = {}
         with self.transaction() as con:
             for table in DAY_TABLES:
-                (n,) = con.execute(f"DELETE FROM {_ident(table)} WHERE trade_date = ?", [trade_date]).fetchone()
+                (n,) = one_row(con, f"DELETE FROM {_ident(table)} WHERE trade_date = ?", [trade_date])
                 if n:
                     counts[table] = n
         return counts
@@ -436,11 +439,12 @@ class Housekeeping:
 def _file_stats(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """The store's data and delete files that the catalog lists (so they are on disk): how many, how many bytes."""
     meta = f"__ducklake_metadata_{ALIAS}"
-    count, size = con.execute(
+    count, size = one_row(
+        con,
         f"SELECT count(*), coalesce(sum(file_size_bytes), 0)::BIGINT FROM ("
         f"SELECT file_size_bytes FROM {meta}.ducklake_data_file "
-        f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)"
-    ).fetchone()
+        f"UNION ALL SELECT file_size_bytes FROM {meta}.ducklake_delete_file)",
+    )
     return count, size
 
 
@@ -528,7 +532,7 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, col
             clash = con.execute(f"SELECT {keys} FROM {rows} AS r JOIN {_ident(table)} AS t ON {on} LIMIT 1").fetchone()
             if clash:
                 raise ValueError(f"duplicate key {_key_text(key, clash)}: {table!r} already has that row")
-        (count,) = con.execute(f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {rows}").fetchone()
+        (count,) = one_row(con, f"INSERT INTO {_ident(table)} ({names}) SELECT {names} FROM {rows}")
     return count
 
 

@@ -24,16 +24,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from openbell.core.types import NEW_YORK_TZ
 from openbell.errors import ConfigError, StoreLockedError
 
 ALIAS = "store"  # the attached lake's name inside each DuckDB connection
 LIVE = "live"  # the schema of the live book: what was traded live; replays and research use the main schema
 BOOKS = ("replay", "live")
 INLINING_ROW_LIMIT = 1_000  # writes of up to this many rows stay in the catalog until housekeeping
-TIMEZONE = "America/New_York"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _DUCKDB_MAGIC = b"DUCK"  # at offset 8 of a DuckDB database file
 _ATTACH_TIMEOUT_S = 60.0
@@ -131,7 +132,7 @@ def new_duckdb() -> duckdb.DuckDBPyConnection:
             "extension_directory": str(extension_directory()),
         },
     )
-    con.execute(f"SET TimeZone = '{TIMEZONE}'")
+    con.execute(f"SET TimeZone = '{NEW_YORK_TZ}'")
     return con
 
 
@@ -164,7 +165,7 @@ class Attachment:
             cursor = idle.pop() if idle else None
         if cursor is None:
             cursor = self.db.cursor()
-            cursor.execute(f"SET TimeZone = '{TIMEZONE}'")
+            cursor.execute(f"SET TimeZone = '{NEW_YORK_TZ}'")
             cursor.execute(f"USE {ALIAS}")
             if book == LIVE:
                 cursor.execute(f"SET search_path = '{ALIAS}.{LIVE},{ALIAS}.main'")
@@ -228,6 +229,13 @@ def rollback_quietly(cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.execute("ROLLBACK")
     except duckdb.Error:
         pass
+
+
+def one_row(cursor: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one: an aggregate, or a DELETE's or INSERT's count."""
+    row = cursor.execute(sql, params).fetchone()
+    assert row is not None, f"no row from: {sql}"
+    return row
 
 
 _attached: dict[tuple[Lake, bool], Attachment] = {}

@@ -24,7 +24,7 @@ import pyarrow as pa
 from openbell.errors import ConfigError
 from openbell.processes import alive
 from openbell.store.db import Store
-from openbell.store.lake import Lake, detach
+from openbell.store.lake import Lake, detach, one_row
 from openbell.store.migrations import BOOK_TABLES, DAY_TABLES, KEYS
 
 STAGING = ".staging"  # the scratch lakes' folder, next to the store's catalog
@@ -94,10 +94,11 @@ def commit_day(store: Store, scratch: Store, day: date) -> dict[str, int]:
                 continue
             same_key = " AND ".join(f"kept.{k} = staged_rows.{k}" for k in KEYS[table])
             con.register("staged_rows", rows)
-            (n,) = con.execute(
+            (n,) = one_row(
+                con,
                 f"INSERT INTO {table} SELECT * FROM staged_rows "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS kept WHERE {same_key})"
-            ).fetchone()
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS kept WHERE {same_key})",
+            )
             con.unregister("staged_rows")
             if n:
                 written[table] = n

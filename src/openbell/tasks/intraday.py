@@ -7,19 +7,18 @@ from datetime import datetime, time, timedelta
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar, ledger
-from openbell import runtime as wiring
-from openbell.brokers import Broker
+from openbell import calendar, wiring
 from openbell.clock import Clock
 from openbell.core.orders import liquidation
 from openbell.core.risk import Action, RiskEvent, Rule
-from openbell.core.types import ClientOrderId, Purpose, Side
+from openbell.core.types import ClientOrderId, Purpose, Side, is_ours
 from openbell.errors import OrderRejected
 from openbell.monitor import ExitMonitor
 from openbell.notify import Notifier
-from openbell.store import Store
+from openbell.store import Store, ledger
 from openbell.tasks.retries import TRANSIENT_RETRIES
 from openbell.tasks.runs import RunContext
+from openbell.venues.broker import Broker
 
 MINUTE = timedelta(minutes=1)
 CANCEL_WAIT = timedelta(seconds=30)
@@ -105,7 +104,7 @@ def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunCon
     ours = [  # a sell this flatten sent before (a retried task) keeps working: its id sends no second one
         o.client_order_id
         for o in broker.open_orders()
-        if ledger.is_ours(o.client_order_id, day) and o.intent.purpose is not purpose
+        if is_ours(o.client_order_id, day) and o.intent.purpose is not purpose
     ]
     if not run.dry_run:
         for order_id in ours:
@@ -136,7 +135,7 @@ def _wait_for_the_sells(store: Store, broker: Broker, clock: Clock, run: RunCont
     """Until the system's orders are done (or `deadline`), a minute at a time; then record the fills and say
     what is still held."""
     day = run.trade_date
-    while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
+    while any(is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
         clock.sleep_until(_next_minute(clock.now()))
     left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
     if left:
@@ -173,7 +172,7 @@ def flatten_now(run: RunContext, at: time | None = None) -> int:
             store, [RiskEvent(day, clock.now(), Rule.FLATTEN, Action.HALTED, message)], run.run_id
         )  # no new entry today: a flatten ends the day's trading
         deadline = clock.now() + 2 * MINUTE
-        while any(ledger.is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
+        while any(is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
             clock.sleep_until(clock.now() + timedelta(seconds=5 if run.mode == "live" else 60))
         left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
         if left:

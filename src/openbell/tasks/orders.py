@@ -8,8 +8,7 @@ from decimal import Decimal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar, ledger
-from openbell import runtime as wiring
+from openbell import calendar, wiring
 from openbell.core.learning import State
 from openbell.core.orders import moo_entry
 from openbell.core.risk import Action, Book, Halt, RiskEvent, Rule, admit_entries, closing_equities, drawdown_breach
@@ -18,7 +17,7 @@ from openbell.core.types import Symbol
 from openbell.errors import OrderRejected
 from openbell.morning import NO_PRICE, reference_prices
 from openbell.notify import Notifier, order_rejected_message
-from openbell.store import Store
+from openbell.store import Store, ledger, records
 from openbell.tasks.artifacts import publish_table
 from openbell.tasks.retries import TRANSIENT_RETRIES
 from openbell.tasks.runs import RunContext
@@ -49,10 +48,7 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         log.warning("not sending market-on-open orders: the %s broker accepts them from %s", broker.name,
                     f"{window.opens:%Y-%m-%d %H:%M}")  # fmt: skip
         return 0
-    picks = [
-        Symbol(r[0])
-        for r in store.query("SELECT symbol FROM rankings WHERE trade_date = ? AND selected ORDER BY rank", [day])
-    ]
+    picks = records.selected_symbols(store, day)
     prices = reference_prices(market, day, picks)
     account = broker.account()
     sizing = _sizing_policy(run, store)
@@ -64,22 +60,7 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
     ]
     sizes = within_buying_power(sizes, account.buying_power)  # the rule the backtest applies too
     sizes = _within_risk_limits(run, store, sizes, account.equity, now)
-    store.replace(
-        "sizing",
-        [
-            {
-                "trade_date": day,
-                "symbol": s.symbol,
-                "ref_price": s.ref_price,
-                "shares": s.shares,
-                "notional": s.notional,
-                "skipped_reason": s.skipped_reason,
-                "run_id": run.run_id,
-            }
-            for s in sizes
-        ],
-        where={"trade_date": day},
-    )
+    records.write_sizing(store, day, sizes, run.run_id)
 
     accepted, outcome, notifier = [], {}, Notifier.from_settings(settings)
     earlier = set() if run.dry_run else {o.client_order_id for o in broker.day_orders()}  # a rerun adopts these
@@ -87,7 +68,7 @@ def _submit(run: RunContext, phase: wiring.Phase) -> int:
         if not size.shares:
             outcome[size.symbol] = f"skipped: {size.skipped_reason}"
             continue
-        intent = moo_entry(day, size.symbol, size.shares)
+        intent = moo_entry(day, Symbol(size.symbol), size.shares)
         if run.dry_run:
             log.info("dry run: would buy %d %s market-on-open (%s)", size.shares, size.symbol, intent.client_order_id)
             outcome[size.symbol] = "dry run: not sent"
@@ -154,10 +135,10 @@ def _sizing_policy(run: RunContext, store: Store) -> SizingPolicy:
     policy, learning, day = run.settings.sizing.policy(), run.settings.learning, run.trade_date
     if not learning.enabled:
         return policy
-    decided = store.query("SELECT ranker FROM ranking_decisions WHERE trade_date = ?", [day])
-    if decided and ledger.ranker_state_on(store, day, decided[0][0]) is State.THROTTLED:
+    decided = records.ranking_decision(store, day)
+    if decided and ledger.ranker_state_on(store, day, decided.ranker) is State.THROTTLED:
         get_run_logger().warning(
-            "learning loop: %s is throttled: each position gets %s of its size", decided[0][0], learning.throttle_size
+            "learning loop: %s is throttled: each position gets %s of its size", decided.ranker, learning.throttle_size
         )
         return scaled(policy, learning.throttle_size)
     return policy

@@ -9,29 +9,34 @@ one asked for, why. Nothing the LLM does can fail the morning: it falls back to 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar, ledger
-from openbell import runtime as wiring
-from openbell.core.learning import State, judge_rankers, ranker_records
-from openbell.core.ranking import METHOD_RANKER, GapVolumeRanker, RankedPick, fixed_ranking
-from openbell.core.voters import EXCLUDED_COLUMN, VOTERS
+from openbell import calendar, wiring
+from openbell.core.learning import judge_rankers, ranker_records
+from openbell.core.ranking import (
+    METHOD_RANKER,
+    GapVolumeRanker,
+    RankedPick,
+    Row,
+    fixed_ranking,
+    quarantine_reason,
+    ranker_state_rows,
+    ranking_rows,
+    score_rows,
+)
 from openbell.errors import ConfigError
 from openbell.llm import audit
 from openbell.llm.news import fetch_headlines
 from openbell.llm.prompt import Headline, prompt_candidates
-from openbell.llm.ranker import LlmOutcome, LlmRanker
+from openbell.llm.ranker import LlmOutcome, LlmRanker, llm_time_budget, too_close_to_moo
 from openbell.morning import rank_day
-from openbell.store import Store
+from openbell.store import Store, ledger, records
 from openbell.tasks.artifacts import publish_table
 from openbell.tasks.runs import RunContext
-
-MOO_MARGIN = timedelta(minutes=2)  # the LLM must be done this long before the MOO orders go out
-MIN_LLM_BUDGET_S = 5.0
 
 
 @task(cache_policy=NO_CACHE)
@@ -46,7 +51,7 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
         _record(store, run, "fixed", picks, [], requested=method, fallback_reason=None, llm_key=None)
         return _publish(run, "fixed", picks, None)
 
-    candidates = store.query_df("SELECT * FROM candidates WHERE trade_date = ?", [run.trade_date])
+    candidates = records.candidates(store, run.trade_date)
     if candidates.empty:
         raise ConfigError(f"no scan for {run.trade_date}: run premarket_scan first, or pass symbols")
     outcomes: list[LlmOutcome] = []
@@ -65,7 +70,7 @@ def rank(run: RunContext, symbols: list[str] | None) -> list[str]:
     if day.ensemble_failure:  # voters are advisory unless they decide the day
         log.warning("%s", day.ensemble_failure)
     outcome = outcomes[0] if outcomes else None
-    scores = _score_rows(run, day.by_ranker, day.votes, outcome)
+    scores = score_rows(run.trade_date, run.run_id, day.by_ranker, day.votes, outcome.used_scores if outcome else None)
     key = outcome.request_key if outcome else None
     _record(store, run, day.ranker, day.picks, scores, requested=method, fallback_reason=day.fallback_reason, llm_key=key)
     return _publish(run, day.ranker, day.picks, day.fallback_reason)
@@ -79,39 +84,28 @@ def _judge_rankers(run: RunContext, store: Store) -> str | None:
     learning = run.settings.learning
     if not learning.enabled:
         return None
-    policy, day, log = learning.policy(), run.trade_date, get_run_logger()
+    policy, day, method = learning.policy(), run.trade_date, run.settings.ranking.method
     trades, quality = ledger.ranker_history(store, day, policy.lookback_sessions)
     records = ranker_records(trades, quality)
-    previous = ledger.ranker_states(store, day)
-    requested = METHOD_RANKER[run.settings.ranking.method]
-    verdicts = judge_rankers(records, previous, requested, policy)
-    rows = []
+    verdicts = judge_rankers(records, ledger.ranker_states(store, day), METHOD_RANKER[method], policy)
     for name, (before, state, reason) in verdicts.items():
-        record = records.get(name)
-        rows.append({
-            "trade_date": day, "ranker": name, "state": state.value, "previous_state": before.value, "reason": reason,
-            "sessions": record.sessions if record else 0, "trades": record.trades if record else 0,
-            "win_rate": record.win_rate if record else None, "expectancy_pct": record.expectancy_pct if record else None,
-            "spearman": record.spearman if record else None, "run_id": run.run_id,
-        })  # fmt: skip
         if state is not before:
-            log.warning("learning loop: %s %s -> %s: %s", name, before.value, state.value, reason)
-    store.replace("ranker_states", rows, where={"trade_date": day})
-    _, state, reason = verdicts[requested]
-    return reason if state is State.QUARANTINED else None
+            get_run_logger().warning("learning loop: %s %s -> %s: %s", name, before.value, state.value, reason)
+    store.replace("ranker_states", ranker_state_rows(day, run.run_id, verdicts, records), where={"trade_date": day})
+    return quarantine_reason(verdicts, method)
 
 
 def _llm_ranking(
     run: RunContext, store: Store, candidates: pd.DataFrame, fallback: GapVolumeRanker
-) -> tuple[list[RankedPick], LlmOutcome | None]:
+) -> tuple[list[RankedPick], LlmOutcome]:
     """The LLM's ranking with the day's headlines and recorded replies, in a budget that keeps the MOO safe."""
     settings = run.settings
-    when = wiring.phases(run.trade_date, settings)
+    when = wiring.day_times(run.trade_date, settings)
     now = wiring.clock_for(run.mode, when.scan).now()
-    left = (when.moo - MOO_MARGIN - now).total_seconds()
-    if settings.llm.configured and left < MIN_LLM_BUDGET_S:
-        reason = f"too close to the market-on-open orders at {when.moo:%H:%M} to ask the LLM ({max(left, 0):.0f} s left)"
-        return fallback.rank(candidates, settings.scan.top_n), LlmOutcome(None, [], reason, {})
+    budget_s = llm_time_budget(now, when.moo, settings.llm.budget_s)
+    if settings.llm.configured and budget_s is None:
+        outcome = LlmOutcome(None, fallback_reason=too_close_to_moo(now, when.moo))
+        return fallback.rank(candidates, settings.scan.top_n), outcome
     headlines = _headlines(run, store, candidates, until=now) if settings.llm.configured else {}
     llm = LlmRanker(
         settings.llm,
@@ -120,9 +114,11 @@ def _llm_ranking(
         fallback=fallback,
         headlines=headlines,
         cached=lambda key: audit.cached_reply(store, key),
-        budget_s=min(settings.llm.budget_s, left),
+        budget_s=budget_s,
     )
-    return llm.rank(candidates, settings.scan.top_n), llm.outcome
+    picks = llm.rank(candidates, settings.scan.top_n)
+    assert llm.outcome is not None  # rank() always says what it did
+    return picks, llm.outcome
 
 
 def _headlines(run: RunContext, store: Store, candidates: pd.DataFrame, until: datetime) -> dict[str, list[Headline]]:
@@ -141,50 +137,12 @@ def _headlines(run: RunContext, store: Store, candidates: pd.DataFrame, until: d
     return headlines
 
 
-def _score_rows(
-    run: RunContext, by_ranker: dict[str, list[RankedPick]], votes: pd.DataFrame | None, outcome: LlmOutcome | None
-) -> list[dict]:
-    """One row per (ranker or voter, candidate): every score that went into the day's choice."""
-    rows = []
-    for ranker, picks in by_ranker.items():
-        if ranker == "llm" and (outcome is None or outcome.fallback_reason):
-            continue  # those picks are the fallback's, already recorded under its name
-        for p in picks:
-            score = outcome.scores.get(p.symbol) if ranker == "llm" else p.score
-            rows.append(_score_row(run, ranker, p.symbol, score, p.rank if score is not None else None, p.reason))
-    if votes is not None and not votes.empty:
-        for voter in VOTERS:
-            column = votes[voter].astype(float)
-            ranks = column.rank(ascending=False, method="min")
-            for symbol, score in column.items():
-                known = pd.notna(score)
-                note = "" if known else votes.at[symbol, EXCLUDED_COLUMN]
-                rows.append(
-                    _score_row(
-                        run, voter, str(symbol), float(score) if known else None, int(ranks[symbol]) if known else None, note
-                    )
-                )
-    return rows
-
-
-def _score_row(run: RunContext, ranker: str, symbol: str, score: float | None, rank: int | None, note: str) -> dict:
-    return {
-        "trade_date": run.trade_date,
-        "ranker": ranker,
-        "symbol": symbol,
-        "score": score,
-        "rank": rank,
-        "note": note,
-        "run_id": run.run_id,
-    }
-
-
 def _record(
     store: Store,
     run: RunContext,
     ranker: str,
     picks: list[RankedPick],
-    scores: list[dict],
+    scores: list[Row],
     *,
     requested: str,
     fallback_reason: str | None,
@@ -192,25 +150,7 @@ def _record(
 ) -> None:
     day = run.trade_date
     with store.batch():
-        store.replace(
-            "rankings",
-            [
-                {
-                    "trade_date": day,
-                    "ranker": ranker,
-                    "rank": p.rank,
-                    "symbol": p.symbol,
-                    "score": p.score,
-                    "reason": p.reason,
-                    "selected": p.selected,
-                    "confidence": p.confidence,
-                    "risk": p.risk,
-                    "run_id": run.run_id,
-                }
-                for p in picks
-            ],
-            where={"trade_date": day},
-        )
+        store.replace("rankings", ranking_rows(day, run.run_id, ranker, picks), where={"trade_date": day})
         store.replace("ranker_scores", scores, where={"trade_date": day})
         store.replace(
             "ranking_decisions",

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from decimal import Decimal
+from datetime import date
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import runtime as wiring
+from openbell import wiring
 from openbell.core.pnl import DailyPnl, round_trips, summarize_day
 from openbell.core.quality import ranking_quality, realised_returns
-from openbell.core.types import ClientOrderId, Fill, Purpose, Side, Symbol, Trade, client_order_id
+from openbell.core.types import Trade
 from openbell.notify import Notifier, daily_summary_message
 from openbell.report import RankerQuality, RankingReview, render_markdown, render_report
-from openbell.store import Store
+from openbell.store import Store, records
 from openbell.tasks.artifacts import publish_markdown
 from openbell.tasks.intraday import OFF_SCHEDULE
 from openbell.tasks.runs import RunContext
@@ -24,7 +24,7 @@ from openbell.tasks.runs import RunContext
 def build_report(run: RunContext) -> str:
     """Write `trades` and `daily_pnl` for the day and return the report as text."""
     day, log = run.trade_date, get_run_logger()
-    when = wiring.phases(day, run.settings)
+    when = wiring.day_times(day, run.settings)
     now = wiring.clock_for(run.mode, when.report).now()
     if now < when.report - OFF_SCHEDULE:
         log.info("the report is due at %s today; nothing to do at %s", f"{when.report:%H:%M}", f"{now:%H:%M}")
@@ -59,69 +59,42 @@ def housekeep_store(run: RunContext) -> str:
     return str(done)
 
 
-def _write_day(run: RunContext, store: Store, when: wiring.Phases) -> tuple[DailyPnl, list[Trade], RankingReview | None]:
+def _write_day(run: RunContext, store: Store, when: wiring.DayTimes) -> tuple[DailyPnl, list[Trade], RankingReview | None]:
     """Round trips and P&L from the day's fills into `trades` and `daily_pnl`, and the ranking review."""
     day = run.trade_date
-    purposes = {
-        ClientOrderId(cid): Purpose(p)
-        for cid, p in store.query("SELECT client_order_id, purpose FROM orders WHERE trade_date = ?", [day])
-    }
-    fills = [
-        Fill(fid, ClientOrderId(cid), Symbol(sym), Side(side), int(qty), Decimal(price), Decimal(comm), ts)
-        for fid, cid, sym, side, qty, price, comm, ts in store.query(
-            "SELECT fill_id, client_order_id, symbol, side, qty, price, commission, ts FROM fills "
-            "WHERE trade_date = ? ORDER BY ts, fill_id",
-            [day],
-        )
-    ]
-    trades = round_trips(day, fills, purposes)
-    ((unfilled,),) = store.query(
-        "SELECT count(*) FROM orders WHERE trade_date = ? AND purpose = 'entry' AND status IN ('expired', 'rejected')",
-        [day],
-    )
-    ((skipped,),) = store.query("SELECT count(*) FROM sizing WHERE trade_date = ? AND shares = 0", [day])
-    summary = summarize_day(day, trades, int(unfilled), int(skipped))
-    store.replace("trades", [_trade_row(t) for t in trades], where={"trade_date": day})
-    store.replace("daily_pnl", [_summary_row(summary, run.run_id)], where={"trade_date": day})
+    trades = round_trips(day, records.fills(store, day), records.order_purposes(store, day))
+    summary = summarize_day(day, trades, records.unfilled_entries(store, day), records.skipped_picks(store, day))
+    records.write_trades(store, day, trades)
+    records.write_daily_pnl(store, summary, run.run_id)
     review = _review_ranking(run, store, when)
     return summary, trades, review
 
 
-def _learning_lines(store: Store, day) -> list[str]:
+def _learning_lines(store: Store, day: date) -> list[str]:
     """The learning loop's verdict on each ranker for `day`, changes first."""
-    rows = store.query(
-        "SELECT ranker, state, previous_state, reason FROM ranker_states WHERE trade_date = ? "
-        "ORDER BY state = previous_state, ranker",
-        [day],
-    )
     return [
-        f"learning loop: {ranker} {state}{'' if state == previous else f' (was {previous})'}: {reason}"
-        for ranker, state, previous, reason in rows
+        f"learning loop: {v.ranker} {v.state}{'' if v.state == v.previous_state else f' (was {v.previous_state})'}: "
+        f"{v.reason}"
+        for v in records.ranker_verdicts(store, day)
     ]
 
 
-def _risk_lines(store: Store, day) -> list[str]:
+def _risk_lines(store: Store, day: date) -> list[str]:
     """What the risk guards did on `day`, one line each in time order."""
-    return [
-        f"{ts:%H:%M:%S} {rule} {action}: {message}"
-        for ts, rule, action, message in store.query(
-            "SELECT ts, rule, action, message FROM risk_events WHERE trade_date = ? ORDER BY ts, event_id", [day]
-        )
-    ]
+    return [f"{e.ts:%H:%M:%S} {e.rule} {e.action}: {e.message}" for e in records.risk_events(store, day)]
 
 
-def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> RankingReview | None:
+def _review_ranking(run: RunContext, store: Store, when: wiring.DayTimes) -> RankingReview | None:
     """Score every ranker of the day against the candidates' realised returns into `ranking_quality`.
 
     The review is analysis: when it cannot be made (no minute bars, say), the report says so and
     the P&L above stands.
     """
     day = run.trade_date
-    decision = store.query("SELECT requested, ranker, fallback_reason FROM ranking_decisions WHERE trade_date = ?", [day])
-    if not decision:
+    decision = records.ranking_decision(store, day)
+    if decision is None:
         return None
-    ((requested, ranker, fallback_reason),) = decision
-    scores = store.query_df("SELECT ranker, symbol, score FROM ranker_scores WHERE trade_date = ?", [day])
+    scores = records.ranker_scores(store, day)
     quality: tuple[RankerQuality, ...] = ()
     if not scores.empty:
         try:
@@ -131,47 +104,11 @@ def _review_ranking(run: RunContext, store: Store, when: wiring.Phases) -> Ranki
         except Exception as exc:  # analysis must not cost the day its report
             get_run_logger().warning("no ranking quality for %s: %s: %s", day, type(exc).__name__, exc)
         else:
-            store.replace("ranking_quality", table.assign(trade_date=day, run_id=run.run_id), where={"trade_date": day})
+            records.write_ranking_quality(store, day, table, run.run_id)
             wide = table.pivot(index="ranker", columns="horizon", values="spearman")
             n = table.groupby("ranker")["n"].max()
             quality = tuple(
                 RankerQuality(r, int(n[r]), float(wide.at[r, "open_close"]), float(wide.at[r, "open_high"]))
                 for r in wide.index
             )
-    return RankingReview(ranker, requested, fallback_reason, quality)
-
-
-def _trade_row(t: Trade) -> dict:
-    entry_id = client_order_id(t.trade_date, t.symbol, Purpose.ENTRY)
-    exit_id = t.exit_order_id or client_order_id(t.trade_date, t.symbol, Purpose(t.exit_reason.value))
-    return {
-        "trade_date": t.trade_date,
-        "symbol": t.symbol,
-        "shares": t.shares,
-        "entry_ts": t.entry_ts,
-        "entry_price": t.entry_price,
-        "exit_ts": t.exit_ts,
-        "exit_price": t.exit_price,
-        "exit_reason": t.exit_reason.value,
-        "commission": t.commission,
-        "pnl": t.pnl,
-        "return_pct": t.return_pct,
-        "entry_order_id": entry_id,
-        "exit_order_id": exit_id,
-    }
-
-
-def _summary_row(s: DailyPnl, run_id: str) -> dict:
-    return {
-        "trade_date": s.trade_date,
-        "trades": s.trades,
-        "wins": s.wins,
-        "losses": s.losses,
-        "win_rate": s.win_rate,
-        "gross_pnl": s.gross_pnl,
-        "commission": s.commission,
-        "net_pnl": s.net_pnl,
-        "unfilled": s.unfilled,
-        "skipped": s.skipped,
-        "run_id": run_id,
-    }
+    return RankingReview(decision.ranker, decision.requested, decision.fallback_reason, quality)

@@ -10,11 +10,10 @@ from datetime import date, datetime
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar
-from openbell import runtime as wiring
+from openbell import calendar, wiring
 from openbell.config import RunOptions, Settings
 from openbell.logs import one_line_per_failure
-from openbell.store import Store, staging
+from openbell.store import Store, records, staging
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,53 +47,19 @@ def begin_run(
         get_run_logger().info("market closed: %s (%s); %s does nothing today", closed, day, flow)
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     store, now = wiring.store_for(settings, mode), datetime.now(calendar.NEW_YORK)
-    crashed = mark_crashed(store, flow, day, mode, run_id, now)
+    crashed = records.mark_crashed(store, flow, day, mode, run_id, now)
     if crashed:
         get_run_logger().warning("%d earlier %s run(s) of %s never finished: marked crashed (%s)", len(crashed), flow, day,
                                  ", ".join(crashed))  # fmt: skip
-    store.upsert(
-        "runs",
-        [
-            {
-                "run_id": run_id,
-                "flow": flow,
-                "trade_date": day,
-                "mode": mode,
-                "parameters": json.dumps(options.model_dump(mode="json", exclude_none=True)),
-                "started_at": datetime.now(calendar.NEW_YORK),
-                "status": "closed" if closed else "running",
-                "finished_at": datetime.now(calendar.NEW_YORK) if closed else None,
-                "message": f"market closed: {closed}" if closed else None,
-            }
-        ],
-    )
+    parameters = json.dumps(options.model_dump(mode="json", exclude_none=True))
+    records.start_run(store, run_id, flow, day, mode, parameters, closed, datetime.now(calendar.NEW_YORK))
     return RunContext(run_id, flow, day, mode, settings, closed, dry_run)
-
-
-def mark_crashed(store: Store, flow: str, day: date, mode: str, by: str, now: datetime) -> list[str]:
-    """Mark the runs of `flow` on `day` still `running` as crashed, noticed by run `by` at `now`; returns their ids.
-
-    A run that is still running when the next run of its phase and date starts died without finishing
-    (killed, or its machine went down): nothing else would ever end it.
-    """
-    stale = [r for (r,) in store.query(
-        "SELECT run_id FROM runs WHERE flow = ? AND trade_date = ? AND mode = ? AND status = 'running' AND run_id <> ?",
-        [flow, day, mode, by],
-    )]  # fmt: skip
-    if stale:
-        store.execute(
-            "UPDATE runs SET status = 'crashed', finished_at = ?, message = ? WHERE run_id IN (SELECT unnest(?))",
-            [now, f"crashed: still running when run {by} of the same phase and date started at {now:%H:%M:%S}", stale],
-        )
-    return stale
 
 
 @task(cache_policy=NO_CACHE)
 def finish_run(run: RunContext, message: str) -> None:
-    wiring.store_for(run.settings, run.mode).execute(
-        "UPDATE runs SET finished_at = ?, status = 'completed', message = ? WHERE run_id = ?",
-        [datetime.now(calendar.NEW_YORK), message, run.run_id],
-    )
+    """Record the run as completed, with `message` saying what it did."""
+    records.finish_run(wiring.store_for(run.settings, run.mode), run.run_id, message, datetime.now(calendar.NEW_YORK))
 
 
 @task(cache_policy=NO_CACHE)

@@ -7,8 +7,7 @@ from datetime import datetime
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from openbell import calendar
-from openbell import runtime as wiring
+from openbell import calendar, wiring
 from openbell.core import data_quality
 from openbell.morning import scan_morning
 from openbell.tasks.artifacts import publish_table
@@ -22,8 +21,8 @@ def scan_candidates(run: RunContext) -> int:
     """Scan every symbol with an opening indication; returns how many passed."""
     log = get_run_logger()
     market, store = wiring.market_for(run.settings, run.mode), wiring.store_for(run.settings, run.mode)
-    now = datetime.now(calendar.NEW_YORK)
-    now = now if run.mode == "live" and now.date() == run.trade_date else None  # stale prices are today's problem
+    wall = datetime.now(calendar.NEW_YORK)
+    now = wall if run.mode == "live" and wall.date() == run.trade_date else None  # stale prices are today's problem
     scanned = scan_morning(market, run.trade_date, run.settings, _universe(market, run), now)
     features = scanned.candidates
     store.replace(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
-from fake_alpaca import FakeAlpaca
 
-from openbell.brokers.alpaca import AlpacaBroker
 from openbell.clock import SimClock
+from openbell.venues.alpaca import AlpacaBroker
+from tests.adapters.alpaca.alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
+from tests.fakes.fake_alpaca import FakeAlpaca
 
 
 @pytest.fixture

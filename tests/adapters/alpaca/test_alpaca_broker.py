@@ -8,9 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
 
-from openbell.brokers.alpaca import AlpacaBroker
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import liquidation, moo_entry, protective_exit
 from openbell.core.types import (
@@ -25,7 +23,9 @@ from openbell.core.types import (
     Symbol,
 )
 from openbell.errors import ConfigError, OrderRejected, TransientError
-from openbell.ledger import opened_quantities
+from openbell.store.ledger import opened_quantities
+from openbell.venues.alpaca import AlpacaBroker
+from tests.adapters.alpaca.alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
 
 ABC, XYZ = Symbol("ABC"), Symbol("XYZ")
 ENTRY, TARGET, STOP, EOD = (ClientOrderId(f"ob-20250307-ABC-{p}") for p in ("entry", "target", "stop", "eod"))

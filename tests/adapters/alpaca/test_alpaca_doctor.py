@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from alpaca_support import API_KEY, SECRET_KEY
 
 from openbell.cli import main
+from tests.adapters.alpaca.alpaca_support import API_KEY, SECRET_KEY
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime, time
 
 import pytest
-from alpaca_support import API_KEY, SECRET_KEY
-from fake_alpaca_data import FakeAlpacaData
 
 from openbell import calendar
 from openbell.clock import SimClock
 from openbell.store import Store
+from tests.adapters.alpaca.alpaca_support import API_KEY, SECRET_KEY
+from tests.fakes.fake_alpaca_data import FakeAlpacaData
 
 pytestmark = pytest.mark.slow
 

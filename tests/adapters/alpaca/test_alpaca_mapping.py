@@ -11,12 +11,12 @@ from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.models import Position as AlpacaPosition
 from alpaca.trading.models import TradeAccount
 
-from openbell.brokers.alpaca import mapping
-from openbell.brokers.alpaca.mapping import Placed
-from openbell.brokers.base import Account
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import breakeven_exit, liquidation, moo_entry, protective_exit
 from openbell.core.types import ClientOrderId, OrderIntent, OrderStatus, OrderType, Purpose, Side, Symbol
+from openbell.venues.alpaca import mapping
+from openbell.venues.alpaca.mapping import Placed
+from openbell.venues.broker import Account
 
 DAY = date(2025, 3, 7)
 ABC = Symbol("ABC")

@@ -10,28 +10,19 @@ from datetime import date, datetime, time
 
 import pandas as pd
 import pytest
-from alpaca_support import API_KEY, DAY, SECRET_KEY, alpaca_settings, at
-from fake_alpaca_data import FakeAlpacaData, bar, quote, trade
 
 from openbell.calendar import NEW_YORK
 from openbell.clock import SimClock
 from openbell.errors import ConfigError, DataQualityError, TransientError
-from openbell.marketdata import MarketData
-from openbell.marketdata.alpaca import AlpacaMarketData
+from openbell.venues.alpaca.marketdata import AlpacaMarketData
+from openbell.venues.marketdata import MarketData
+from tests.adapters.alpaca.alpaca_support import API_KEY, DAY, SECRET_KEY, alpaca_settings, at
+from tests.adapters.protocol_dtypes import DAILY_DTYPES, MINUTE_DTYPES
+from tests.fakes.fake_alpaca_data import FakeAlpacaData, bar, quote, trade
 
 FAST = {"timeout_s": 0.5, "retry_wait_s": 0.05}
 HISTORY = [date(2025, 2, 28), date(2025, 3, 3), date(2025, 3, 4), date(2025, 3, 5), date(2025, 3, 6)]
 HALF_DAY = date(2025, 11, 28)  # the day after Thanksgiving closes at 13:00
-MINUTE_DTYPES = {
-    "symbol": "str",
-    "ts": "datetime64[us, America/New_York]",
-    "open": "float64",
-    "high": "float64",
-    "low": "float64",
-    "close": "float64",
-    "volume": "int64",
-}
-DAILY_DTYPES = {("date" if k == "ts" else k): ("object" if k == "ts" else v) for k, v in MINUTE_DTYPES.items()}
 
 
 def midnight(day: date) -> datetime:
@@ -217,7 +208,7 @@ def test_unusable_bars_are_dropped_with_a_warning(fake, source, caplog):
     fake.add_raw_bar("1Min", "MSFT", {"t": "2025-03-07T14:32:00Z", "o": 390.0, "h": 389.0, "l": 391.0, "c": 390.0, "v": 10})
     fake.add_raw_bar("1Min", "MSFT", {"t": "2025-03-07T14:33:00Z", "o": 390.0, "h": 391.0, "l": 389.0, "v": 10})
 
-    with caplog.at_level(logging.WARNING, logger="openbell.marketdata.alpaca"):
+    with caplog.at_level(logging.WARNING, logger="openbell.venues.alpaca.marketdata"):
         bars = source.minute_bars(DAY, ["MSFT"])
 
     assert [t.strftime("%H:%M") for t in bars["ts"]] == ["09:30", "09:31"]
@@ -306,7 +297,7 @@ def test_movers_are_the_gainers_biggest_first(source):
 
 
 def test_movers_before_the_open_warn_that_they_are_the_previous_sessions(source, caplog):
-    with caplog.at_level(logging.WARNING, logger="openbell.marketdata.alpaca"):
+    with caplog.at_level(logging.WARNING, logger="openbell.venues.alpaca.marketdata"):
         source.movers(top=5)
 
     assert "previous session's movers" in caplog.text

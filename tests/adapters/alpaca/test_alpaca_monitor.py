@@ -5,20 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
-from fake_alpaca import FakeAlpaca
-from scripted_market import ScriptedMarket
-
-from openbell.brokers.alpaca import AlpacaBroker
 from openbell.clock import SimClock
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import moo_entry, protective_exit
 from openbell.core.types import ClientOrderId, OrderStatus, Purpose, Symbol, client_order_id
-from openbell.ledger import record_orders
 from openbell.monitor import ExitMonitor
 from openbell.store import Store
+from openbell.store.ledger import record_orders
 from openbell.tasks.intraday import _sell_what_we_opened
 from openbell.tasks.runs import RunContext
+from openbell.venues.alpaca import AlpacaBroker
+from tests.adapters.alpaca.alpaca_support import API_KEY, DAY, FAST, SECRET_KEY, alpaca_settings, at
+from tests.fakes.fake_alpaca import FakeAlpaca
+from tests.fakes.scripted_market import ScriptedMarket
 
 ENTRY, TARGET, STOP, EOD = (ClientOrderId(f"ob-20250307-ABC-{p}") for p in ("entry", "target", "stop", "eod"))
 

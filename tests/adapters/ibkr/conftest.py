@@ -8,12 +8,12 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-from fake_tws import FakeTws, Holding
-from ibkr_support import DAY, NY
 
-from openbell.brokers.ibkr import IbkrBroker
 from openbell.clock import SimClock
 from openbell.config import BrokerSettings, IbkrSettings, Settings
+from openbell.venues.ibkr import IbkrBroker
+from tests.adapters.ibkr.ibkr_support import DAY, NY
+from tests.fakes.fake_tws import FakeTws, Holding
 
 CLIENT_ID = 17
 

@@ -8,13 +8,13 @@ import time
 from decimal import Decimal
 
 import pytest
-from ibkr_support import DAY, IBM_HOLDING, at, eventually
 
-from openbell.brokers.ibkr import IbkrBroker, api_ports
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import moo_entry, protective_exit
 from openbell.core.types import OrderStatus, Position, Purpose, Side, Symbol, client_order_id
 from openbell.errors import ConfigError, OrderRejected, TransientError
+from openbell.venues.ibkr import IbkrBroker, api_ports
+from tests.adapters.ibkr.ibkr_support import DAY, IBM_HOLDING, at, eventually
 
 CLIENT_ID = 17
 ABC = Symbol("ABC")

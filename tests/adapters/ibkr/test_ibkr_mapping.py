@@ -12,11 +12,11 @@ from ib_async import Fill as IbFill
 from ib_async import OrderStatus as IbOrderStatus
 from ib_async import Position as IbPosition
 
-from openbell.brokers.ibkr import mapping
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import breakeven_exit, liquidation, moo_entry, protective_exit
 from openbell.core.types import ClientOrderId, Fill, OrderStatus, OrderType, Position, Purpose, Side, Symbol, TimeInForce
 from openbell.errors import ConfigError, OrderRejected, TransientError
+from openbell.venues.ibkr import mapping
 
 NY = ZoneInfo("America/New_York")
 DAY = date(2025, 3, 7)

@@ -12,27 +12,18 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from fake_tws import DEFAULT_SYMBOLS, FakeTws
 
 from openbell.errors import ConfigError, TransientError
-from openbell.marketdata import MarketData
-from openbell.marketdata.ibkr import HistoricalPacingError, HistoryPacing, IbkrMarketData
+from openbell.venues.ibkr.marketdata import HistoricalPacingError, HistoryPacing, IbkrMarketData
+from openbell.venues.marketdata import MarketData
+from tests.adapters.protocol_dtypes import DAILY_DTYPES, MINUTE_DTYPES
+from tests.fakes.fake_tws import DEFAULT_SYMBOLS, FakeTws
 
 NY = ZoneInfo("America/New_York")
 DAY = date(2025, 3, 7)  # the conftest's clock starts at 09:20 on this Friday
 HISTORY = [date(2025, 2, 28), date(2025, 3, 3), date(2025, 3, 4), date(2025, 3, 5), date(2025, 3, 6)]
 SYMBOLS = DEFAULT_SYMBOLS | {"TSLA": 76792991, "GME": 36285627}
 UNPACED = HistoryPacing(min_gap_s=0.0)
-MINUTE_DTYPES = {
-    "symbol": "str",
-    "ts": "datetime64[us, America/New_York]",
-    "open": "float64",
-    "high": "float64",
-    "low": "float64",
-    "close": "float64",
-    "volume": "int64",
-}
-DAILY_DTYPES = {("date" if k == "ts" else k): ("object" if k == "ts" else v) for k, v in MINUTE_DTYPES.items()}
 
 
 def at(hhmm: str, day: date = DAY) -> datetime:
@@ -158,14 +149,14 @@ def test_minute_bars_before_the_open_are_empty_without_asking_ib(source, market)
 
 
 def test_unknown_symbol_is_absent_and_logged_once(source, market, caplog):
-    caplog.set_level(logging.WARNING, logger="openbell.marketdata.ibkr")
+    caplog.set_level(logging.WARNING, logger="openbell.venues.ibkr.marketdata")
 
     first = source.daily_bars(HISTORY[0], HISTORY[-1], ["ABC", "NOPE"])
     second = source.daily_bars(HISTORY[0], HISTORY[1], ["NOPE"])
 
     assert set(first["symbol"]) == {"ABC"} and second.empty
     assert market.contract_requests.count("NOPE") == 1
-    ours = [r.getMessage() for r in caplog.records if r.name == "openbell.marketdata.ibkr"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "openbell.venues.ibkr.marketdata"]
     assert sum("NOPE" in message for message in ours) == 1
 
 

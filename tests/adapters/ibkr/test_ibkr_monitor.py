@@ -6,17 +6,16 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from ibkr_support import DAY, IBM_HOLDING, at, eventually
-from scripted_market import ScriptedMarket
-
 from openbell.core.exits import ExitPolicy
 from openbell.core.orders import moo_entry
 from openbell.core.types import OrderStatus, OrderType, Purpose, Side, Symbol, client_order_id
-from openbell.ledger import record_orders
 from openbell.monitor import ExitMonitor
 from openbell.store import Store
+from openbell.store.ledger import record_orders
 from openbell.tasks.intraday import _sell_what_we_opened
 from openbell.tasks.runs import RunContext
+from tests.adapters.ibkr.ibkr_support import DAY, IBM_HOLDING, at, eventually
+from tests.fakes.scripted_market import ScriptedMarket
 
 
 def _id(symbol: str, purpose: Purpose):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from fake_openai import API_KEY, FakeOpenAI
 
 from openbell.config import LlmSettings
 from openbell.store import Store
+from tests.fakes.fake_openai import API_KEY, FakeOpenAI
 
 
 @pytest.fixture

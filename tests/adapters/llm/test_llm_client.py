@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from fake_openai import API_KEY, FakeOpenAI, dribble, slow, status, text
 
 from openbell.llm.client import ChatClient, ChatFailed
 from openbell.llm.prompt import REPLY_SCHEMA
+from tests.fakes.fake_openai import API_KEY, FakeOpenAI, dribble, slow, status, text
 
 MESSAGES = [
     {"role": "system", "content": "Rank the candidates."},

@@ -10,12 +10,22 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
-from fake_openai import API_KEY, FakeOpenAI, good, hallucinated, obeys_injection, request_document, slow, status, text
 
 from openbell.core.ranking import GapVolumeRanker
 from openbell.llm.audit import cached_reply, record_calls, record_headlines, recorded_headlines
 from openbell.llm.prompt import TEMPLATE_VERSION, Headline, build_messages, prompt_candidates, prompt_hash
 from openbell.llm.ranker import NOT_CHOSEN, NOT_CONFIGURED, LlmRanker
+from tests.fakes.fake_openai import (
+    API_KEY,
+    FakeOpenAI,
+    good,
+    hallucinated,
+    obeys_injection,
+    request_document,
+    slow,
+    status,
+    text,
+)
 
 DAY = date(2025, 3, 7)
 TOP_N = 2
@@ -179,10 +189,9 @@ def test_a_reply_obeying_an_injected_headline_is_rejected_and_cannot_change_sizi
 
     passing = {"AAA", "BBB", "CCC", "DDD", "EEE"}
     assert set(symbols(picks)) == passing and len(selected(picks)) == TOP_N
-    assert all(not hasattr(p, "position_size") for p in picks)
     invalid, ok = rows_of(store)
     assert invalid["status"] == "invalid" and "position_size" in invalid["error"]
-    assert ok["status"] == "ok" and "EVIL" not in ok["parsed"]
+    assert ok["status"] == "ok" and "EVIL" not in ok["parsed"] and "position_size" not in ok["parsed"]
     system, user = fake.requests[0]["messages"]
     assert "EVIL" not in system["content"]
     news = request_document(fake.requests[0])["headlines"]["EEE"]

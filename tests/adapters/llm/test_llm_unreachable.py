@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from datetime import date
 
 import pytest
-from test_llm_ranker import scan
 
 from openbell.config import LlmSettings
 from openbell.core.ranking import GapVolumeRanker
 from openbell.llm.audit import record_calls
 from openbell.llm.client import ChatClient, ChatFailed
 from openbell.llm.ranker import LlmRanker
+from tests.adapters.llm.test_llm_ranker import scan
 
 DAY = date(2025, 3, 7)
 TOP_N = 2

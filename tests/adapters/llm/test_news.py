@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from fake_news import FakeNews
 
 from openbell.config import NewsSettings
 from openbell.llm.news import fetch_headlines
 from openbell.llm.prompt import Headline
+from tests.fakes.fake_news import FakeNews
 
 NEW_YORK = ZoneInfo("America/New_York")
 KEY = "nk-SECRET-4242-do-not-log"

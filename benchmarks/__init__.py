@@ -1,0 +1,1 @@
+"""Benchmarks of openbell, each run from the project root as a module: uv run python -m benchmarks.bench_day."""
