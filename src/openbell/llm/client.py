@@ -167,7 +167,7 @@ class ChatClient:
                 timeout + HARD_LIMIT_GRACE_S,
                 lambda: self._openai.chat.completions.create(
                     model=self.settings.model or "",
-                    messages=messages,  # type: ignore[arg-type]
+                    messages=messages,  # type: ignore[arg-type]  # plain role/content dicts, which the SDK's TypedDicts describe
                     timeout=timeout,
                     **self.params,
                     **extra,
@@ -240,22 +240,23 @@ def _within(limit_s: float, request: Callable[[], object]) -> object:
     client ends it).
     """
     done = threading.Event()
-    outcome: dict[str, object] = {}
+    value: list[object] = []
+    error: list[BaseException] = []
 
     def run() -> None:
         try:
-            outcome["value"] = request()
+            value.append(request())
         except BaseException as exc:  # handed to the caller's thread below
-            outcome["error"] = exc
+            error.append(exc)
         finally:
             done.set()
 
     threading.Thread(target=run, name="openbell-llm-request", daemon=True).start()
     if not done.wait(limit_s):
         raise _TooLong
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def redact(text: str, secret: str | None) -> str:

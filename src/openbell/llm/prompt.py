@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -81,11 +82,11 @@ def _prompt_row(record: Mapping[str, object]) -> dict:
     return row
 
 
-def _rounded(value: object) -> float | None:
+def _rounded(value: Any) -> float | None:
     if value is None:
         return None
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return None
     if not math.isfinite(number):
