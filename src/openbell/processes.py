@@ -6,14 +6,20 @@ import os
 from pathlib import Path
 
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, process group) from /proc, or None when /proc does not know the PID (or there is no /proc)."""
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, from the state (field 3) on; None when
+    /proc does not know the PID (or there is no /proc)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
-    return fields[0], int(fields[2])
+    return text[text.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) from /proc, or None when /proc does not know the PID (or there is no /proc)."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[2]))
 
 
 def alive(pid: int) -> bool:

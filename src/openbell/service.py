@@ -39,7 +39,7 @@ from openbell import calendar
 from openbell.config import Settings
 from openbell.errors import OpenbellError
 from openbell.prefect_api import HOST, last_line, port_is_free, server_command
-from openbell.processes import alive, proc_stat
+from openbell.processes import alive, proc_stat, stat_fields
 from openbell.schedule import ON_DEMAND, next_runs, phase_schedules
 
 DEFAULT_PORT = 4200
@@ -114,13 +114,14 @@ class ProcessIdentity:
         """The identity of a running process, or None without /proc (macOS) or once it is gone."""
         try:
             boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            stat = stat_fields(pid)
             exe = os.readlink(f"/proc/{pid}/exe")
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
         except OSError:
             return None
-        start = int(stat[stat.rindex(")") + 2 :].split()[19])  # after the command name, which may hold spaces
-        return cls(boot, start, exe, tuple(a.decode(errors="surrogateescape") for a in argv))
+        if stat is None:
+            return None
+        return cls(boot, int(stat[19]), exe, tuple(a.decode(errors="surrogateescape") for a in argv))
 
     def to_json(self) -> str:
         return json.dumps({"boot": self.boot, "start": self.start, "exe": self.exe, "argv": list(self.argv)})
@@ -237,8 +238,7 @@ def up(settings: Settings, port: int = DEFAULT_PORT, say: Callable[[str], None] 
     try:
         if server_pid:
             say(f"{SERVER.label} runs (pid {server_pid}, {HOST}:{port}): starting only {SERVE.label}")
-            _wait_until_quietly(lambda: _healthy(api), SERVER_START_TIMEOUT_S)
-            if not _healthy(api):
+            if not _wait_until_quietly(lambda: _healthy(api), SERVER_START_TIMEOUT_S):
                 raise ServiceError(
                     f"{SERVER.label} (pid {server_pid}) runs but its API at {api} does not answer; see {SERVER.log(files)}"
                 )
@@ -300,8 +300,10 @@ def _identity_once_exec_completes(pid: int, cmd: list[str], timeout_s: float = 5
     deadline = time.monotonic() + timeout_s
     while True:
         identity = ProcessIdentity.of(pid)
-        if identity is None or list(identity.argv) == cmd or time.monotonic() > deadline:
-            return identity if identity is None or list(identity.argv) == cmd else None
+        if identity is None or list(identity.argv) == cmd:
+            return identity
+        if time.monotonic() > deadline:
+            return None
         time.sleep(0.01)
 
 
@@ -427,11 +429,13 @@ def status(settings: Settings, now: datetime) -> ServiceStatus:
     problem = None
     stopped_polling = False
     if server_pid and port:
+        api = api_url(port)
         try:
-            scheduled, paused = _scheduled_runs(api_url(port), names)
-            stopped_polling = bool(serve_pid) and _stopped_polling(api_url(port), deployment_names(settings))
+            served = read_deployments(api, deployment_names(settings))
+            scheduled, paused = _scheduled_runs(api, [d for d in served if d["name"] in names])
+            stopped_polling = bool(serve_pid) and _stopped_polling(served)
         except httpx.HTTPError as exc:
-            problem = f"the Prefect API at {api_url(port)} did not answer ({type(exc).__name__})"
+            problem = f"the Prefect API at {api} did not answer ({type(exc).__name__})"
     today = now.astimezone(calendar.NEW_YORK).date()
     deployments = []
     for phase in phase_schedules(settings):
@@ -541,37 +545,38 @@ def _polled_since(api: str, names: list[str], since: datetime) -> bool:
     return polled >= set(names)
 
 
-def _stopped_polling(api: str, names: list[str]) -> bool:
-    """The server marks every deployment not ready: no serving process has polled for a minute.
-
-    Raises:
-        httpx.HTTPError: the API did not answer.
-    """
-    deployments = read_deployments(api, names)
+def _stopped_polling(deployments: list[dict]) -> bool:
+    """The server marks every one of these deployments (as the API returned them) not ready: no serving
+    process has polled for a minute."""
     return bool(deployments) and all(d.get("status") == "NOT_READY" for d in deployments)
 
 
 def _stopped_polling_quietly(api: str, names: list[str]) -> bool:
     try:
-        return _stopped_polling(api, names)
+        return _stopped_polling(read_deployments(api, names))
     except httpx.HTTPError:
         return False  # an API that does not answer says nothing about the serving process
 
 
 def _all_planned(api: str, names: list[str]) -> bool:
     try:
-        scheduled, _ = _scheduled_runs(api, names)
+        scheduled, _ = _scheduled_runs(api, read_deployments(api, names))
     except httpx.HTTPError:
         return False
     return all(scheduled.get(name) for name in names)
 
 
-def _scheduled_runs(api: str, names: list[str]) -> tuple[dict[str, tuple[datetime, str] | None], dict[str, bool]]:
-    """Per deployment name: its earliest scheduled flow run (time, state name), and whether it is paused."""
+def _scheduled_runs(api: str, deployments: list[dict]) -> tuple[dict[str, tuple[datetime, str] | None], dict[str, bool]]:
+    """Per deployment (as the API returned it), by name: its earliest scheduled flow run (time, state
+    name), and whether it is paused.
+
+    Raises:
+        httpx.HTTPError: the API did not answer.
+    """
     scheduled: dict[str, tuple[datetime, str] | None] = {}
     paused: dict[str, bool] = {}
     with httpx.Client(base_url=api, timeout=API_TIMEOUT_S) as client:
-        for deployment in read_deployments(api, names):
+        for deployment in deployments:
             paused[deployment["name"]] = bool(deployment.get("paused"))
             body = {
                 "deployments": {"id": {"any_": [deployment["id"]]}},
