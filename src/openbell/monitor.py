@@ -120,6 +120,7 @@ class ExitMonitor:
         order_ttl: timedelta | None = None,
     ) -> None:
         self._store, self._broker, self._market, self._date = store, broker, market, trade_date
+        self._open = calendar.session_open(trade_date)  # the day's open, fixed: read from the calendar once
         self._policy, self._run_id, self._dry_run = policy, run_id, dry_run
         self._log = log or logging.getLogger(__name__)
         self._mirror = ledger.BrokerMirror(store, broker, trade_date)
@@ -212,7 +213,6 @@ class ExitMonitor:
         entry keeps what it filled, and is then protected, or closed under a halt, for it)."""
         if self._order_ttl is None and self._halt is None:
             return {}
-        session_open = calendar.session_open(self._date)
         cancelled: dict[ClientOrderId, Order] = {}
         for entry in sorted(ours.values(), key=lambda o: o.client_order_id):
             if entry.intent.purpose is not Purpose.ENTRY or not entry.is_open():
@@ -220,7 +220,7 @@ class ExitMonitor:
             done = f"{entry.filled_qty} of {entry.intent.qty} filled"
             if self._halt is not None:
                 why = f"{entry.intent.symbol}: its entry is still working ({done}) and trading is halted"
-            elif self._order_ttl is not None and entry.past_ttl(now, self._order_ttl, session_open):
+            elif self._order_ttl is not None and entry.past_ttl(now, self._order_ttl, self._open):
                 ttl_s = self._order_ttl.total_seconds()
                 why = f"{entry.intent.symbol}: its entry outlived the order TTL of {ttl_s:g} s with {done}"
             else:
@@ -337,7 +337,7 @@ class ExitMonitor:
         A bar that crossed the trailed stop, above the stop of the broker's pair, closes the position;
         a target or a stop the broker's pair holds is left to it.
         """
-        open_minute = _naive_minute(calendar.session_open(self._date))
+        open_minute = _naive_minute(self._open)
         for symbol, (starts, open_, high, low) in sorted(bars.items()):
             entry = entries[symbol]
             atr, confidence = self._exit_inputs.get(symbol, (None, None))
@@ -362,7 +362,7 @@ class ExitMonitor:
     def _decide_time_exits(self, now: datetime, entries: dict[Symbol, Order]) -> None:
         """The time exit: a position held `time_exit_min` minutes after the open (its entry) is sold at market."""
         minutes = self._policy.time_exit_min
-        if minutes is None or now < calendar.session_open(self._date) + timedelta(minutes=minutes):
+        if minutes is None or now < self._open + timedelta(minutes=minutes):
             return
         for symbol in entries:
             if symbol not in self._closing:
@@ -407,7 +407,7 @@ class ExitMonitor:
         """
         symbol, price = entry.intent.symbol, _entry_price(entry)
         starts, _, high, _ = bars
-        high = high[starts >= _naive_minute(calendar.session_open(self._date))]  # the entry's bar on: market-on-open
+        high = high[starts >= _naive_minute(self._open)]  # the entry's bar on: market-on-open
         highest = units_to_price(int(to_units(high).max())) if len(high) else None
         atr, confidence = self._exit_inputs.get(symbol, (None, None))
         stop = breakeven_stop(exit_levels_for(self._policy, price, atr, confidence), price, highest)
@@ -475,7 +475,7 @@ class ExitMonitor:
 
     def _last_closes(self, symbols: set[Symbol], now: datetime) -> dict[Symbol, Decimal] | None:
         """Each symbol's last close among the minute bars complete by `now`; None before the first bar completes."""
-        if now < calendar.session_open(self._date) + MINUTE:
+        if now < self._open + MINUTE:
             return None
         if not symbols:
             return {}

@@ -11,7 +11,7 @@ from openbell import calendar, wiring
 from openbell.clock import Clock
 from openbell.core.orders import liquidation
 from openbell.core.risk import Action, RiskEvent, Rule
-from openbell.core.types import ClientOrderId, Purpose, Side, is_ours
+from openbell.core.types import ClientOrderId, Fill, Purpose, Side, is_ours
 from openbell.errors import OrderRejected
 from openbell.monitor import ExitMonitor
 from openbell.notify import Notifier
@@ -61,8 +61,10 @@ def watch_positions(run: RunContext) -> int:
             with store.batch():
                 sold = _sell_what_we_opened(store, broker, clock, run)
             log.info("liquidation time %s: the monitor sells the %d positions still held", f"{clock.now():%H:%M}", sold)
-            _wait_for_the_sells(store, broker, clock, run, when.close + 2 * MINUTE)
-        exits = [f for f in monitor.fills() if f.side is Side.SELL]
+            fills = _wait_for_the_sells(store, broker, clock, run, when.close + 2 * MINUTE)
+        else:
+            fills = monitor.fills()
+        exits = [f for f in fills if f.side is Side.SELL]
         log.info("monitor stopped at %s: %d exits filled", f"{clock.now():%H:%M}", len(exits))
         return len(exits)
     finally:
@@ -131,15 +133,26 @@ def _sell_what_we_opened(store: Store, broker: Broker, clock: Clock, run: RunCon
     return len(orders)
 
 
-def _wait_for_the_sells(store: Store, broker: Broker, clock: Clock, run: RunContext, deadline: datetime) -> None:
-    """Until the system's orders are done (or `deadline`), a minute at a time; then record the fills and say
-    what is still held."""
+def _wait_for_the_sells(
+    store: Store,
+    broker: Broker,
+    clock: Clock,
+    run: RunContext,
+    deadline: datetime,
+    *,
+    poll: timedelta | None = None,
+    after: str = "liquidation",
+) -> list[Fill]:
+    """Until the system's orders are done (or `deadline`), a minute at a time (or every `poll`); then record the
+    fills, say what is still held `after` the liquidation or the flatten, and return the system's fills."""
     day = run.trade_date
     while any(is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
-        clock.sleep_until(_next_minute(clock.now()))
-    left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
+        clock.sleep_until(_next_minute(clock.now()) if poll is None else clock.now() + poll)
+    fills = ledger.sync_from_broker(store, broker, day)
+    left = ledger.opened_quantities(fills)
     if left:
-        get_run_logger().error("still holding after liquidation: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
+        get_run_logger().error("still holding after %s: %s", after, ", ".join(f"{s} {q}" for s, q in left.items()))
+    return fills
 
 
 def _still_open(broker: Broker, order_ids: list[ClientOrderId]) -> bool:
@@ -171,12 +184,8 @@ def flatten_now(run: RunContext, at: time | None = None) -> int:
         ledger.record_risk_events(
             store, [RiskEvent(day, clock.now(), Rule.FLATTEN, Action.HALTED, message)], run.run_id
         )  # no new entry today: a flatten ends the day's trading
-        deadline = clock.now() + 2 * MINUTE
-        while any(is_ours(o.client_order_id, day) for o in broker.open_orders()) and clock.now() < deadline:
-            clock.sleep_until(clock.now() + timedelta(seconds=5 if run.mode == "live" else 60))
-        left = ledger.opened_quantities(ledger.sync_from_broker(store, broker, day))
-        if left:
-            log.error("still holding after the flatten: %s", ", ".join(f"{s} {q}" for s, q in left.items()))
+        poll = timedelta(seconds=5 if run.mode == "live" else 60)
+        _wait_for_the_sells(store, broker, clock, run, clock.now() + 2 * MINUTE, poll=poll, after="the flatten")
         log.info("%s", message)
         return sold
     finally:
