@@ -357,14 +357,15 @@ def to_position(raw: AlpacaPosition) -> Position | None:
 
 
 def to_account(raw: TradeAccount, *, paper: bool) -> Account:
-    cash, equity, buying_power = raw.cash, raw.equity, raw.buying_power
-    if cash is None or equity is None or buying_power is None:
-        missing = [name for name in ("cash", "equity", "buying_power") if getattr(raw, name) is None]
+    amounts = {"cash": raw.cash, "equity": raw.equity, "buying_power": raw.buying_power}
+    missing = [name for name, value in amounts.items() if value is None]
+    if missing:
         raise ValueError(f"Alpaca's account has no {', '.join(missing)}")
+    cash, equity, buying_power = (Decimal(str(value)) for value in amounts.values())  # strings, all present
     return Account(
-        cash=Decimal(cash),
-        equity=Decimal(equity),
-        buying_power=Decimal(buying_power),
+        cash=cash,
+        equity=equity,
+        buying_power=buying_power,
         paper=paper,
         pattern_day_trader=raw.pattern_day_trader,  # None since Alpaca dropped the field (2026-07-06)
         day_trade_count=raw.daytrade_count,

@@ -226,7 +226,7 @@ class PaperBroker:
         for order in [o for book in self._working.values() for o in book.values() if o.intent.tif is TimeInForce.OPG]:
             bars = self._bars_for(order.intent.symbol)
             if len(bars.minute_start) and bars.minute_start[0] == self._open_s:
-                shares = self._fillable(order, int(bars.volume[0]))
+                shares = _fillable(order, self._share_cap(int(bars.volume[0])))
                 if shares:  # none under the cap: the order waits for the following bars
                     changed.append(self._fill(order, int(bars.open[0]), self._open_s, new_fills, market=True, qty=shares))
             else:
@@ -240,13 +240,16 @@ class PaperBroker:
             working = [o for o in self._working.get(symbol, {}).values() if self._works_in(o, bars.minute_start[i])]
             if not working and symbol not in self._working:
                 break
-            volume = int(bars.volume[i])
+            share_cap = self._share_cap(int(bars.volume[i]))
+            at_market: list[Order] = []
+            exits: list[Order] = []
             for order in working:
-                if _at_market(order) and (shares := self._fillable(order, volume)):
+                (at_market if _at_market(order) else exits).append(order)
+            for order in at_market:
+                if shares := _fillable(order, share_cap):
                     changed.append(
                         self._fill(order, int(bars.open[i]), bars.minute_start[i], new_fills, market=True, qty=shares)
                     )
-            exits = [o for o in working if not _at_market(o)]
             for group in _oco_groups(exits):
                 target = next((o for o in group if o.intent.order_type is OrderType.LIMIT), None)
                 stop = next((o for o in group if o.intent.order_type in _STOP_TYPES), None)
@@ -262,7 +265,7 @@ class PaperBroker:
                 winner, loser = (target, stop) if code == ExitCode.TARGET else (stop, target)
                 if winner is None:  # bar_exits reports only a level that was given
                     continue
-                shares = self._fillable(winner, volume)
+                shares = _fillable(winner, share_cap)
                 if not shares:
                     continue  # nothing executed: the pair keeps working
                 changed.append(
@@ -324,11 +327,10 @@ class PaperBroker:
         self._put(filled)
         return filled
 
-    def _fillable(self, order: Order, volume: int) -> int:
-        """The shares the order can fill in a bar of `volume`: what it has left, under the participation cap."""
-        left = order.intent.qty - order.filled_qty
+    def _share_cap(self, volume: int) -> int | None:
+        """The most shares an order can fill in a bar of `volume` under the participation cap; None without a cap."""
         cap = self._costs.max_participation_pct
-        return left if cap is None else min(left, int(volume * cap / 100))
+        return None if cap is None else int(volume * cap / 100)
 
     def _works_in(self, order: Order, bar_start: float) -> bool:
         """True when the order takes part in the bar starting at `bar_start`.
@@ -472,6 +474,12 @@ class PaperBroker:
 
     def _at(self, seconds: float) -> datetime:
         return self._midnight + timedelta(seconds=float(seconds))
+
+
+def _fillable(order: Order, share_cap: int | None) -> int:
+    """The shares the order can fill in a bar: what it has left, at most the bar's `share_cap` (None: no cap)."""
+    left = order.intent.qty - order.filled_qty
+    return left if share_cap is None else min(left, share_cap)
 
 
 def _at_market(order: Order) -> bool:

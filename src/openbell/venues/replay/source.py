@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -193,7 +193,8 @@ class ParquetReplaySource:
         take = slice(None) if every_row else rows  # the whole file in its order: no copy of its columns
         columns = {c: _floats(pq.read_table(path, columns=[c]).column(c))[take] for c in (*PRICE_COLUMNS, "volume")}
         no_nulls = np.zeros(len(rows), dtype=bool)
-        failed = _failed_checks(_price_arrays(columns.__getitem__), columns["volume"], no_nulls, symbol, at, unit)
+        prices = columns["open"], columns["high"], columns["low"], columns["close"]
+        failed = _failed_checks(prices, columns["volume"], no_nulls, symbol, at, unit)
         bad = failed > 0
         if bad.any():
             rejected = pd.DataFrame(
@@ -355,7 +356,12 @@ class ParquetReplaySource:
         # A duplicated minute rejects the symbol's whole day (which bar belongs to which series is unknowable);
         # a duplicated daily bar rejects the duplicated rows only.
         unit = symbol.astype(np.int64) * (int(day.max(initial=0)) + 1) + day if kind is _MINUTE else None
-        prices = _price_arrays(lambda name: _floats(table.column(name)))
+        prices = (
+            _floats(table.column("open")),
+            _floats(table.column("high")),
+            _floats(table.column("low")),
+            _floats(table.column("close")),
+        )
         null_key = _nulls(table.column("symbol")) | _nulls(table.column(kind.key))
         failed = _failed_checks(prices, _floats(table.column("volume")), null_key, symbol, at, unit)
         return _SortedRows(table, symbol, day, failed)
@@ -434,12 +440,6 @@ def _output_schema(kind: _FileKind, schema: pa.Schema) -> pa.Schema:
         + [(name, pa.float64()) for name in PRICE_COLUMNS]
         + [("volume", pa.int64())]
     )
-
-
-def _price_arrays(column: Callable[[str], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The open, high, low and close columns, as `failed_checks` takes them."""
-    open_, high, low, close = (column(name) for name in PRICE_COLUMNS)
-    return open_, high, low, close
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
