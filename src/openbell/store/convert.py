@@ -11,11 +11,9 @@ import duckdb
 
 from openbell.errors import ConfigError, StoreLockedError
 from openbell.store.db import Store, _ident
-from openbell.store.lake import ALIAS, new_duckdb, one_row
+from openbell.store.lake import ALIAS, _file_head, _is_duckdb, _is_sqlite, new_duckdb, one_row
 from openbell.store.migrations import KEYS
 
-_DUCKDB_MAGIC = b"DUCK"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 # How DuckDB (1.x) refuses a file that another process has open for writing: an IOException starting so.
 _DUCKDB_LOCKED = "IO Error: Could not set lock on file "
 
@@ -82,16 +80,15 @@ def _check_source(source: Path) -> None:
     if not source.is_file():
         raise ConfigError(f"no DuckDB file at {source}")
     try:
-        with open(source, "rb") as f:
-            head = f.read(16)
+        head = _file_head(source)
     except OSError as exc:
         raise ConfigError(f"cannot read {source}: {exc.strerror}") from None
-    if head == _SQLITE_MAGIC:
+    if _is_sqlite(head):
         raise ConfigError(
             f"{source} is a SQLite file, not an earlier openbell's DuckDB database; nothing to move "
             "(a store's catalog is used as it is: --db)"
         )
-    if head[8:12] != _DUCKDB_MAGIC:
+    if not _is_duckdb(head):
         raise ConfigError(f"{source} is not a DuckDB file; `openbell store migrate` reads an earlier openbell's database")
 
 

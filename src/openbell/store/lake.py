@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -343,17 +343,16 @@ def _check_catalog_file(file: Path, read_only: bool) -> None:
             raise ConfigError(f"no store at {file} yet; let a flow create it first")
         return
     try:
-        with open(file, "rb") as f:
-            head = f.read(16)
+        head = _file_head(file)
     except OSError as exc:
         raise ConfigError(f"cannot read the store {file}: {exc.strerror}") from None
-    if head[8:12] == _DUCKDB_MAGIC:
+    if _is_duckdb(head):
         raise ConfigError(
             f"{file} is a DuckDB file, not a store (a DuckLake catalog); if it holds an earlier openbell's "
             f"records, move them into a store with `openbell store migrate {file} --db {file.with_suffix('.ducklake')}` "
             "and use that one"
         )
-    if head != _SQLITE_MAGIC:
+    if not _is_sqlite(head):
         raise ConfigError(f"{file} is not an openbell store (not a SQLite file, so no DuckLake catalog); give another path")
     tables = _sqlite_tables(file)
     if tables and "ducklake_metadata" not in tables:  # never turn another program's file into a store
@@ -371,18 +370,15 @@ def _sqlite_tables(file: Path) -> set[str]:
         StoreLockedError: another program kept it locked for _SQLITE_BUSY_S.
     """
     try:
-        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S)
-        try:
+        with closing(_sqlite_read_only(file)) as db:
             return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
     except sqlite3.Error as exc:
         raise _sqlite_error(file, exc) from None
 
 
 def _sqlite_error(file: Path, exc: sqlite3.Error) -> ConfigError | StoreLockedError:
     """What a SQLite error reading `file` means for the user, by its result code (never by its wording)."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+    code = _primary_code(exc)
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return StoreLockedError(
             f"{file} stayed locked by another program for {_SQLITE_BUSY_S:g}s (SQLite: {exc}); "
@@ -399,15 +395,39 @@ def _sqlite_error(file: Path, exc: sqlite3.Error) -> ConfigError | StoreLockedEr
 def _sqlite_damage(file: Path) -> str | None:
     """SQLite's first complaint about `file` (a quick integrity check, reading only), or None when it finds none."""
     try:
-        db = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S)
-        try:
+        with closing(_sqlite_read_only(file)) as db:
             (found,) = db.execute("PRAGMA quick_check(1)").fetchone()
-        finally:
-            db.close()
     except sqlite3.Error as exc:
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-        return str(exc) if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) else None
+        return str(exc) if _primary_code(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) else None
     return None if found == "ok" else " ".join(str(found).replace("*** in database main ***", "").split())
+
+
+def _sqlite_read_only(file: Path) -> sqlite3.Connection:
+    """A connection that only reads `file`, waiting up to _SQLITE_BUSY_S for another program's lock."""
+    return sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True, timeout=_SQLITE_BUSY_S)
+
+
+def _primary_code(exc: sqlite3.Error) -> int:
+    """The primary result code of a SQLite error (the low byte of an extended one; 0 when it has none)."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _file_head(path: Path) -> bytes:
+    """The first 16 bytes of a file: enough to tell a SQLite file from a DuckDB one.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with open(path, "rb") as f:
+        return f.read(16)
+
+
+def _is_sqlite(head: bytes) -> bool:
+    return head == _SQLITE_MAGIC
+
+
+def _is_duckdb(head: bytes) -> bool:
+    return head[8:12] == _DUCKDB_MAGIC
 
 
 def _sqlite_wal(file: Path) -> None:

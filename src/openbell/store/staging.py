@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -57,13 +58,11 @@ def stage_day(store: Store, day: date) -> Store:
     scratch.migrate()
     tables = [t for t in _tables(store) if t not in _NOT_COPIED]
     with store.snapshot() as source:
-        copies = {t: _arrow(source, t, day if t in DAY_TABLES else None) for t in tables}
+        copies = {t: _arrow(source, t, "trade_date IS DISTINCT FROM ?" if t in DAY_TABLES else "", day) for t in tables}
     with scratch.transaction() as con:
         for table, rows in copies.items():
             if rows.num_rows:
-                con.register("staged_rows", rows)
-                con.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
-                con.unregister("staged_rows")
+                _insert_rows(con, table, rows)
     return scratch
 
 
@@ -75,9 +74,9 @@ def commit_day(store: Store, scratch: Store, day: date) -> dict[str, int]:
     per table.
     """
     with scratch.snapshot() as source:
-        day_rows = {t: _arrow(source, t, None, only=day) for t in DAY_TABLES}
-        holdings = _arrow(source, "paper_holdings", None)
-        others = {t: _arrow(source, t, None) for t in _tables(scratch) if t not in BOOK_TABLES and t in KEYS}
+        day_rows = {t: _arrow(source, t, "trade_date = ?", day) for t in DAY_TABLES}
+        holdings = _arrow(source, "paper_holdings")
+        others = {t: _arrow(source, t) for t in _tables(scratch) if t not in BOOK_TABLES and t in KEYS}
     written: dict[str, int] = {}
     with store.transaction() as con:
         for table in DAY_TABLES:
@@ -85,21 +84,13 @@ def commit_day(store: Store, scratch: Store, day: date) -> dict[str, int]:
         con.execute("DELETE FROM paper_holdings")
         for table, rows in [*day_rows.items(), ("paper_holdings", holdings)]:
             if rows.num_rows:
-                con.register("staged_rows", rows)
-                con.execute(f"INSERT INTO {table} SELECT * FROM staged_rows")
-                con.unregister("staged_rows")
+                _insert_rows(con, table, rows)
                 written[table] = rows.num_rows
         for table, rows in others.items():
             if not rows.num_rows:
                 continue
             same_key = " AND ".join(f"kept.{k} = staged_rows.{k}" for k in KEYS[table])
-            con.register("staged_rows", rows)
-            (n,) = one_row(
-                con,
-                f"INSERT INTO {table} SELECT * FROM staged_rows "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS kept WHERE {same_key})",
-            )
-            con.unregister("staged_rows")
+            n = _insert_rows(con, table, rows, f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS kept WHERE {same_key})")
             if n:
                 written[table] = n
     return written
@@ -138,19 +129,20 @@ def sweep_abandoned(store: Store) -> list[Path]:
 
 def _salvage_runs(store: Store, scratch: Store, name: str) -> None:
     with scratch.snapshot() as source:
-        runs = _arrow(source, "runs", None)
+        runs = _arrow(source, "runs")
     if not runs.num_rows:
         return
     with store.transaction() as con:
-        con.register("staged_rows", runs)
-        con.execute(
-            "INSERT INTO runs SELECT * REPLACE ("
+        _insert_rows(
+            con,
+            "runs",
+            runs,
+            tail_sql="WHERE run_id NOT IN (SELECT run_id FROM runs)",
+            columns="* REPLACE ("
             "CASE WHEN status = 'running' THEN 'crashed' ELSE status END AS status, "
-            "CASE WHEN status = 'running' THEN ? ELSE message END AS message) "
-            "FROM staged_rows WHERE run_id NOT IN (SELECT run_id FROM runs)",
-            [f"crashed: its staged replay ({name}) was abandoned"],
+            "CASE WHEN status = 'running' THEN ? ELSE message END AS message)",
+            params=[f"crashed: its staged replay ({name}) was abandoned"],
         )
-        con.unregister("staged_rows")
 
 
 def _tables(store: Store) -> list[str]:
@@ -163,10 +155,18 @@ def _tables(store: Store) -> list[str]:
     ]
 
 
-def _arrow(con, table: str, without: date | None, *, only: date | None = None) -> pa.Table:
-    """A table's rows as Arrow (types kept exactly): all, all but one date's, or only one date's."""
-    if without is not None:
-        return con.execute(f"SELECT * FROM {table} WHERE trade_date IS DISTINCT FROM ?", [without]).fetch_arrow_table()
-    if only is not None:
-        return con.execute(f"SELECT * FROM {table} WHERE trade_date = ?", [only]).fetch_arrow_table()
-    return con.execute(f"SELECT * FROM {table}").fetch_arrow_table()
+def _arrow(con, table: str, where: str = "", day: date | None = None) -> pa.Table:
+    """A table's rows as Arrow (types kept exactly): all of them, or those `where` holds for `day` (its `?`)."""
+    if not where:
+        return con.execute(f"SELECT * FROM {table}").fetch_arrow_table()
+    return con.execute(f"SELECT * FROM {table} WHERE {where}", [day]).fetch_arrow_table()
+
+
+def _insert_rows(
+    con, table: str, rows: pa.Table, tail_sql: str = "", *, columns: str = "*", params: Sequence[object] = ()
+) -> int:
+    """Insert Arrow `rows` into `table`; `columns` and `tail_sql` may name them as `staged_rows`. Returns the count."""
+    con.register("staged_rows", rows)
+    (n,) = one_row(con, f"INSERT INTO {table} SELECT {columns} FROM staged_rows {tail_sql}", list(params))
+    con.unregister("staged_rows")
+    return n
