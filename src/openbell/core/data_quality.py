@@ -125,6 +125,12 @@ def bad_minute_bars(bars: pd.DataFrame) -> pd.Series:
     `bars` has columns symbol, ts (tz-aware), open, high, low, close, volume, in any order. Two bars of a
     symbol with the same ts fail every bar of that symbol's day ("duplicate_bar").
     """
+    return pd.Series(BAD_ROW_CHECKS[bad_row_codes(bars)].astype(object), index=bars.index, name="check")
+
+
+def bad_row_codes(bars: pd.DataFrame) -> np.ndarray:
+    """Each minute bar's first failed check as a code into BAD_ROW_REASONS and BAD_ROW_CHECKS (0 for a good bar),
+    in the frame's row order; `bars` as for `bad_minute_bars`."""
     order = np.lexsort((_ns(bars["ts"]), bars["symbol"].to_numpy()))
     rows = bars.iloc[order]
     codes, uniques = pd.factorize(rows["symbol"])
@@ -135,9 +141,9 @@ def bad_minute_bars(bars: pd.DataFrame) -> pd.Series:
     failed = failed_checks(
         prices, rows["volume"].to_numpy(dtype=float), rows["ts"].isna().to_numpy(), codes, _ns(rows["ts"]), unit
     )
-    out = np.empty(len(bars), dtype=object)
-    out[order] = BAD_ROW_CHECKS[failed]
-    return pd.Series(out, index=bars.index, name="check")
+    out = np.empty(len(bars), dtype=np.int8)
+    out[order] = failed
+    return out
 
 
 def dropped_bar_issues(rejected: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection
 from datetime import date, datetime, time
@@ -49,22 +50,6 @@ def protocol_frame(
 REJECTED_COLUMNS = ("kind", "symbol", "at", *PRICE_COLUMNS, "volume", "reason")  # a source's `rejected_rows`
 
 
-def split_bad_bars(bars: pd.DataFrame, key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A live source's bars as (the usable ones, the bad ones with `kind, at, reason`), by the replay source's checks
-    (`core.data_quality.bad_minute_bars`: a missing value, a non-positive price, high below low, open or close
-    outside the range, a negative volume; a repeated bar drops its symbol's day). `key` is "ts" or "date"."""
-    from openbell.core import data_quality as dq  # pure; loaded with the first live bars
-
-    if bars.empty:
-        return bars, pd.DataFrame(columns=list(REJECTED_COLUMNS))
-    when = bars["ts"] if key == "ts" else pd.to_datetime(bars["date"]).dt.tz_localize(NEW_YORK)
-    checks = dq.bad_minute_bars(bars.assign(ts=when))
-    bad = (checks != "").to_numpy()
-    words = dict(zip(dq.BAD_ROW_CHECKS, dq.BAD_ROW_REASONS, strict=True))
-    rejected = bars.loc[bad].assign(kind="minute" if key == "ts" else "daily", reason=checks[bad].map(words))
-    return bars.loc[~bad], rejected.rename(columns={key: "at"})[list(REJECTED_COLUMNS)]
-
-
 class RejectedRows:
     """The bad rows a live source dropped so far (its `rejected_rows`), for the scan's `data_quality` records."""
 
@@ -82,6 +67,35 @@ class RejectedRows:
         with self._lock:
             found = list(self._found)
         return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=list(REJECTED_COLUMNS))
+
+
+def drop_bad_bars(
+    bars: pd.DataFrame, key: str, *, kind: str, rejected: RejectedRows, what: str, log: logging.Logger
+) -> pd.DataFrame:
+    """A live source's usable bars; the bad ones are logged on `log` and added to `rejected` (`kind, at, reason`).
+
+    Bad by the replay source's checks (`core.data_quality.bad_row_codes`: a missing value, a non-positive price,
+    high below low, open or close outside the range, a negative volume; a repeated bar drops its symbol's day).
+    `key` is "ts" or "date"; `kind` is "minute" or "daily" (daily bars keyed by "ts" are recorded at their date);
+    `what` completes the warning "dropped N unusable <what> (...)".
+    """
+    from openbell.core import data_quality as dq  # pure; loaded with the first live bars
+
+    if bars.empty:
+        return bars
+    when = bars["ts"] if key == "ts" else pd.to_datetime(bars["date"]).dt.tz_localize(NEW_YORK)
+    codes = dq.bad_row_codes(bars.assign(ts=when))
+    bad = codes != 0
+    if not bad.any():
+        return bars.loc[~bad]
+    found = bars.loc[bad].assign(kind=kind, reason=dq.BAD_ROW_REASONS[codes[bad]]).rename(columns={key: "at"})
+    if kind == "daily" and key == "ts":
+        found["at"] = [a.date() for a in found["at"]]
+    found = found[list(REJECTED_COLUMNS)]
+    log.warning("dropped %d unusable %s (%s)", len(found), what,
+                ", ".join(f"{r} {n}" for r, n in found["reason"].value_counts().items()))  # fmt: skip
+    rejected.add(found)
+    return bars.loc[~bad]
 
 
 def unique_symbols(symbols: Collection[str]) -> list[str]:

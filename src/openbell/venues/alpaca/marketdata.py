@@ -55,9 +55,9 @@ from openbell.venues.marketdata import (
     OPENING_PRINT_COLUMNS,
     SNAPSHOT_COLUMNS,
     RejectedRows,
+    drop_bad_bars,
     protocol_frame,
     require_day_begun,
-    split_bad_bars,
     unique_symbols,
     universe_symbols,
     wanted_symbols,
@@ -312,11 +312,8 @@ class AlpacaMarketData:
             if not isinstance(answer, dict):
                 raise DataQualityError(f"Alpaca's answer while {what} is not a mapping of symbols to bars")
             raw.update(answer)
-        bars, rejected = _bars_frame(raw, what)
-        if timeframe.unit == TimeFrameUnit.Day:
-            rejected = rejected.assign(kind="daily", at=[a.date() for a in rejected["at"]])
-        self._rejected.add(rejected)
-        return bars
+        kind = "daily" if timeframe.unit == TimeFrameUnit.Day else "minute"
+        return _bars_frame(raw, what, kind, self._rejected)
 
     def _snapshots(self, symbols: list[str], what: str) -> Iterator[tuple[str, Snapshot]]:
         """(symbol, Snapshot) in symbol order; a snapshot that cannot be read is skipped with a warning."""
@@ -392,10 +389,10 @@ class AlpacaMarketData:
 # -- frames -------------------------------------------------------------------------------------
 
 
-def _bars_frame(raw: dict[str, list], what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Alpaca's {symbol: [{t, o, h, l, c, v, ...}]} as symbol, ts (New York), open..close, volume, and the bad
-    rows dropped from it with their reason (`core.data_quality.bad_minute_bars`: a repeated bar drops its
-    symbol's day, as the replay source does)."""
+def _bars_frame(raw: dict[str, list], what: str, kind: str, rejected: RejectedRows) -> pd.DataFrame:
+    """Alpaca's {symbol: [{t, o, h, l, c, v, ...}]} as symbol, ts (New York), open..close, volume; the bad rows
+    are dropped and added to `rejected` as `kind` bars with their reason (`drop_bad_bars`: a repeated bar drops
+    its symbol's day, as the replay source does)."""
     columns: dict[str, list] = {"symbol": [], **{name: [] for name in _BAR_FIELDS.values()}}
     for symbol, bars in raw.items():
         for bar in bars or ():
@@ -403,18 +400,15 @@ def _bars_frame(raw: dict[str, list], what: str) -> tuple[pd.DataFrame, pd.DataF
             for key, name in _BAR_FIELDS.items():
                 columns[name].append(bar.get(key) if isinstance(bar, dict) else None)
     if not columns["symbol"]:
-        return split_bad_bars(protocol_frame(MINUTE_COLUMNS, []), "ts")
+        return protocol_frame(MINUTE_COLUMNS, [])
     frame = pd.DataFrame(columns)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce").dt.tz_convert(NEW_YORK)
     frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
     numbers = ["open", "high", "low", "close", "volume"]
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
-    frame, rejected = split_bad_bars(frame, "ts")
-    if not rejected.empty:
-        log.warning("dropped %d unusable bars %s (%s)", len(rejected), what,
-                    ", ".join(f"{r} {n}" for r, n in rejected["reason"].value_counts().items()))  # fmt: skip
+    frame = drop_bad_bars(frame, "ts", kind=kind, rejected=rejected, what=f"bars {what}", log=log)
     frame["volume"] = frame["volume"].round().astype("int64")
-    return frame.sort_values(["symbol", "ts"], ignore_index=True)[list(MINUTE_COLUMNS)], rejected
+    return frame.sort_values(["symbol", "ts"], ignore_index=True)[list(MINUTE_COLUMNS)]
 
 
 def _regular_hours(bars: pd.DataFrame, opens: datetime, closes: datetime) -> pd.DataFrame:

@@ -64,9 +64,9 @@ from openbell.venues.marketdata import (
     PRICE_COLUMNS,
     SNAPSHOT_COLUMNS,
     RejectedRows,
+    drop_bad_bars,
     protocol_frame,
     require_day_begun,
-    split_bad_bars,
     unique_symbols,
     universe_symbols,
     wanted_symbols,
@@ -738,10 +738,7 @@ def _bars_frame(columns: tuple[str, ...], rows: list[tuple], rejected: RejectedR
     frame[numbers] = frame[numbers].apply(pd.to_numeric, errors="coerce").astype("float64")
     if key == "ts":
         frame["ts"] = frame["ts"].astype(NEW_YORK_TS)
-    frame, bad = split_bad_bars(frame, key)  # a negative volume among them: IB sends -1 when it has no volume
-    if not bad.empty:
-        log.warning("dropped %d unusable %s (%s)", len(bad), what,
-                    ", ".join(f"{r} {n}" for r, n in bad["reason"].value_counts().items()))  # fmt: skip
-        rejected.add(bad)
+    kind = "minute" if key == "ts" else "daily"  # a negative volume among the bad: IB sends -1 when it has no volume
+    frame = drop_bad_bars(frame, key, kind=kind, rejected=rejected, what=what, log=log)
     frame = frame.astype({"symbol": "str", "volume": "int64"})
     return frame.sort_values(["symbol", key], ignore_index=True)
