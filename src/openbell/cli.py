@@ -373,7 +373,7 @@ def _run_day(trade_date: date | None, symbols: list[str] | None, options) -> int
 def _replay_day(settings, trade_date: date | None, symbols: list[str] | None, options) -> int:
     from openbell import wiring
 
-    settings.require_ready_to_trade()  # the live switch and the broker's keys, before anything starts
+    wiring.require_ready_to_trade(settings)  # the live switch and the broker's keys, before anything starts
     market = wiring.market_for(settings)  # checks both files (or generates the synthetic market)
     day = wiring.resolve_trade_date(trade_date, "replay", settings)
     wiring.store_for(settings)  # a store that cannot be opened stops here, before any flow
@@ -571,7 +571,7 @@ def _flatten(args: argparse.Namespace) -> int:
     settings = options.settings()
     day, at = args.replay if args.replay else (None, None)
     mode: wiring.Mode = "replay" if args.replay else "live"
-    settings.require_ready_to_trade()
+    wiring.require_ready_to_trade(settings)
     wiring.store_for(settings, mode)  # a store that cannot be opened stops here, before any flow
     api = _open_prefect_api(settings)
     try:

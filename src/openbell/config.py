@@ -525,19 +525,6 @@ class Settings(BaseSettings):
                 f'OPENBELL_LIVE_CONFIRMATION="{LIVE_CONFIRMATION}" (or use a paper account)'
             )
 
-    def require_ready_to_trade(self) -> None:
-        """Every check of the trading settings that needs no connection, so a mistake stops a run before its first
-        flow writes anything: the live switch, the broker's keys, a live port for a paper account."""
-        self.require_live_confirmed()
-        if self.broker.kind == "alpaca":
-            from openbell.venues.alpaca.broker import require_keys  # the SDK loads only for those who use it
-
-            require_keys(self)
-        elif self.broker.kind == "ibkr":
-            from openbell.venues.ibkr.session import api_ports
-
-            api_ports(self)
-
     def updated(self, changes: dict[str, dict[str, Any]]) -> Settings:
         """A copy with `{"area": {"field": value}}` changes applied and validated."""
         merged = self.model_dump()
@@ -638,8 +625,9 @@ def described(variable: str, also: str = "", *, flag: bool = False) -> str:
     """
     field = setting_variables()[variable].field
     text = (field.description or "").rstrip(".") + also
-    if field.get_default(call_default_factory=True) is not None:
-        text += f" (default {default_of(variable)})"
+    default = field.get_default(call_default_factory=True)
+    if default is not None:
+        text += f" (default {_shown(default)})"
     return text[0].lower() + text[1:] if flag else text + "."
 
 

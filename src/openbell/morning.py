@@ -191,14 +191,6 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(found, ignore_index=True) if found else dq.empty_issues()
 
 
-def last_minute_closes(market: MarketData, day: date, universe: Collection[str] | None = None) -> pd.Series | None:
-    """Each symbol's last minute close of `day`: unadjusted like the minute bars (None without minute bars)."""
-    bars = _minute_bars(market, day, universe)
-    if bars.empty:
-        return None
-    return bars.groupby("symbol")["close"].last()
-
-
 @dataclass(frozen=True)
 class DayRanking:
     """Which ranker's picks trade on a day, why, and what every ranker said."""

@@ -201,6 +201,20 @@ def _replay_source(minute: Path, daily: Path) -> ParquetReplaySource:
     return source
 
 
+def require_ready_to_trade(settings: Settings) -> None:
+    """Every check of the trading settings that needs no connection, so a mistake stops a run before its first
+    flow writes anything: the live switch, the broker's keys, a live port for a paper account."""
+    settings.require_live_confirmed()
+    if settings.broker.kind == "alpaca":
+        from openbell.venues.alpaca.broker import require_keys  # the SDK loads only for those who use it
+
+        require_keys(settings)
+    elif settings.broker.kind == "ibkr":
+        from openbell.venues.ibkr.session import api_ports
+
+        api_ports(settings)
+
+
 def broker_for(settings: Settings, store: Store | None, market: MarketData | None, clock: Clock, day: date) -> Broker:
     """The configured broker for `day`: the paper broker (default) or a real one, paper account unless live."""
     settings.require_live_confirmed()

@@ -21,7 +21,7 @@ from decimal import Decimal
 import numpy as np
 
 from openbell.core.exits import ExitCode, ExitPolicy, first_exits, first_true
-from openbell.core.prices import UNITS, scaled_to_tick, shifted_to_tick
+from openbell.core.prices import COMMISSION_MINIMUM, COMMISSION_PER_SHARE, UNITS, commission, scaled_to_tick, shifted_to_tick
 
 OPEN_MINUTE = 9 * 60 + 30
 EOD = int(ExitCode.EOD)  # exit code of a liquidation (3), next to ExitCode.TARGET (1), STOP (2) and TIME (4)
@@ -67,14 +67,14 @@ class FillCosts:
     and does not model it.
     """
 
-    per_share: Decimal = Decimal("0.005")
-    minimum: Decimal = Decimal("1.00")
+    per_share: Decimal = COMMISSION_PER_SHARE
+    minimum: Decimal = COMMISSION_MINIMUM
     slippage_bps: Decimal = Decimal(0)
     max_participation_pct: Decimal | None = None
 
     def commission(self, shares: int) -> Decimal:
         """The commission of an order that has filled `shares` in all (none for none)."""
-        return max(self.minimum, self.per_share * shares) if shares else Decimal(0)
+        return commission(shares, self.per_share, self.minimum) if shares else Decimal(0)
 
     def commission_units(self, shares: np.ndarray) -> np.ndarray:
         per_share = int(self.per_share * UNITS)

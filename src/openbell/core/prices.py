@@ -52,7 +52,11 @@ def with_slippage(price: Decimal, side: Side, slippage_bps: Decimal) -> Decimal:
     return round_to_tick(adjusted)
 
 
-def commission(shares: int, per_share: Decimal = Decimal("0.005"), minimum: Decimal = Decimal("1.00")) -> Decimal:
+COMMISSION_PER_SHARE = Decimal("0.005")  # the default commission model (IB's fixed pricing)
+COMMISSION_MINIMUM = Decimal("1.00")
+
+
+def commission(shares: int, per_share: Decimal = COMMISSION_PER_SHARE, minimum: Decimal = COMMISSION_MINIMUM) -> Decimal:
     """Per-order commission: max(minimum, per_share x shares)."""
     return max(minimum, per_share * shares)
 

@@ -40,7 +40,7 @@ def begin_run(
     """
     one_line_per_failure()  # Prefect's console logging is set up by now
     settings = options.settings()
-    settings.require_ready_to_trade()  # at every flow's first task: nothing is written before a refusal
+    wiring.require_ready_to_trade(settings)  # at every flow's first task: nothing is written before a refusal
     day = wiring.resolve_trade_date(trade_date, mode, settings)
     closed = calendar.closed_reason(day)
     if closed:
@@ -52,7 +52,7 @@ def begin_run(
         get_run_logger().warning("%d earlier %s run(s) of %s never finished: marked crashed (%s)", len(crashed), flow, day,
                                  ", ".join(crashed))  # fmt: skip
     parameters = json.dumps(options.model_dump(mode="json", exclude_none=True))
-    records.start_run(store, run_id, flow, day, mode, parameters, closed, datetime.now(calendar.NEW_YORK))
+    records.start_run(store, run_id, flow, day, mode, parameters, closed, now)
     return RunContext(run_id, flow, day, mode, settings, closed, dry_run)
 
 
@@ -75,7 +75,7 @@ def stage_replayed_day(
     """
     one_line_per_failure()
     settings = options.settings()
-    settings.require_ready_to_trade()
+    wiring.require_ready_to_trade(settings)
     day = wiring.resolve_trade_date(trade_date, mode, settings)
     if not replace or mode != "replay":
         return day, None
