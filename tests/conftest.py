@@ -23,7 +23,16 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            _first_flow_run()
             yield
+
+
+def _first_flow_run() -> None:
+    """One empty flow run, so Prefect's once-per-process logging setup (which replaces the root logger's
+    handlers, caplog's among them) happens here and not inside the first test that reads its log lines."""
+    from prefect import flow
+
+    flow(name="warm-up", log_prints=False)(lambda: None)()
 
 
 @pytest.fixture(scope="session")
